@@ -1,0 +1,134 @@
+"""The informer-style cache: raw objects (dicts parsed with orjson) by kind.
+
+Watchers (``clustermodel.informer``) or a snapshot file feed it; handlers
+subscribed per kind see every change in order.  Objects are kept as the API
+server sent them: decoding thousands of Nodes into typed models costs
+seconds, dicts cost milliseconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+
+from clustermodel import annotations as ann
+
+Obj = dict[str, Any]
+Key = tuple[str, str]  # (namespace, name); namespace "" for cluster-scoped kinds
+
+
+class Kind(StrEnum):
+    NODE = "Node"
+    POD = "Pod"
+    GPU = ann.GPU_KIND
+    WORKLOAD = ann.WORKLOAD_KIND
+    WORKLOAD_PROFILE = ann.WORKLOAD_PROFILE_KIND
+
+
+class EventType(StrEnum):
+    ADDED = "ADDED"
+    MODIFIED = "MODIFIED"
+    DELETED = "DELETED"
+
+
+Handler = Callable[[EventType, Obj, "Obj | None"], None]  # (event, new or deleted object, old object)
+
+
+def key_of(obj: Mapping[str, Any]) -> Key:
+    meta = obj.get("metadata") or {}
+    return (meta.get("namespace") or "", meta.get("name") or "")
+
+
+class ClusterCache:
+    def __init__(self) -> None:
+        self.objects: dict[Kind, dict[Key, Obj]] = {kind: {} for kind in Kind}
+        self._handlers: dict[Kind, list[Handler]] = {kind: [] for kind in Kind}
+        # Which kinds have finished their first list; readiness waits for all watched kinds.
+        self.synced: set[Kind] = set()
+
+    def subscribe(self, kind: Kind, handler: Handler) -> None:
+        self._handlers[kind].append(handler)
+
+    def get(self, kind: Kind, namespace: str, name: str) -> Obj | None:
+        return self.objects[kind].get((namespace, name))
+
+    def list(self, kind: Kind) -> Iterator[Obj]:
+        return iter(list(self.objects[kind].values()))
+
+    def apply(self, kind: Kind, event: EventType, obj: Obj) -> None:
+        """Record one watch event and tell the handlers."""
+        store = self.objects[kind]
+        key = key_of(obj)
+        if event is EventType.DELETED:
+            old = store.pop(key, None)
+            self._notify(kind, EventType.DELETED, obj, old)
+            return
+        old = store.get(key)
+        store[key] = obj
+        self._notify(kind, EventType.MODIFIED if old is not None else EventType.ADDED, obj, old)
+
+    def replace(self, kind: Kind, objs: list[Obj]) -> None:
+        """A fresh list of ``kind``: adds and updates what it holds, deletes what it lacks."""
+        store = self.objects[kind]
+        fresh = {key_of(o): o for o in objs}
+        for key in [k for k in store if k not in fresh]:
+            self.apply(kind, EventType.DELETED, store[key])
+        for obj in fresh.values():
+            self.apply(kind, EventType.MODIFIED, obj)
+        self.synced.add(kind)
+
+    def _notify(self, kind: Kind, event: EventType, obj: Obj, old: Obj | None) -> None:
+        for handler in self._handlers[kind]:
+            handler(event, obj, old)
+
+
+class SnapshotError(ValueError):
+    """A snapshot file that cannot be read; the message says where."""
+
+
+_KIND_BY_NAME = {k.value.lower(): k for k in Kind}
+
+
+def read_snapshot(path: str | Path) -> dict[Kind, list[Obj]]:
+    """Objects from a file as ``kubectl get nodes,pods,gpus,tensorfusionworkloads -A -o yaml``
+    (or ``-o json``) writes: a ``List``, a single object, or several YAML documents.
+    Kinds tfsched does not use are ignored."""
+    path = Path(path)
+    try:
+        text = path.read_bytes()
+    except OSError as exc:
+        raise SnapshotError(f"cannot read snapshot {path}: {exc.strerror or exc}") from None
+    try:
+        docs = [orjson.loads(text)] if text.lstrip()[:1] in (b"{", b"[") else list(yaml.safe_load_all(text))
+    except (orjson.JSONDecodeError, yaml.YAMLError) as exc:
+        raise SnapshotError(f"snapshot {path} is neither JSON nor YAML: {exc}") from None
+    out: dict[Kind, list[Obj]] = {kind: [] for kind in Kind}
+
+    def take(doc: Any, where: str) -> None:
+        if doc is None:
+            return
+        if isinstance(doc, list):
+            for i, item in enumerate(doc):
+                take(item, f"{where}[{i}]")
+            return
+        if not isinstance(doc, dict):
+            raise SnapshotError(f"snapshot {path}: {where} is not an object")
+        kind = str(doc.get("kind", ""))
+        if kind == "List" or (kind.endswith("List") and "items" in doc):
+            take(doc.get("items") or [], f"{where}.items")
+            return
+        known = _KIND_BY_NAME.get(kind.lower())
+        if known is None:
+            return
+        if not isinstance(doc.get("metadata"), dict) or not doc["metadata"].get("name"):
+            raise SnapshotError(f"snapshot {path}: {where} ({kind}) has no metadata.name")
+        out[known].append(doc)
+
+    for i, doc in enumerate(docs):
+        take(doc, f"document {i}")
+    return out

@@ -1,0 +1,237 @@
+"""What a pod asks for, read from its ``tensor-fusion.ai/*`` annotations, and the
+*effective* request it is placed and accounted with.
+
+The effective request replaces the declared values with the workload's
+recommendation (for the resources its ``targetResource`` covers, when applying
+is enabled) and with an active cron rule's desired resources.  Filter, score,
+bind and the allocation ledger all use this one function, so a pod is never
+filtered with one number and accounted with another.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from clustermodel import annotations as ann
+from clustermodel.quantity import QuantityError, parse_quantity
+
+MAX_GPU_COUNT = 128
+
+
+class RequestError(ValueError):
+    """A pod annotation that cannot be read; the message names the annotation."""
+
+
+@dataclass(frozen=True, slots=True)
+class GPURequest:
+    """Per-GPU resources and placement constraints of one pod.
+
+    TFLOPS are either absolute (``tflops_*``) or a share of each GPU's
+    capacity (``percent_*``, 0–100); when both were annotated, TFLOPS wins and
+    the percentages are zero.  VRAM is in bytes.
+    """
+
+    tflops_request: float = 0.0
+    tflops_limit: float = 0.0
+    percent_request: float = 0.0
+    percent_limit: float = 0.0
+    vram_request: float = 0.0
+    vram_limit: float = 0.0
+    gpu_count: int = 1
+    gpu_model: str = ""
+    vendor: str = ""
+    pool: str = ""
+    gpu_indices: frozenset[int] | None = None
+    qos: str = ""
+    workload: str = ""
+    dedicated: bool = False
+
+    def tflops_on(self, capacity_tflops: float) -> float:
+        """TFLOPS this request takes on a GPU of the given capacity."""
+        return self.tflops_request + self.percent_request / 100.0 * capacity_tflops
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceOverride:
+    """Values a workload imposes on its pods: requests and limits per resource,
+    ``None`` where the declared value stands."""
+
+    tflops_request: float | None = None
+    tflops_limit: float | None = None
+    vram_request: float | None = None
+    vram_limit: float | None = None
+    source: str = ""  # "recommendation", "cron:<rule>", or both joined with "+"
+
+
+def is_gpu_pod(annotations: Mapping[str, str] | None) -> bool:
+    """Whether the pod asks for TensorFusion GPU resources at all."""
+    if not annotations:
+        return False
+    return any(key in annotations for key in ann.REQUEST_ANNOTATIONS) or ann.GPU_COUNT in annotations
+
+
+def _quantity(annotations: Mapping[str, str], key: str) -> float | None:
+    raw = annotations.get(key)
+    if raw is None or raw == "":
+        return None
+    if not isinstance(raw, str):
+        raise RequestError(f"annotation {key}: expected a string, got {type(raw).__name__}")
+    try:
+        return parse_quantity(raw)
+    except QuantityError as exc:
+        raise RequestError(f"annotation {key}: {exc}") from None
+
+
+def _pair(annotations: Mapping[str, str], req_key: str, lim_key: str) -> tuple[float, float]:
+    """Request and limit; each defaults to the other, and request ≤ limit."""
+    request = _quantity(annotations, req_key)
+    limit = _quantity(annotations, lim_key)
+    if request is None:
+        request = limit if limit is not None else 0.0
+    if limit is None:
+        limit = request
+    if request > limit:
+        raise RequestError(f"annotation {req_key} ({annotations[req_key]}) exceeds {lim_key} ({annotations[lim_key]})")
+    return request, limit
+
+
+def parse_gpu_request(annotations: Mapping[str, str]) -> GPURequest:
+    """Read a pod's annotations; :class:`RequestError` names the bad annotation."""
+    tflops_req, tflops_lim = _pair(annotations, ann.TFLOPS_REQUEST, ann.TFLOPS_LIMIT)
+    pct_req, pct_lim = _pair(annotations, ann.COMPUTE_PERCENT_REQUEST, ann.COMPUTE_PERCENT_LIMIT)
+    if pct_lim > 100:
+        raise RequestError(f"annotation {ann.COMPUTE_PERCENT_LIMIT}: must be between 0 and 100")
+    if tflops_lim > 0:  # TFLOPS wins over compute percent when both are given
+        pct_req = pct_lim = 0.0
+    vram_req, vram_lim = _pair(annotations, ann.VRAM_REQUEST, ann.VRAM_LIMIT)
+
+    raw_count = annotations.get(ann.GPU_COUNT, "1") or "1"
+    try:
+        gpu_count = int(str(raw_count).strip())
+    except ValueError:
+        raise RequestError(f"annotation {ann.GPU_COUNT}: {raw_count!r} is not an integer") from None
+    if not 1 <= gpu_count <= MAX_GPU_COUNT:
+        raise RequestError(f"annotation {ann.GPU_COUNT}: {gpu_count} is outside 1..{MAX_GPU_COUNT}")
+
+    indices: frozenset[int] | None = None
+    raw_indices = annotations.get(ann.GPU_INDICES, "")
+    if raw_indices:
+        try:
+            indices = frozenset(int(part) for part in str(raw_indices).split(",") if part.strip())
+        except ValueError:
+            raise RequestError(
+                f"annotation {ann.GPU_INDICES}: {raw_indices!r} is not a comma-separated list of integers"
+            ) from None
+        if any(i < 0 for i in indices):
+            raise RequestError(f"annotation {ann.GPU_INDICES}: indices must not be negative")
+
+    return GPURequest(
+        tflops_request=tflops_req,
+        tflops_limit=tflops_lim,
+        percent_request=pct_req,
+        percent_limit=pct_lim,
+        vram_request=vram_req,
+        vram_limit=vram_lim,
+        gpu_count=gpu_count,
+        gpu_model=str(annotations.get(ann.GPU_MODEL, "") or ""),
+        vendor=str(annotations.get(ann.VENDOR, "") or ""),
+        pool=str(annotations.get(ann.GPU_POOL, "") or ""),
+        gpu_indices=indices,
+        qos=str(annotations.get(ann.QOS, "") or ""),
+        workload=str(annotations.get(ann.WORKLOAD, "") or ""),
+        dedicated=str(annotations.get(ann.DEDICATED_GPU, "")).lower() == "true",
+    )
+
+
+def _resource_values(resources: Any, field: str) -> tuple[float | None, float | None]:
+    """(tflops, vram) of ``resources[field]`` in a CR, ``None`` where absent or unreadable."""
+    if not isinstance(resources, Mapping):
+        return None, None
+    values = resources.get(field)
+    if not isinstance(values, Mapping):
+        return None, None
+    out: list[float | None] = []
+    for key in ("tflops", "vram"):
+        raw = values.get(key)
+        try:
+            out.append(None if raw in (None, "") else parse_quantity(raw))
+        except QuantityError:
+            out.append(None)  # a bad status value must not block scheduling
+    return out[0], out[1]
+
+
+def targeted_resources(workload: Mapping[str, Any], pod_annotations: Mapping[str, str]) -> frozenset[str]:
+    """Resources whose recommendation is applied: from the workload's
+    ``autoSetResources`` (``enable`` and ``targetResource``), else from the pod's
+    ``auto-resources``/``auto-scale-target-resource`` annotations."""
+    spec = workload.get("spec") or {}
+    auto = (spec.get("autoScalingConfig") or {}).get("autoSetResources") or {}
+    enabled = bool(auto.get("enable"))
+    target = str(auto.get("targetResource") or auto.get("targetresource") or "")
+    if not auto:
+        enabled = str(pod_annotations.get(ann.AUTO_RESOURCES, "")).lower() == "true"
+        target = str(pod_annotations.get(ann.AUTO_SCALE_TARGET_RESOURCE, "") or "")
+    if not enabled or not target:
+        return frozenset()
+    target = target.lower()
+    if target == "all":
+        return frozenset({"tflops", "vram"})
+    return frozenset({target}) & {"tflops", "vram"}
+
+
+def workload_override(workload: Mapping[str, Any], pod_annotations: Mapping[str, str]) -> ResourceOverride:
+    """What a workload's status imposes on its pods' requests.
+
+    The recommendation counts for the targeted resources; an active cron rule's
+    desired resources count for both, and where both set a value the larger
+    request wins (the cron floor holds).
+    """
+    status = workload.get("status") or {}
+    targeted = targeted_resources(workload, pod_annotations)
+    values: dict[str, float] = {}
+    sources: list[str] = []
+    rec = status.get("recommendation")
+    if targeted and isinstance(rec, Mapping):
+        (rt, rv), (lt, lv) = _resource_values(rec, "requests"), _resource_values(rec, "limits")
+        picked = {
+            "tflops_request": rt if "tflops" in targeted else None,
+            "tflops_limit": lt if "tflops" in targeted else None,
+            "vram_request": rv if "vram" in targeted else None,
+            "vram_limit": lv if "vram" in targeted else None,
+        }
+        values.update({k: v for k, v in picked.items() if v is not None})
+        if values:
+            sources.append("recommendation")
+    rule = status.get("activeCronScalingRule")
+    if isinstance(rule, Mapping) and isinstance(rule.get("desiredResources"), Mapping):
+        desired = rule["desiredResources"]
+        (ct, cv), (clt, clv) = _resource_values(desired, "requests"), _resource_values(desired, "limits")
+        for key, value in (("tflops_request", ct), ("tflops_limit", clt), ("vram_request", cv), ("vram_limit", clv)):
+            if value is not None:
+                values[key] = max(values.get(key, 0.0), value)
+        if any(v is not None for v in (ct, cv, clt, clv)):
+            sources.append(f"cron:{rule.get('name', '')}")
+    return ResourceOverride(**values, source="+".join(sources))
+
+
+def apply_override(request: GPURequest, override: ResourceOverride) -> GPURequest:
+    """The effective request: declared values with the override's in their place.
+
+    A TFLOPS override replaces a compute-percent request too (it is absolute).
+    Limits never fall below requests.
+    """
+    if not override.source:
+        return request
+    changes: dict[str, float] = {}
+    if override.tflops_request is not None or override.tflops_limit is not None:
+        t_req = override.tflops_request if override.tflops_request is not None else request.tflops_request
+        t_lim = override.tflops_limit if override.tflops_limit is not None else request.tflops_limit
+        changes |= {"tflops_request": t_req, "tflops_limit": max(t_lim, t_req)}
+        changes |= {"percent_request": 0.0, "percent_limit": 0.0}
+    if override.vram_request is not None or override.vram_limit is not None:
+        v_req = override.vram_request if override.vram_request is not None else request.vram_request
+        v_lim = override.vram_limit if override.vram_limit is not None else request.vram_limit
+        changes |= {"vram_request": v_req, "vram_limit": max(v_lim, v_req)}
+    return replace(request, **changes)

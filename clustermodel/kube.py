@@ -1,0 +1,164 @@
+"""A thin asyncio Kubernetes REST client on aiohttp.
+
+``kubernetes_asyncio`` loads the kubeconfig or in-cluster config (TLS files,
+tokens, exec plugins and their refresh hook); requests go through our own
+aiohttp session so bodies stay raw bytes parsed with orjson, watches stream
+line by line, and every patch names its content type explicitly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import AsyncIterator, Mapping
+from enum import StrEnum
+from typing import Any
+
+import aiohttp
+import orjson
+from kubernetes_asyncio import config as kube_config
+from kubernetes_asyncio.client import Configuration
+
+
+class PatchType(StrEnum):
+    MERGE = "application/merge-patch+json"
+    STRATEGIC = "application/strategic-merge-patch+json"
+    JSON = "application/json-patch+json"
+
+
+class KubeApiError(Exception):
+    """A non-2xx answer from the API server, with its Status reason and message."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(f"{status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+
+class KubeClient:
+    def __init__(self, configuration: Configuration, *, timeout: float = 30.0) -> None:
+        self._conf = configuration
+        self.base_url = configuration.host.rstrip("/")
+        context = ssl.create_default_context(cafile=configuration.ssl_ca_cert)
+        if configuration.cert_file:
+            context.load_cert_chain(configuration.cert_file, keyfile=configuration.key_file)
+        if not configuration.verify_ssl:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        self._ssl = context if self.base_url.startswith("https") else None
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._session: aiohttp.ClientSession | None = None
+
+    @classmethod
+    async def from_config(cls, kubeconfig: str | None = None, context: str | None = None) -> KubeClient:
+        """From a kubeconfig file, or the in-cluster service account when none is given."""
+        conf = Configuration()
+        if kubeconfig:
+            await kube_config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=conf)
+        else:
+            kube_config.load_incluster_config(client_configuration=conf)
+        return cls(conf)
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(ssl=self._ssl if self._ssl is not None else False, limit=64)
+            self._session = aiohttp.ClientSession(
+                connector=connector, json_serialize=lambda o: orjson.dumps(o).decode()
+            )
+        return self._session
+
+    async def _headers(self, content_type: str | None = None) -> dict[str, str]:
+        headers = {"Accept": "application/json"}
+        auth = await self._conf.auth_settings()
+        bearer = auth.get("BearerToken")
+        if bearer and bearer.get("value"):
+            headers["Authorization"] = bearer["value"]
+        if content_type:
+            headers["Content-Type"] = content_type
+        return headers
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        body: Any = None,
+        content_type: str | None = None,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        data = orjson.dumps(body) if body is not None else None
+        if data is not None and content_type is None:
+            content_type = "application/json"
+        headers = await self._headers(content_type)
+        client_timeout = aiohttp.ClientTimeout(total=timeout) if timeout else self._timeout
+        async with self.session.request(
+            method, self.base_url + path, params=_params(params), data=data, headers=headers, timeout=client_timeout
+        ) as resp:
+            raw = await resp.read()
+            if resp.status >= 300:
+                raise _api_error(resp.status, raw)
+            return orjson.loads(raw) if raw else {}
+
+    async def get(self, path: str, **params: Any) -> dict[str, Any]:
+        return await self.request("GET", path, params=params)
+
+    async def create(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        return await self.request("POST", path, body=body)
+
+    async def patch(
+        self, path: str, body: Any, patch_type: PatchType = PatchType.MERGE, **params: Any
+    ) -> dict[str, Any]:
+        return await self.request("PATCH", path, body=body, content_type=patch_type.value, params=params)
+
+    async def delete(self, path: str, body: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        return await self.request("DELETE", path, body=body)
+
+    async def watch(
+        self, path: str, resource_version: str, *, timeout_seconds: int = 300
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Stream watch events (``{"type": ..., "object": ...}``) from ``resource_version``,
+        with bookmarks requested.  Ends when the server closes the watch."""
+        params = {
+            "watch": "true",
+            "resourceVersion": resource_version,
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": str(timeout_seconds),
+        }
+        headers = await self._headers()
+        timeout = aiohttp.ClientTimeout(total=None, sock_read=timeout_seconds + 30)
+        async with self.session.get(self.base_url + path, params=params, headers=headers, timeout=timeout) as resp:
+            if resp.status >= 300:
+                raise _api_error(resp.status, await resp.read())
+            buffer = b""
+            async for chunk in resp.content.iter_any():
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    if line.strip():
+                        yield orjson.loads(line)
+
+    async def close(self) -> None:
+        if self._session is not None and not self._session.closed:
+            await self._session.close()
+            await asyncio.sleep(0)
+
+
+def _params(params: Mapping[str, Any] | None) -> dict[str, str] | None:
+    if not params:
+        return None
+    return {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in params.items() if v is not None}
+
+
+def _api_error(status: int, raw: bytes) -> KubeApiError:
+    try:
+        body = orjson.loads(raw)
+        return KubeApiError(status, str(body.get("reason", "")), str(body.get("message", raw[:200])))
+    except (orjson.JSONDecodeError, AttributeError):
+        return KubeApiError(status, "", raw[:200].decode(errors="replace"))
+
+
+def pod_path(namespace: str, name: str, sub: str = "") -> str:
+    return f"/api/v1/namespaces/{namespace}/pods/{name}" + (f"/{sub}" if sub else "")

@@ -1,0 +1,100 @@
+"""Kubernetes quantities: the one parser and formatter for TFLOPS and VRAM values.
+
+Kubernetes accepts decimal SI suffixes (``500m``, ``2k``), binary suffixes
+(``10Gi``) and decimal exponents (``1e3``).  Everything in tfsched that reads a
+quantity goes through :func:`parse_quantity`, so a value means the same in an
+annotation, a CRD field, a CLI flag and a usage trace.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from decimal import Decimal, InvalidOperation
+
+_BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
+_DECIMAL = {
+    "n": Decimal("1e-9"),
+    "u": Decimal("1e-6"),
+    "m": Decimal("1e-3"),
+    "": Decimal(1),
+    "k": Decimal("1e3"),
+    "M": Decimal("1e6"),
+    "G": Decimal("1e9"),
+    "T": Decimal("1e12"),
+    "P": Decimal("1e15"),
+    "E": Decimal("1e18"),
+}
+_QUANTITY = re.compile(
+    r"^(?P<num>[+-]?(?:\d+\.?\d*|\.\d+))(?:(?P<exp>[eE][+-]?\d+)|(?P<suffix>Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE])?)$"
+)
+
+
+class QuantityError(ValueError):
+    """A string that is not a valid, non-negative Kubernetes quantity."""
+
+
+def parse_quantity(value: str | int | float, *, allow_negative: bool = False) -> float:
+    """Parse a Kubernetes quantity into a float in base units.
+
+    ``"10Gi"`` → 10737418240.0, ``"500m"`` → 0.5, ``"1.5"`` → 1.5, ``"1e3"`` → 1000.0.
+    Raises :class:`QuantityError` with the offending text on anything else,
+    including negative values unless ``allow_negative``.
+    """
+    if isinstance(value, bool):
+        raise QuantityError(f"invalid quantity {value!r}: expected a number or a string")
+    if isinstance(value, (int, float)):
+        number = float(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        match = _QUANTITY.match(text)
+        if match is None:
+            raise QuantityError(f"invalid quantity {value!r}")
+        try:
+            mantissa = Decimal(match["num"])
+            if match["exp"]:
+                scaled = mantissa * Decimal(10) ** int(match["exp"][1:])
+            elif match["suffix"] in _BINARY:
+                scaled = mantissa * _BINARY[match["suffix"]]
+            else:
+                scaled = mantissa * _DECIMAL[match["suffix"] or ""]
+        except (InvalidOperation, OverflowError) as exc:
+            raise QuantityError(f"invalid quantity {value!r}") from exc
+        number = float(scaled)
+    else:
+        raise QuantityError(f"invalid quantity {value!r}: expected a number or a string")
+    if not math.isfinite(number):
+        raise QuantityError(f"invalid quantity {value!r}: not finite")
+    if number < 0 and not allow_negative:
+        raise QuantityError(f"invalid quantity {value!r}: must not be negative")
+    return number
+
+
+def format_bytes(value: float) -> str:
+    """Format a byte count exactly: ``10Gi``, ``512Mi``, or whole bytes.
+
+    The largest binary suffix that divides the value is used; anything else is
+    written as a whole number of bytes (rounded up), so parsing the text gives
+    back exactly the bytes that were accounted.
+    """
+    if value <= 0:
+        return "0"
+    whole = math.ceil(value)
+    for suffix, factor in (("Ti", 2**40), ("Gi", 2**30), ("Mi", 2**20), ("Ki", 2**10)):
+        if whole % factor == 0:
+            return f"{whole // factor}{suffix}"
+    return str(whole)
+
+
+def format_tflops(value: float) -> str:
+    """Format a TFLOPS value as a Kubernetes quantity with milli precision.
+
+    Rounded up to the next thousandth so a formatted request never asks for
+    less than the computed one: 12.3456 → ``12346m``, 13.0 → ``13``.
+    """
+    if value <= 0:
+        return "0"
+    millis = math.ceil(round(value * 1000, 6))
+    if millis % 1000 == 0:
+        return str(millis // 1000)
+    return f"{millis}m"

@@ -1,0 +1,2 @@
+"""The kube-scheduler HTTP extender: wire models, handlers, the allocation
+ledger and bind."""

@@ -1,0 +1,161 @@
+"""The aiohttp application: /filter, /prioritize, /bind, health and metrics.
+
+Handlers parse once, call the placement functions, and serialise once.  Bad
+input is answered with HTTP 400 and a JSON ``{"error": ...}`` naming the
+problem; a pod whose annotations cannot be read gets a filter result that
+marks every node unresolvable with that reason (kube-scheduler shows it in
+the pod's events), never a 500 and never a change to allocation state.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+import orjson
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from clustermodel.gpurequest import RequestError, is_gpu_pod
+from extender import wire
+from extender.bind import Binder, BindError
+from extender.metrics import ExtenderMetrics
+from extender.placement import effective_request, filter_nodes, score_nodes
+from extender.state import ClusterState
+
+log = logging.getLogger(__name__)
+
+JSON = "application/json"
+STATE_KEY = web.AppKey("state", ClusterState)
+BINDER_KEY = web.AppKey("binder", Binder)
+METRICS_KEY = web.AppKey("metrics", ExtenderMetrics)
+READY_KEY = web.AppKey("ready", Callable[[], bool])
+
+
+def _json(body: bytes, status: int = 200) -> web.Response:
+    return web.Response(body=body, status=status, content_type=JSON)
+
+
+def _bad_request(message: str) -> web.Response:
+    return _json(orjson.dumps({"error": message}), status=400)
+
+
+async def _read(request: web.Request) -> bytes:
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.app[STATE_KEY].config.max_request_bytes
+        raise wire.WireError(f"request body too large (limit {limit} bytes)") from None
+
+
+def _timed(verb: str, handler: Callable[[web.Request], Awaitable[web.Response]]):
+    async def wrapper(request: web.Request) -> web.Response:
+        metrics = request.app[METRICS_KEY]
+        started = time.perf_counter()
+        try:
+            return await handler(request)
+        except wire.WireError as exc:
+            metrics.errors.labels(verb, "bad_request").inc()
+            return _bad_request(str(exc))
+        except Exception as exc:  # a bug: answer, log, keep serving
+            log.exception("%s failed", verb)
+            metrics.errors.labels(verb, "internal").inc()
+            return _json(orjson.dumps({"error": f"internal error: {type(exc).__name__}: {exc}"}), status=500)
+        finally:
+            metrics.latency.labels(verb).observe(time.perf_counter() - started)
+
+    return wrapper
+
+
+async def handle_filter(request: web.Request) -> web.Response:
+    args = wire.parse_scheduling_args(await _read(request))
+    meta = args.pod.get("metadata") or {}
+    if not is_gpu_pod(meta.get("annotations")):
+        return _json(wire.passthrough_result(args))
+    state = request.app[STATE_KEY]
+    metrics = request.app[METRICS_KEY]
+    try:
+        gpu_request = effective_request(state, args.pod)
+    except RequestError as exc:
+        metrics.errors.labels("filter", "bad_annotation").inc()
+        reason = f"pod cannot be placed: {exc}"
+        return _json(wire.filter_result(args, [], {}, dict.fromkeys(args.names, reason)))
+    outcome = filter_nodes(state, gpu_request, args.names)
+    metrics.decisions.labels("filter", "passed").inc(len(outcome.passed))
+    metrics.decisions.labels("filter", "failed").inc(len(outcome.failed) + len(outcome.unresolvable))
+    return _json(wire.filter_result(args, outcome.passed, outcome.failed, outcome.unresolvable))
+
+
+async def handle_prioritize(request: web.Request) -> web.Response:
+    args = wire.parse_scheduling_args(await _read(request))
+    meta = args.pod.get("metadata") or {}
+    if not is_gpu_pod(meta.get("annotations")):
+        return _json(wire.priority_result(args.names, [0] * len(args.names)))
+    state = request.app[STATE_KEY]
+    try:
+        gpu_request = effective_request(state, args.pod)
+    except RequestError as exc:
+        raise wire.WireError(f"pod cannot be scored: {exc}") from None
+    unknown = [n for n in args.names if n not in state.inventory.node_index]
+    if unknown:
+        raise wire.WireError(f"unknown node(s): {', '.join(unknown[:5])}" + (" ..." if len(unknown) > 5 else ""))
+    return _json(wire.priority_result(args.names, score_nodes(state, gpu_request, args.names)))
+
+
+async def handle_bind(request: web.Request) -> web.Response:
+    args = wire.parse_binding_args(await _read(request))
+    state = request.app[STATE_KEY]
+    metrics = request.app[METRICS_KEY]
+    if args.node not in state.inventory.node_index:
+        raise wire.WireError(f"unknown node {args.node!r}")
+    try:
+        result = await request.app[BINDER_KEY].bind(args.pod_namespace, args.pod_name, args.pod_uid, args.node)
+    except BindError as exc:
+        metrics.decisions.labels("bind", "failed").inc()
+        log.info("bind %s/%s to %s failed: %s", args.pod_namespace, args.pod_name, args.node, exc)
+        return _json(wire.binding_result(str(exc)))
+    metrics.decisions.labels("bind", "bound").inc()
+    log.info("bound %s/%s to %s on %s", args.pod_namespace, args.pod_name, result.node, ",".join(result.gpu_names))
+    return _json(wire.binding_result())
+
+
+async def handle_healthz(request: web.Request) -> web.Response:
+    return web.Response(text="ok")
+
+
+async def handle_readyz(request: web.Request) -> web.Response:
+    if request.app[READY_KEY]():
+        return web.Response(text="ok")
+    return web.Response(text="not ready: caches not synced or kernels not compiled", status=503)
+
+
+async def handle_metrics(request: web.Request) -> web.Response:
+    metrics = request.app[METRICS_KEY]
+    ledger = request.app[STATE_KEY].ledger
+    reserved = sum(1 for a in ledger.allocations.values() if a.reserved)
+    metrics.allocations.labels("reserved").set(reserved)
+    metrics.allocations.labels("committed").set(len(ledger.allocations) - reserved)
+    body = generate_latest(metrics.registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def create_app(
+    state: ClusterState,
+    binder: Binder,
+    *,
+    ready: Callable[[], bool] = lambda: True,
+    metrics: ExtenderMetrics | None = None,
+) -> web.Application:
+    app = web.Application(client_max_size=state.config.max_request_bytes)
+    app[STATE_KEY] = state
+    app[BINDER_KEY] = binder
+    app[METRICS_KEY] = metrics or ExtenderMetrics()
+    app[READY_KEY] = ready
+    app.router.add_post("/filter", _timed("filter", handle_filter))
+    app.router.add_post("/prioritize", _timed("prioritize", handle_prioritize))
+    app.router.add_post("/bind", _timed("bind", handle_bind))
+    app.router.add_get("/healthz", handle_healthz)
+    app.router.add_get("/readyz", handle_readyz)
+    app.router.add_get("/metrics", handle_metrics)
+    return app

@@ -1,0 +1,186 @@
+"""Bind: pick the exact GPUs, record them on the pod, create the Binding.
+
+Serialised per node, and the fit check plus reservation happen in one
+synchronous step of the ledger, so two binds can never take the same share
+of a GPU whatever order kube-scheduler's calls arrive in.  Any failure after
+the reservation releases it and takes the record off the pod again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from clustermodel import annotations as ann
+from clustermodel.cache import Kind, Obj
+from clustermodel.gpurequest import GPURequest, RequestError, parse_gpu_request
+from clustermodel.kube import KubeClient, PatchType, pod_path
+from clustermodel.quantity import format_bytes, format_tflops
+from extender.ledger import NoFit
+from extender.placement import effective_request
+from extender.state import ClusterState
+
+log = logging.getLogger(__name__)
+
+
+class BindError(Exception):
+    """Bind failed; the message goes back to kube-scheduler in the result's Error."""
+
+
+class PodWriter(Protocol):
+    """Where bind's writes go: the API server, or memory in snapshot mode."""
+
+    async def fetch_pod(self, namespace: str, name: str) -> Obj | None: ...
+    async def annotate(self, namespace: str, name: str, annotations: dict[str, str | None]) -> None: ...
+    async def bind(self, namespace: str, name: str, uid: str, node: str) -> None: ...
+
+
+class ApiPodWriter:
+    def __init__(self, client: KubeClient) -> None:
+        self.client = client
+
+    async def fetch_pod(self, namespace: str, name: str) -> Obj | None:
+        from clustermodel.kube import KubeApiError
+
+        try:
+            return await self.client.get(pod_path(namespace, name))
+        except KubeApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def annotate(self, namespace: str, name: str, annotations: dict[str, str | None]) -> None:
+        await self.client.patch(pod_path(namespace, name), {"metadata": {"annotations": annotations}}, PatchType.MERGE)
+
+    async def bind(self, namespace: str, name: str, uid: str, node: str) -> None:
+        body = {
+            "apiVersion": "v1",
+            "kind": "Binding",
+            "metadata": {"name": name, "namespace": namespace, "uid": uid},
+            "target": {"apiVersion": "v1", "kind": "Node", "name": node},
+        }
+        await self.client.create(pod_path(namespace, name, "binding"), body)
+
+
+class MemoryPodWriter:
+    """Snapshot mode: binds change only the cached pods."""
+
+    def __init__(self, state: ClusterState) -> None:
+        self.state = state
+
+    async def fetch_pod(self, namespace: str, name: str) -> Obj | None:
+        return self.state.cache.get(Kind.POD, namespace, name)
+
+    def _update(self, namespace: str, name: str, change: Any) -> None:
+        pod = self.state.cache.get(Kind.POD, namespace, name)
+        if pod is None:
+            raise BindError(f"pod {namespace}/{name} is not in the snapshot")
+        updated = {**pod, "metadata": dict(pod.get("metadata") or {}), "spec": dict(pod.get("spec") or {})}
+        change(updated)
+        from clustermodel.cache import EventType
+
+        self.state.cache.apply(Kind.POD, EventType.MODIFIED, updated)
+
+    async def annotate(self, namespace: str, name: str, annotations: dict[str, str | None]) -> None:
+        def change(pod: Obj) -> None:
+            merged = dict(pod["metadata"].get("annotations") or {})
+            for key, value in annotations.items():
+                if value is None:
+                    merged.pop(key, None)
+                else:
+                    merged[key] = value
+            pod["metadata"]["annotations"] = merged
+
+        self._update(namespace, name, change)
+
+    async def bind(self, namespace: str, name: str, uid: str, node: str) -> None:
+        def change(pod: Obj) -> None:
+            pod["spec"]["nodeName"] = node
+
+        self._update(namespace, name, change)
+
+
+def placement_annotations(declared: GPURequest, effective: GPURequest, gpu_names: tuple[str, ...]) -> dict[str, str]:
+    """What bind writes on the pod: the GPUs, and the request values it was
+    placed with where they differ from the declared ones (exact quantities, so
+    the ledger re-reads the same numbers after a restart)."""
+    out = {ann.GPU_IDS: ",".join(gpu_names)}
+    if (effective.tflops_request, effective.tflops_limit) != (declared.tflops_request, declared.tflops_limit):
+        out[ann.TFLOPS_REQUEST] = format_tflops(effective.tflops_request)
+        out[ann.TFLOPS_LIMIT] = format_tflops(effective.tflops_limit)
+    if (effective.vram_request, effective.vram_limit) != (declared.vram_request, declared.vram_limit):
+        out[ann.VRAM_REQUEST] = format_bytes(effective.vram_request)
+        out[ann.VRAM_LIMIT] = format_bytes(effective.vram_limit)
+    return out
+
+
+def _round_trip(request: GPURequest) -> GPURequest:
+    """The request as it will read back from the annotations bind writes."""
+    from dataclasses import replace
+
+    from clustermodel.quantity import parse_quantity
+
+    return replace(
+        request,
+        tflops_request=parse_quantity(format_tflops(request.tflops_request)),
+        tflops_limit=parse_quantity(format_tflops(request.tflops_limit)),
+        vram_request=parse_quantity(format_bytes(request.vram_request)),
+        vram_limit=parse_quantity(format_bytes(request.vram_limit)),
+    )
+
+
+@dataclass
+class BindResult:
+    node: str
+    gpu_names: tuple[str, ...]
+    request: GPURequest
+
+
+class Binder:
+    def __init__(self, state: ClusterState, writer: PodWriter) -> None:
+        self.state = state
+        self.writer = writer
+        self._node_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    async def bind(self, namespace: str, name: str, uid: str, node: str) -> BindResult:
+        state = self.state
+        pod = state.cache.get(Kind.POD, namespace, name) or await self.writer.fetch_pod(namespace, name)
+        if pod is None:
+            raise BindError(f"pod {namespace}/{name} not found")
+        meta = pod.get("metadata") or {}
+        if uid and meta.get("uid") and meta["uid"] != uid:
+            raise BindError(f"pod {namespace}/{name} has uid {meta['uid']}, not {uid}: it was re-created")
+        uid = uid or meta.get("uid", "")
+        try:
+            declared = parse_gpu_request(meta.get("annotations") or {})
+            effective = effective_request(state, pod)
+        except RequestError as exc:
+            raise BindError(str(exc)) from None
+        effective = _round_trip(effective) if effective != declared else effective
+        mode = state.config.mode_for(effective.pool)
+        async with self._node_locks[node]:
+            try:
+                alloc = state.ledger.reserve(uid, f"{namespace}/{name}", node, effective, mode, state.config.weights)
+            except NoFit as exc:
+                raise BindError(str(exc)) from None
+            recorded = False
+            try:
+                await self.writer.annotate(namespace, name, placement_annotations(declared, effective, alloc.gpu_names))
+                recorded = True
+                await self.writer.bind(namespace, name, uid, node)
+            except Exception as exc:
+                state.ledger.release(uid)
+                if recorded:
+                    await self._unrecord(namespace, name)
+                raise BindError(f"binding {namespace}/{name} to {node} failed: {exc}") from exc
+            state.ledger.commit(uid)
+        return BindResult(node, alloc.gpu_names, effective)
+
+    async def _unrecord(self, namespace: str, name: str) -> None:
+        try:
+            await self.writer.annotate(namespace, name, {ann.GPU_IDS: None})
+        except Exception as exc:  # the pod may be gone; its allocation is released either way
+            log.warning("could not remove %s from %s/%s: %s", ann.GPU_IDS, namespace, name, exc)

@@ -1,0 +1,37 @@
+"""Placement settings of the extender (pydantic, loaded from ``tfsched serve --config``)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from scoring.modes import DEFAULT_TFLOPS_WEIGHT, DEFAULT_VRAM_WEIGHT, PlacementMode
+
+
+class SchedulingConfig(BaseModel):
+    """How nodes are scored and GPUs picked.
+
+    ``placementMode`` applies cluster-wide; ``poolPlacementModes`` overrides it
+    for pods of a named pool (``tensor-fusion.ai/gpupool``).
+    """
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    placement_mode: PlacementMode = Field(PlacementMode.NODE_COMPACT_GPU_LOW_LOAD, alias="placementMode")
+    pool_placement_modes: dict[str, PlacementMode] = Field(default_factory=dict, alias="poolPlacementModes")
+    vram_weight: float = Field(DEFAULT_VRAM_WEIGHT, ge=0, le=1, alias="vramWeight")
+    tflops_weight: float = Field(DEFAULT_TFLOPS_WEIGHT, ge=0, le=1, alias="tflopsWeight")
+    max_request_bytes: int = Field(64 * 1024 * 1024, gt=0, alias="maxRequestBytes")
+
+    @model_validator(mode="after")
+    def _weights_sum_to_one(self) -> SchedulingConfig:
+        if abs(self.vram_weight + self.tflops_weight - 1.0) > 1e-9:
+            raise ValueError("vramWeight and tflopsWeight must add up to 1")
+        return self
+
+    def mode_for(self, pool: str) -> PlacementMode:
+        return self.pool_placement_modes.get(pool, self.placement_mode) if pool else self.placement_mode
+
+    @property
+    def weights(self) -> tuple[float, float]:
+        """(TFLOPS weight, VRAM weight), the order the kernels take them."""
+        return (self.tflops_weight, self.vram_weight)

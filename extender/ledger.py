@@ -1,0 +1,217 @@
+"""The allocation ledger: the one writer of GPU usage.
+
+Every share of every GPU is held by exactly one pod allocation, either
+*reserved* (a bind or an in-place resize is in flight) or *committed* (the
+pod's ``gpu-ids`` and request annotations say so).  Filter and score read the
+inventory's ``used`` arrays, which are the sum of all allocations, so an
+in-flight bind already counts against the GPUs it is taking.
+
+The ledger is rebuilt from pod annotations alone: observing a pod with
+``gpu-ids`` (re)commits its allocation, observing it terminated or deleted
+releases it.  Allocations are kept by GPU *name*, so a GPU object that appears
+after its pods (or is re-created) gets their usage back.
+
+All methods are synchronous: in one asyncio process, check-and-reserve cannot
+interleave with another request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from clustermodel import annotations as ann
+from clustermodel.gpurequest import GPURequest, RequestError, is_gpu_pod, parse_gpu_request
+from scoring.inventory import GPUSpec, Inventory, tflops_units, vram_units
+from scoring.kernels import pick_gpus_numba
+from scoring.modes import DEFAULT_TFLOPS_WEIGHT, DEFAULT_VRAM_WEIGHT, PlacementMode
+
+TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
+
+
+class NoFit(Exception):
+    """The request does not fit (any longer) on the node; the message says why."""
+
+
+@dataclass(slots=True)
+class Allocation:
+    uid: str
+    pod: str  # namespace/name, for messages and metrics
+    node: str
+    gpu_names: tuple[str, ...]
+    tflops: float  # milli-TFLOPS per GPU (absolute requests)
+    percent: float  # compute percent per GPU (0 unless the pod asked in percent)
+    vram: float  # bytes per GPU
+    reserved: bool = True
+
+    def tflops_on(self, cap_t: float) -> float:
+        return self.tflops + float(np.ceil(self.percent / 100.0 * cap_t - 1e-9))
+
+
+@dataclass
+class Ledger:
+    inventory: Inventory
+    allocations: dict[str, Allocation] = field(default_factory=dict)
+    by_gpu: dict[str, set[str]] = field(default_factory=dict)
+
+    # -- GPUs ----------------------------------------------------------------
+
+    def upsert_gpu(self, spec: GPUSpec) -> None:
+        inv = self.inventory
+        known = spec.name in inv.gpu_index
+        g = inv.upsert_gpu(spec)
+        if not known:
+            self._recount_gpu(spec.name, g)
+
+    def remove_gpu(self, name: str) -> None:
+        self.inventory.remove_gpu(name)
+
+    def _recount_gpu(self, name: str, g: int) -> None:
+        inv = self.inventory
+        used_t = used_v = 0.0
+        for uid in self.by_gpu.get(name, ()):
+            alloc = self.allocations[uid]
+            used_t += alloc.tflops_on(inv.cap_t[g])
+            used_v += alloc.vram
+        inv.used_t[g] = used_t
+        inv.used_v[g] = used_v
+
+    # -- allocations -----------------------------------------------------------
+
+    def _apply(self, alloc: Allocation, sign: float) -> None:
+        inv = self.inventory
+        for name in alloc.gpu_names:
+            g = inv.gpu_index.get(name)
+            if g is None:
+                continue  # the GPU object is not here yet; upsert_gpu recounts it
+            inv.used_t[g] += sign * alloc.tflops_on(inv.cap_t[g])
+            inv.used_v[g] += sign * alloc.vram
+
+    def _put(self, alloc: Allocation) -> None:
+        self.release(alloc.uid)
+        self.allocations[alloc.uid] = alloc
+        for name in alloc.gpu_names:
+            self.by_gpu.setdefault(name, set()).add(alloc.uid)
+        self._apply(alloc, +1.0)
+
+    def release(self, uid: str) -> Allocation | None:
+        alloc = self.allocations.pop(uid, None)
+        if alloc is None:
+            return None
+        self._apply(alloc, -1.0)
+        for name in alloc.gpu_names:
+            holders = self.by_gpu.get(name)
+            if holders is not None:
+                holders.discard(uid)
+                if not holders:
+                    del self.by_gpu[name]
+        return alloc
+
+    def observe_pod(self, pod: Mapping[str, Any]) -> None:
+        """Bring the ledger in line with one pod as the API server has it."""
+        meta = pod.get("metadata") or {}
+        uid = meta.get("uid") or ""
+        if not uid:
+            return
+        annotations = meta.get("annotations") or {}
+        phase = (pod.get("status") or {}).get("phase")
+        gpu_ids = annotations.get(ann.GPU_IDS, "")
+        # A terminating pod still holds its GPUs until it is gone or terminal.
+        if not gpu_ids or phase in TERMINAL_PHASES:
+            current = self.allocations.get(uid)
+            # A pod we are binding has no gpu-ids in the API yet: keep its reservation.
+            if current is None or not current.reserved:
+                self.release(uid)
+            return
+        try:
+            request = parse_gpu_request(annotations)
+        except RequestError:
+            request = GPURequest()  # unreadable, but it holds those GPUs: count them at zero
+        names = tuple(n.strip() for n in gpu_ids.split(",") if n.strip())
+        node = (pod.get("spec") or {}).get("nodeName") or ""
+        self._put(
+            Allocation(
+                uid=uid,
+                pod=f"{meta.get('namespace', '')}/{meta.get('name', '')}",
+                node=node,
+                gpu_names=names,
+                tflops=tflops_units(request.tflops_request),
+                percent=request.percent_request,
+                vram=vram_units(request.vram_request),
+                reserved=False,
+            )
+        )
+
+    def forget_pod(self, uid: str) -> None:
+        """The pod is gone from the API server."""
+        self.release(uid)
+
+    def reserve(
+        self,
+        uid: str,
+        pod: str,
+        node: str,
+        request: GPURequest,
+        mode: PlacementMode,
+        weights: tuple[float, float] = (DEFAULT_TFLOPS_WEIGHT, DEFAULT_VRAM_WEIGHT),
+    ) -> Allocation:
+        """Check the request against the node *now* and reserve the GPUs it picks.
+
+        Any previous allocation of the same pod is set aside first (a retried
+        bind re-picks); if nothing fits, it is restored and :class:`NoFit` raised.
+        """
+        inv = self.inventory
+        n = inv.node_index.get(node)
+        if n is None:
+            raise NoFit(f"node {node} is unknown to the extender")
+        previous = self.release(uid)
+        eligible = inv.eligible_mask(request.gpu_model, request.vendor, request.pool, request.gpu_indices)
+        picked = pick_gpus_numba(
+            n,
+            inv.node_gpus,
+            eligible,
+            inv.cap_t,
+            inv.cap_v,
+            inv.used_t,
+            inv.used_v,
+            tflops_units(request.tflops_request),
+            float(request.percent_request / 100.0),
+            vram_units(request.vram_request),
+            int(request.gpu_count),
+            float(weights[0]),
+            float(weights[1]),
+            bool(mode.gpu_compact),
+        )
+        if picked.size < request.gpu_count:
+            if previous is not None:
+                self._put(previous)
+            raise NoFit(f"node {node} no longer has {request.gpu_count} GPU(s) with room for the request")
+        alloc = Allocation(
+            uid=uid,
+            pod=pod,
+            node=node,
+            gpu_names=tuple(inv.gpu_names[g] for g in picked),  # type: ignore[misc]
+            tflops=tflops_units(request.tflops_request),
+            percent=request.percent_request,
+            vram=vram_units(request.vram_request),
+            reserved=True,
+        )
+        self._put(alloc)
+        return alloc
+
+    def commit(self, uid: str) -> None:
+        alloc = self.allocations.get(uid)
+        if alloc is not None:
+            alloc.reserved = False
+
+    def rebuild(self, pods: Iterable[Mapping[str, Any]]) -> None:
+        """Start over from the pods' annotations (used on start-up and relist)."""
+        for uid in list(self.allocations):
+            if not self.allocations[uid].reserved:
+                self.release(uid)
+        for pod in pods:
+            if is_gpu_pod((pod.get("metadata") or {}).get("annotations")):
+                self.observe_pod(pod)

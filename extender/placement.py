@@ -1,0 +1,164 @@
+"""Filter and score: functions of (cluster state, pod) with the kernels underneath.
+
+The effective request is resolved once per call; node names become inventory
+indices once; the kernels run over arrays; reasons are formatted only for
+failed nodes and only once per distinct outcome.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from clustermodel.gpurequest import GPURequest, apply_override, parse_gpu_request, workload_override
+from clustermodel.quantity import format_bytes, format_tflops
+from extender.state import ClusterState
+from scoring.inventory import tflops_units, vram_units
+from scoring.kernels import fit_nodes_numba, score_nodes_numba
+from scoring.modes import (
+    FIT_NO_BOTH,
+    FIT_NO_ELIGIBLE_GPU,
+    FIT_NO_TFLOPS,
+    FIT_NO_VRAM,
+    FIT_OK,
+    FIT_TOO_FEW_GPUS,
+    PlacementMode,
+)
+
+MAX_SCORE = 10  # kube-scheduler's MaxExtenderPriority
+
+
+def effective_request(state: ClusterState, pod: Mapping[str, Any]) -> GPURequest:
+    """The pod's request with its workload's recommendation / cron rule applied.
+
+    Raises ``RequestError`` for unreadable annotations.
+    """
+    meta = pod.get("metadata") or {}
+    annotations = meta.get("annotations") or {}
+    request = parse_gpu_request(annotations)
+    workload = state.workload_for(meta.get("namespace") or "", annotations)
+    if workload is None:
+        return request
+    return apply_override(request, workload_override(workload, annotations))
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _tflops_text(request: GPURequest) -> str:
+    if request.percent_request and not request.tflops_request:
+        return f"{request.percent_request:g}% of TFLOPS"
+    return f"{format_tflops(request.tflops_request)} TFLOPS"
+
+
+def _constraints_text(request: GPURequest) -> str:
+    parts = [
+        f"{label}={value}"
+        for label, value in (("model", request.gpu_model), ("vendor", request.vendor), ("pool", request.pool))
+        if value
+    ]
+    if request.gpu_indices:
+        parts.append("indices=" + ",".join(str(i) for i in sorted(request.gpu_indices)))
+    return " matching " + ", ".join(parts) if parts else ""
+
+
+def fail_reason(request: GPURequest, verdict: int, counts: Sequence[int], node_has_gpus: bool) -> str:
+    """The reason kube-scheduler shows in the pod's FailedScheduling event."""
+    eligible, t_ok, v_ok, both = (int(c) for c in counts)
+    need = request.gpu_count
+    gpus = _plural(need, "GPU")
+    if verdict == FIT_NO_ELIGIBLE_GPU:
+        if not node_has_gpus:
+            return "node has no TensorFusion GPUs"
+        return f"no usable GPU{_constraints_text(request)} on node"
+    if verdict == FIT_TOO_FEW_GPUS:
+        return f"insufficient GPUs: need {gpus}{_constraints_text(request)}, node has {eligible}"
+    if verdict == FIT_NO_VRAM:
+        return f"insufficient VRAM: need {gpus} with {format_bytes(request.vram_request)} free, node has {v_ok}"
+    if verdict == FIT_NO_TFLOPS:
+        return f"insufficient TFLOPS: need {gpus} with {_tflops_text(request)} free, node has {t_ok}"
+    if verdict == FIT_NO_BOTH:
+        return (
+            f"insufficient TFLOPS and VRAM: need {gpus} with {_tflops_text(request)} and "
+            f"{format_bytes(request.vram_request)} free, node has {both}"
+        )
+    raise ValueError(f"not a failure verdict: {verdict}")
+
+
+@dataclass(slots=True)
+class FilterOutcome:
+    passed: list[int]  # positions in the request's node list
+    failed: dict[str, str]  # capacity shortfalls: preemption might help
+    unresolvable: dict[str, str]  # no such node / no matching GPU: it cannot
+
+
+UNKNOWN_NODE_REASON = "node is unknown to the extender (no Node or GPU object seen)"
+
+
+def _kernel_args(state: ClusterState, request: GPURequest) -> tuple:
+    inv = state.inventory
+    eligible = inv.eligible_mask(request.gpu_model, request.vendor, request.pool, request.gpu_indices)
+    return (inv.node_gpus, eligible, inv.cap_t, inv.cap_v, inv.used_t, inv.used_v)
+
+
+def filter_nodes(state: ClusterState, request: GPURequest, names: Sequence[str]) -> FilterOutcome:
+    inv = state.inventory
+    nodes = inv.node_indices(list(names))
+    verdict, counts = fit_nodes_numba(
+        nodes,
+        *_kernel_args(state, request),
+        tflops_units(request.tflops_request),
+        float(request.percent_request / 100.0),
+        vram_units(request.vram_request),
+        int(request.gpu_count),
+    )
+    ok = verdict == FIT_OK
+    passed = np.flatnonzero(ok).tolist()
+    failed: dict[str, str] = {}
+    unresolvable: dict[str, str] = {}
+    if len(passed) < len(names):
+        reasons: dict[tuple[int, ...], str] = {}
+        for i in np.flatnonzero(~ok).tolist():
+            name = names[i]
+            n = int(nodes[i])
+            if n < 0 or (not inv.node_present[n] and inv.gpus_of_node(n).size == 0):
+                unresolvable[name] = UNKNOWN_NODE_REASON
+                continue
+            v = int(verdict[i])
+            has_gpus = inv.gpus_of_node(n).size > 0 if v == FIT_NO_ELIGIBLE_GPU else True
+            key = (v, *counts[i].tolist(), has_gpus)
+            reason = reasons.get(key)
+            if reason is None:
+                reason = reasons[key] = fail_reason(request, v, counts[i], has_gpus)
+            if v in (FIT_NO_ELIGIBLE_GPU, FIT_TOO_FEW_GPUS):
+                unresolvable[name] = reason
+            else:
+                failed[name] = reason
+    return FilterOutcome(passed, failed, unresolvable)
+
+
+def score_nodes(state: ClusterState, request: GPURequest, names: Sequence[str]) -> list[int]:
+    """Scores 0–10 in the order of ``names``.
+
+    The kernel gives each node 0–100 (mean weighted used share of its eligible
+    GPUs for compact modes, free share for low-load); these are stretched
+    min–max over the candidates so the preference survives kube-scheduler's
+    integer scale even when every node is nearly empty.  Equal nodes all
+    score the same.
+    """
+    inv = state.inventory
+    mode: PlacementMode = state.config.mode_for(request.pool)
+    w_t, w_v = state.config.weights
+    raw = score_nodes_numba(
+        inv.node_indices(list(names)), *_kernel_args(state, request), float(w_t), float(w_v), bool(mode.node_compact)
+    )
+    if raw.size == 0:
+        return []
+    low, high = float(raw.min()), float(raw.max())
+    if high - low < 1e-9:
+        return [MAX_SCORE if high > 0 else 0] * len(names)
+    return np.rint((raw - low) * (MAX_SCORE / (high - low))).astype(np.int64).tolist()

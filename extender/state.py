@@ -1,0 +1,106 @@
+"""The extender's view of the cluster: cache → inventory and ledger.
+
+Handlers subscribed to the cache keep the inventory arrays and the ledger in
+step with every watch event, so a request never rebuilds anything.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from clustermodel import annotations as ann
+from clustermodel.cache import ClusterCache, EventType, Kind, Obj
+from clustermodel.gpurequest import is_gpu_pod
+from clustermodel.quantity import QuantityError, parse_quantity
+from extender.config import SchedulingConfig
+from extender.ledger import Ledger
+from scoring.inventory import GPUSpec, Inventory
+
+log = logging.getLogger(__name__)
+
+GPU_RUNNING_PHASE = "Running"
+
+
+def gpu_spec(gpu: Obj) -> GPUSpec:
+    """Read a GPU object; a GPU whose capacity cannot be read is kept but unusable."""
+    meta = gpu.get("metadata") or {}
+    status = gpu.get("status") or {}
+    labels = meta.get("labels") or {}
+    capacity = status.get("capacity") or {}
+    node = (status.get("nodeSelector") or {}).get(ann.HOSTNAME_LABEL) or labels.get(ann.HOSTNAME_LABEL, "")
+    usable = status.get("phase") == GPU_RUNNING_PHASE and bool(node)
+    try:
+        tflops = parse_quantity(capacity.get("tflops", 0))
+        vram = parse_quantity(capacity.get("vram", 0))
+    except QuantityError as exc:
+        log.warning("GPU %s has an unreadable capacity (%s); treating it as unusable", meta.get("name"), exc)
+        tflops = vram = 0.0
+        usable = False
+    try:
+        index = int(status.get("index", -1))
+    except (TypeError, ValueError):
+        index = -1
+    return GPUSpec(
+        name=meta.get("name", ""),
+        node=node,
+        tflops=tflops,
+        vram=vram,
+        model=str(status.get("gpuModel") or ""),
+        vendor=str(status.get("vendor") or ""),
+        pool=str(labels.get(ann.GPU_POOL) or ""),
+        device_index=index,
+        usable=usable,
+    )
+
+
+class ClusterState:
+    def __init__(self, config: SchedulingConfig | None = None, cache: ClusterCache | None = None) -> None:
+        self.config = config or SchedulingConfig()
+        self.cache = cache or ClusterCache()
+        self.inventory = Inventory()
+        self.ledger = Ledger(self.inventory)
+        self.cache.subscribe(Kind.NODE, self._on_node)
+        self.cache.subscribe(Kind.GPU, self._on_gpu)
+        self.cache.subscribe(Kind.POD, self._on_pod)
+
+    def _on_node(self, event: EventType, obj: Obj, old: Obj | None) -> None:
+        name = (obj.get("metadata") or {}).get("name", "")
+        if name:
+            self.inventory.set_node_present(name, event is not EventType.DELETED)
+
+    def _on_gpu(self, event: EventType, obj: Obj, old: Obj | None) -> None:
+        spec = gpu_spec(obj)
+        if not spec.name:
+            return
+        if event is EventType.DELETED:
+            self.ledger.remove_gpu(spec.name)
+        elif not spec.node:
+            log.warning("GPU %s names no node (status.nodeSelector); ignoring it", spec.name)
+        else:
+            self.ledger.upsert_gpu(spec)
+
+    def _on_pod(self, event: EventType, obj: Obj, old: Obj | None) -> None:
+        if event is EventType.DELETED:
+            self.ledger.forget_pod((obj.get("metadata") or {}).get("uid", ""))
+        else:
+            self.ledger.observe_pod(obj)
+
+    def load(self, objects: dict[Kind, list[Obj]]) -> None:
+        """Replace the whole state with these objects (snapshot mode, tests)."""
+        for kind in (Kind.NODE, Kind.GPU, Kind.WORKLOAD, Kind.WORKLOAD_PROFILE, Kind.POD):
+            items = objects.get(kind, [])
+            if kind is Kind.POD:
+                items = [p for p in items if keep_pod(p)]
+            self.cache.replace(kind, items)
+
+    def workload_for(self, namespace: str, annotations: dict[str, Any]) -> Obj | None:
+        name = annotations.get(ann.WORKLOAD)
+        if not name:
+            return None
+        return self.cache.get(Kind.WORKLOAD, namespace, name)
+
+
+def keep_pod(pod: Obj) -> bool:
+    """Only GPU pods are cached: the rest never reach the extender."""
+    return is_gpu_pod((pod.get("metadata") or {}).get("annotations"))

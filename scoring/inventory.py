@@ -1,0 +1,225 @@
+"""The GPU inventory as arrays, updated incrementally.
+
+One slot per GPU (capacity, usage, eligibility codes) and one row per node
+listing its GPU slots, so the kernels index plain arrays.  Names map to
+indices through dicts kept beside the arrays; slots of deleted GPUs are
+reused.  Units: TFLOPS in milli-TFLOPS, VRAM in bytes, both whole numbers
+held in float64 (see :mod:`scoring.kernels`).
+
+The inventory holds *capacity and usage numbers only*.  Who holds which share
+is the ledger's business (``extender.ledger``), which is the one writer of
+``used_t``/``used_v``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+MILLI = 1000.0
+
+
+def tflops_units(tflops: float) -> float:
+    """TFLOPS → whole milli-TFLOPS, rounded up so a request never shrinks."""
+    return float(math.ceil(round(tflops * MILLI, 6)))
+
+
+def vram_units(vram_bytes: float) -> float:
+    """Bytes → whole bytes, rounded up."""
+    return float(math.ceil(vram_bytes))
+
+
+@dataclass(frozen=True, slots=True)
+class GPUSpec:
+    """What the inventory needs to know about one GPU object."""
+
+    name: str
+    node: str
+    tflops: float  # capacity, TFLOPS
+    vram: float  # capacity, bytes
+    model: str = ""
+    vendor: str = ""
+    pool: str = ""
+    device_index: int = -1
+    usable: bool = True
+
+
+class Codes:
+    """Interns strings (models, vendors, pools) as small integers; 0 is ''."""
+
+    def __init__(self) -> None:
+        self._codes: dict[str, int] = {"": 0}
+
+    def code(self, value: str) -> int:
+        code = self._codes.get(value)
+        if code is None:
+            code = self._codes[value] = len(self._codes)
+        return code
+
+    def lookup(self, value: str) -> int:
+        """The code of a known value, or -2 (matches nothing) for an unknown one."""
+        return self._codes.get(value, -2)
+
+
+class Inventory:
+    def __init__(self, gpu_capacity: int = 64, node_capacity: int = 16, slots: int = 8) -> None:
+        self.gpu_node = np.full(gpu_capacity, -1, np.int32)
+        self.cap_t = np.zeros(gpu_capacity, np.float64)
+        self.cap_v = np.zeros(gpu_capacity, np.float64)
+        self.used_t = np.zeros(gpu_capacity, np.float64)
+        self.used_v = np.zeros(gpu_capacity, np.float64)
+        self.usable = np.zeros(gpu_capacity, np.bool_)
+        self.model = np.zeros(gpu_capacity, np.int32)
+        self.vendor = np.zeros(gpu_capacity, np.int32)
+        self.pool = np.zeros(gpu_capacity, np.int32)
+        self.device_index = np.full(gpu_capacity, -1, np.int32)
+        self.node_gpus = np.full((node_capacity, slots), -1, np.int32)
+        self.node_present = np.zeros(node_capacity, np.bool_)
+        self.gpu_index: dict[str, int] = {}
+        self.gpu_names: list[str | None] = []
+        self.node_index: dict[str, int] = {}
+        self.node_names: list[str] = []
+        self.models = Codes()
+        self.vendors = Codes()
+        self.pools = Codes()
+        self._free_slots: list[int] = []
+        self._node_pool: dict[str, str] = {}
+
+    # -- nodes ---------------------------------------------------------------
+
+    def node(self, name: str) -> int:
+        """The index of a node, creating its row on first sight."""
+        idx = self.node_index.get(name)
+        if idx is None:
+            idx = len(self.node_names)
+            if idx >= self.node_gpus.shape[0]:
+                grown = np.full((idx * 2, self.node_gpus.shape[1]), -1, np.int32)
+                grown[:idx] = self.node_gpus
+                self.node_gpus = grown
+                self.node_present = np.concatenate([self.node_present, np.zeros(idx, np.bool_)])
+            self.node_names.append(name)
+            self.node_index[name] = idx
+        return idx
+
+    def set_node_present(self, name: str, present: bool) -> None:
+        """Whether a Node object exists for ``name`` (GPU objects may arrive first)."""
+        self.node_present[self.node(name)] = present
+
+    def node_indices(self, names: list[str]) -> np.ndarray:
+        """Indices for node names; -1 for names the inventory has never seen."""
+        get = self.node_index.get
+        return np.fromiter((get(n, -1) for n in names), np.int32, len(names))
+
+    def gpus_of_node(self, node: int) -> np.ndarray:
+        row = self.node_gpus[node]
+        return row[row >= 0]
+
+    # -- GPUs ----------------------------------------------------------------
+
+    def upsert_gpu(self, spec: GPUSpec) -> int:
+        """Add or update one GPU; usage already recorded on it is kept."""
+        g = self.gpu_index.get(spec.name)
+        if g is None:
+            g = self._new_slot(spec.name)
+        elif self.node_names[self.gpu_node[g]] != spec.node:
+            self._unlink(g)
+        node = self.node(spec.node)
+        if self.gpu_node[g] != node:
+            self._link(g, node)
+        self.cap_t[g] = tflops_units(spec.tflops)
+        self.cap_v[g] = vram_units(spec.vram)
+        self.usable[g] = spec.usable
+        self.model[g] = self.models.code(spec.model)
+        self.vendor[g] = self.vendors.code(spec.vendor)
+        self.pool[g] = self.pools.code(spec.pool)
+        self.device_index[g] = spec.device_index
+        return g
+
+    def remove_gpu(self, name: str) -> None:
+        g = self.gpu_index.pop(name, None)
+        if g is None:
+            return
+        self._unlink(g)
+        self.gpu_names[g] = None
+        self.usable[g] = False
+        self.cap_t[g] = self.cap_v[g] = 0.0
+        self.used_t[g] = self.used_v[g] = 0.0
+        self._free_slots.append(g)
+
+    def gpu(self, name: str) -> int:
+        """The slot of a known GPU (KeyError otherwise)."""
+        return self.gpu_index[name]
+
+    def _new_slot(self, name: str) -> int:
+        if self._free_slots:
+            g = self._free_slots.pop()
+            self.gpu_names[g] = name
+        else:
+            g = len(self.gpu_names)
+            if g >= self.cap_t.shape[0]:
+                self._grow_gpus(g * 2)
+            self.gpu_names.append(name)
+        self.gpu_index[name] = g
+        return g
+
+    def _grow_gpus(self, size: int) -> None:
+        for attr in ("cap_t", "cap_v", "used_t", "used_v", "usable", "model", "vendor", "pool"):
+            old = getattr(self, attr)
+            new = np.zeros(size, old.dtype)
+            new[: old.shape[0]] = old
+            setattr(self, attr, new)
+        for attr in ("gpu_node", "device_index"):
+            old = getattr(self, attr)
+            new = np.full(size, -1, old.dtype)
+            new[: old.shape[0]] = old
+            setattr(self, attr, new)
+
+    def _link(self, g: int, node: int) -> None:
+        row = self.node_gpus[node]
+        free = np.flatnonzero(row < 0)
+        if free.size == 0:
+            slots = self.node_gpus.shape[1]
+            grown = np.full((self.node_gpus.shape[0], slots * 2), -1, np.int32)
+            grown[:, :slots] = self.node_gpus
+            self.node_gpus = grown
+            row = self.node_gpus[node]
+            free = np.flatnonzero(row < 0)
+        row[free[0]] = g
+        self.gpu_node[g] = node
+
+    def _unlink(self, g: int) -> None:
+        node = self.gpu_node[g]
+        if node < 0:
+            return
+        row = self.node_gpus[node]
+        kept = row[(row >= 0) & (row != g)]
+        row[:] = -1
+        row[: kept.size] = kept  # kernels stop at the first -1
+        self.gpu_node[g] = -1
+
+    # -- eligibility ---------------------------------------------------------
+
+    def eligible_mask(
+        self,
+        model: str = "",
+        vendor: str = "",
+        pool: str = "",
+        device_indices: frozenset[int] | None = None,
+    ) -> np.ndarray:
+        """Usable GPUs that match a pod's model/vendor/pool/index restrictions.
+
+        The common case (no restriction) returns the ``usable`` array itself,
+        without a copy.
+        """
+        mask = self.usable
+        if model:
+            mask = mask & (self.model == self.models.lookup(model))
+        if vendor:
+            mask = mask & (self.vendor == self.vendors.lookup(vendor))
+        if pool:
+            mask = mask & (self.pool == self.pools.lookup(pool))
+        if device_indices:
+            mask = mask & np.isin(self.device_index, np.fromiter(device_indices, np.int32))
+        return mask

@@ -1,0 +1,241 @@
+"""Fit, score and pick kernels over the GPU inventory arrays.
+
+Each kernel exists twice: compiled with numba (``*_numba``, used in serving)
+and written with plain numpy (``*_numpy``, the readable reference).  Tests
+cross-check the two on random clusters.  Units are integers held in float64:
+TFLOPS in milli-TFLOPS and VRAM in bytes, so sums and differences are exact
+and a GPU is never over- or under-committed by rounding drift.
+
+Inputs shared by the kernels:
+- ``nodes``: int32 node indices to evaluate (-1 for a node the inventory lacks)
+- ``node_gpus``: int32 [nodes × slots] GPU indices per node, -1 padded, left-justified
+- ``eligible``: bool per GPU, usable and matching the pod's model/vendor/pool/indices
+- ``cap_t``, ``cap_v``, ``used_t``, ``used_v``: float64 per GPU
+- ``req_t``, ``req_pct``, ``req_v``: the per-GPU request; TFLOPS needed on GPU g
+  is ``req_t + req_pct * cap_t[g]`` (one of the two is zero), rounded up to a
+  whole milli-TFLOPS
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from scoring.modes import (
+    FIT_NO_BOTH,
+    FIT_NO_ELIGIBLE_GPU,
+    FIT_NO_TFLOPS,
+    FIT_NO_VRAM,
+    FIT_OK,
+    FIT_TOO_FEW_GPUS,
+)
+
+_FIT_OK = int(FIT_OK)
+_FIT_NO_ELIGIBLE = int(FIT_NO_ELIGIBLE_GPU)
+_FIT_TOO_FEW = int(FIT_TOO_FEW_GPUS)
+_FIT_NO_TFLOPS = int(FIT_NO_TFLOPS)
+_FIT_NO_VRAM = int(FIT_NO_VRAM)
+_FIT_NO_BOTH = int(FIT_NO_BOTH)
+
+
+@njit(cache=True, inline="always")
+def _need_tflops(req_t: float, req_pct: float, cap: float) -> float:
+    return req_t + np.ceil(req_pct * cap - 1e-9)
+
+
+@njit(cache=True)
+def _verdict(eligible: int, t_ok: int, v_ok: int, both: int, count: int) -> int:
+    if eligible == 0:
+        return _FIT_NO_ELIGIBLE
+    if eligible < count:
+        return _FIT_TOO_FEW
+    if both >= count:
+        return _FIT_OK
+    if v_ok >= count:
+        return _FIT_NO_TFLOPS
+    if t_ok >= count:
+        return _FIT_NO_VRAM
+    return _FIT_NO_BOTH
+
+
+@njit(cache=True)
+def fit_nodes_numba(nodes, node_gpus, eligible, cap_t, cap_v, used_t, used_v, req_t, req_pct, req_v, count):
+    """Per node: verdict (FIT_*), and counts of eligible GPUs and of those with
+    enough TFLOPS, enough VRAM, and both."""
+    k = nodes.shape[0]
+    verdict = np.empty(k, np.int8)
+    counts = np.zeros((k, 4), np.int32)
+    slots = node_gpus.shape[1]
+    for i in range(k):
+        n = nodes[i]
+        n_eligible = 0
+        n_t = 0
+        n_v = 0
+        n_both = 0
+        if n >= 0:
+            for s in range(slots):
+                g = node_gpus[n, s]
+                if g < 0:
+                    break
+                if not eligible[g]:
+                    continue
+                n_eligible += 1
+                t_ok = cap_t[g] - used_t[g] >= _need_tflops(req_t, req_pct, cap_t[g])
+                v_ok = cap_v[g] - used_v[g] >= req_v
+                if t_ok:
+                    n_t += 1
+                if v_ok:
+                    n_v += 1
+                if t_ok and v_ok:
+                    n_both += 1
+        counts[i, 0] = n_eligible
+        counts[i, 1] = n_t
+        counts[i, 2] = n_v
+        counts[i, 3] = n_both
+        verdict[i] = _verdict(n_eligible, n_t, n_v, n_both, count)
+    return verdict, counts
+
+
+@njit(cache=True)
+def score_nodes_numba(nodes, node_gpus, eligible, cap_t, cap_v, used_t, used_v, w_t, w_v, compact):
+    """Per node, 0–100: the mean over its eligible GPUs of the weighted used
+    share (compact) or free share (low load).  A node without eligible GPUs
+    scores 0."""
+    k = nodes.shape[0]
+    out = np.zeros(k, np.float64)
+    slots = node_gpus.shape[1]
+    for i in range(k):
+        n = nodes[i]
+        if n < 0:
+            continue
+        total = 0.0
+        m = 0
+        for s in range(slots):
+            g = node_gpus[n, s]
+            if g < 0:
+                break
+            if not eligible[g]:
+                continue
+            share = 0.0
+            if cap_v[g] > 0:
+                share += w_v * used_v[g] / cap_v[g]
+            if cap_t[g] > 0:
+                share += w_t * used_t[g] / cap_t[g]
+            total += share
+            m += 1
+        if m > 0:
+            mean = total / m
+            out[i] = 100.0 * mean if compact else 100.0 * (1.0 - mean)
+    return out
+
+
+@njit(cache=True)
+def pick_gpus_numba(
+    node, node_gpus, eligible, cap_t, cap_v, used_t, used_v, req_t, req_pct, req_v, count, w_t, w_v, compact
+):
+    """The ``count`` GPUs of ``node`` to allocate: among those with room,
+    fullest first (compact) or emptiest first, ties by inventory order.
+    Returns an empty array when fewer than ``count`` fit."""
+    slots = node_gpus.shape[1]
+    cand = np.empty(slots, np.int32)
+    key = np.empty(slots, np.float64)
+    m = 0
+    for s in range(slots):
+        g = node_gpus[node, s]
+        if g < 0:
+            break
+        if not eligible[g]:
+            continue
+        if cap_t[g] - used_t[g] < _need_tflops(req_t, req_pct, cap_t[g]):
+            continue
+        if cap_v[g] - used_v[g] < req_v:
+            continue
+        share = 0.0
+        if cap_v[g] > 0:
+            share += w_v * used_v[g] / cap_v[g]
+        if cap_t[g] > 0:
+            share += w_t * used_t[g] / cap_t[g]
+        cand[m] = g
+        key[m] = -share if compact else share
+        m += 1
+    if m < count:
+        return np.empty(0, np.int32)
+    order = np.argsort(key[:m], kind="mergesort")
+    return cand[:m][order[:count]].copy()
+
+
+def _need_tflops_numpy(req_t: float, req_pct: float, cap: np.ndarray) -> np.ndarray:
+    return req_t + np.ceil(req_pct * cap - 1e-9)
+
+
+def fit_nodes_numpy(nodes, node_gpus, eligible, cap_t, cap_v, used_t, used_v, req_t, req_pct, req_v, count):
+    """numpy twin of :func:`fit_nodes_numba`."""
+    known = nodes >= 0
+    gpus = node_gpus[np.where(known, nodes, 0)]  # [k × slots]
+    present = (gpus >= 0) & known[:, None]
+    g = np.where(present, gpus, 0)
+    elig = present & eligible[g]
+    t_ok = elig & (cap_t[g] - used_t[g] >= _need_tflops_numpy(req_t, req_pct, cap_t[g]))
+    v_ok = elig & (cap_v[g] - used_v[g] >= req_v)
+    counts = np.stack([elig.sum(1), t_ok.sum(1), v_ok.sum(1), (t_ok & v_ok).sum(1)], axis=1).astype(np.int32)
+    n_e, n_t, n_v, n_b = counts.T
+    verdict = np.select(
+        [n_e == 0, n_e < count, n_b >= count, n_v >= count, n_t >= count],
+        [FIT_NO_ELIGIBLE_GPU, FIT_TOO_FEW_GPUS, FIT_OK, FIT_NO_TFLOPS, FIT_NO_VRAM],
+        default=FIT_NO_BOTH,
+    ).astype(np.int8)
+    return verdict, counts
+
+
+def _used_share_numpy(g, cap_t, cap_v, used_t, used_v, w_t, w_v):
+    with np.errstate(divide="ignore", invalid="ignore"):
+        share_v = np.where(cap_v[g] > 0, w_v * used_v[g] / cap_v[g], 0.0)
+        share_t = np.where(cap_t[g] > 0, w_t * used_t[g] / cap_t[g], 0.0)
+    return share_v + share_t
+
+
+def score_nodes_numpy(nodes, node_gpus, eligible, cap_t, cap_v, used_t, used_v, w_t, w_v, compact):
+    """numpy twin of :func:`score_nodes_numba`."""
+    known = nodes >= 0
+    gpus = node_gpus[np.where(known, nodes, 0)]
+    present = (gpus >= 0) & known[:, None]
+    g = np.where(present, gpus, 0)
+    elig = present & eligible[g]
+    share = np.where(elig, _used_share_numpy(g, cap_t, cap_v, used_t, used_v, w_t, w_v), 0.0)
+    m = elig.sum(1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean = np.where(m > 0, share.sum(1) / np.maximum(m, 1), 0.0)
+    score = 100.0 * mean if compact else 100.0 * (1.0 - mean)
+    return np.where(m > 0, score, 0.0)
+
+
+def pick_gpus_numpy(
+    node, node_gpus, eligible, cap_t, cap_v, used_t, used_v, req_t, req_pct, req_v, count, w_t, w_v, compact
+):
+    """numpy twin of :func:`pick_gpus_numba`."""
+    row = node_gpus[node]
+    g = row[row >= 0]
+    fits = (
+        eligible[g]
+        & (cap_t[g] - used_t[g] >= _need_tflops_numpy(req_t, req_pct, cap_t[g]))
+        & (cap_v[g] - used_v[g] >= req_v)
+    )
+    cand = g[fits].astype(np.int32)
+    if cand.size < count:
+        return np.empty(0, np.int32)
+    share = _used_share_numpy(cand, cap_t, cap_v, used_t, used_v, w_t, w_v)
+    order = np.argsort(-share if compact else share, kind="mergesort")
+    return cand[order[:count]]
+
+
+def warm_up() -> None:
+    """Compile (or load from numba's on-disk cache) every kernel, so the first
+    real request does not pay for it.  Called before /readyz turns ready."""
+    nodes = np.zeros(1, np.int32)
+    node_gpus = np.zeros((1, 1), np.int32)
+    eligible = np.ones(1, np.bool_)
+    cap = np.ones(1, np.float64)
+    used = np.zeros(1, np.float64)
+    fit_nodes_numba(nodes, node_gpus, eligible, cap, cap, used, used, 0.0, 0.0, 0.0, 1)
+    score_nodes_numba(nodes, node_gpus, eligible, cap, cap, used, used, 0.3, 0.7, True)
+    pick_gpus_numba(0, node_gpus, eligible, cap, cap, used, used, 0.0, 0.0, 0.0, 1, 0.3, 0.7, True)

@@ -1,0 +1,40 @@
+"""Placement modes and score weights.
+
+TensorFusion's names: ``CompactFirst`` fills used GPUs and nodes first,
+``LowLoadFirst`` spreads, and the default ``NodeCompactGPULowLoad`` packs nodes
+but spreads across the GPUs within the chosen node.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+import numpy as np
+
+
+class PlacementMode(StrEnum):
+    COMPACT_FIRST = "CompactFirst"
+    LOW_LOAD_FIRST = "LowLoadFirst"
+    NODE_COMPACT_GPU_LOW_LOAD = "NodeCompactGPULowLoad"
+
+    @property
+    def node_compact(self) -> bool:
+        """Whether nodes are ranked by how full they are (else by how empty)."""
+        return self is not PlacementMode.LOW_LOAD_FIRST
+
+    @property
+    def gpu_compact(self) -> bool:
+        """Whether GPUs within a node are picked fullest first (else emptiest)."""
+        return self is PlacementMode.COMPACT_FIRST
+
+
+DEFAULT_VRAM_WEIGHT = 0.7
+DEFAULT_TFLOPS_WEIGHT = 0.3
+
+# Per-node fit verdicts the kernels return; the extender turns them into reasons.
+FIT_OK = np.int8(0)
+FIT_NO_ELIGIBLE_GPU = np.int8(1)  # no usable GPU matching model/vendor/pool/indices
+FIT_TOO_FEW_GPUS = np.int8(2)  # fewer eligible GPUs than gpu-count
+FIT_NO_TFLOPS = np.int8(3)  # VRAM would do, TFLOPS is the short resource
+FIT_NO_VRAM = np.int8(4)  # TFLOPS would do, VRAM is the short resource
+FIT_NO_BOTH = np.int8(5)  # neither alone would satisfy gpu-count

@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+import pytest
+
+from clustermodel.cache import Kind
+from clustermodel.objects import gpu_object, node_object
+from extender.app import create_app
+from extender.bind import Binder, MemoryPodWriter
+from extender.config import SchedulingConfig
+from extender.state import ClusterState
+
+GiB = 2**30
+
+
+def make_state(
+    layout: dict[str, list[tuple[float, float]]],
+    pods: list[dict] | None = None,
+    workloads: list[dict] | None = None,
+    config: SchedulingConfig | None = None,
+    **gpu_kwargs,
+) -> ClusterState:
+    """A state from {node: [(tflops, vram_bytes), ...]} plus pods and workloads."""
+    state = ClusterState(config or SchedulingConfig())
+    nodes = [node_object(n, gpus=len(gpus)) for n, gpus in layout.items()]
+    gpus = [
+        gpu_object(n, i, tflops=t, vram=v, **gpu_kwargs)
+        for n, specs in layout.items()
+        for i, (t, v) in enumerate(specs)
+    ]
+    state.load({Kind.NODE: nodes, Kind.GPU: gpus, Kind.POD: pods or [], Kind.WORKLOAD: workloads or []})
+    return state
+
+
+@pytest.fixture
+def make_client(aiohttp_client):
+    async def factory(state: ClusterState):
+        app = create_app(state, Binder(state, MemoryPodWriter(state)))
+        return await aiohttp_client(app)
+
+    return factory

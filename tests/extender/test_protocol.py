@@ -1,0 +1,255 @@
+"""The extender over HTTP, with exactly the JSON kube-scheduler sends."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+import pytest
+
+from clustermodel import annotations as ann
+from clustermodel.cache import Kind
+from clustermodel.objects import gpu_pod, node_object
+from extender.config import SchedulingConfig
+from scoring.modes import PlacementMode
+
+from .conftest import GiB, make_state
+
+LAYOUT = {
+    "small": [(100, 16 * GiB)],
+    "big": [(312, 80 * GiB), (312, 80 * GiB)],
+    "cpu-only": [],
+}
+
+
+def args_names(pod, names):
+    """ExtenderArgs as kube-scheduler sends them with nodeCacheCapable: true."""
+    return {"Pod": pod, "Nodes": None, "NodeNames": names}
+
+
+def args_nodes(pod, names):
+    """... and with nodeCacheCapable: false (a NodeList, NodeNames null)."""
+    return {"Pod": pod, "Nodes": {"metadata": {}, "items": [node_object(n) for n in names]}, "NodeNames": None}
+
+
+async def post(client, verb, body):
+    resp = await client.post(
+        f"/{verb}",
+        data=orjson.dumps(body) if not isinstance(body, bytes) else body,
+        headers={"Content-Type": "application/json"},
+    )
+    return resp.status, orjson.loads(await resp.read())
+
+
+@pytest.mark.parametrize("shape", [args_names, args_nodes])
+async def test_filter_keeps_nodes_with_room_and_explains_the_rest(make_client, shape):
+    client = await make_client(make_state(LAYOUT))
+    pod = gpu_pod("p", tflops="50", vram="20Gi", uid="u1")
+    status, result = await post(client, "filter", shape(pod, ["small", "big", "cpu-only", "ghost"]))
+    assert status == 200
+    if shape is args_names:
+        assert result["NodeNames"] == ["big"] and result["Nodes"] is None
+    else:
+        assert [n["metadata"]["name"] for n in result["Nodes"]["items"]] == ["big"]
+    assert result["FailedNodes"] == {"small": "insufficient VRAM: need 1 GPU with 20Gi free, node has 0"}
+    assert result["FailedAndUnresolvableNodes"]["cpu-only"] == "node has no TensorFusion GPUs"
+    assert "unknown" in result["FailedAndUnresolvableNodes"]["ghost"]
+    assert result["Error"] == ""
+
+
+async def test_gpu_count_needs_that_many_fitting_gpus(make_client):
+    client = await make_client(make_state(LAYOUT))
+    pod = gpu_pod("p", tflops="10", vram="1Gi", gpu_count=2, uid="u1")
+    _, result = await post(client, "filter", args_names(pod, ["small", "big"]))
+    assert result["NodeNames"] == ["big"]
+    assert result["FailedAndUnresolvableNodes"]["small"] == "insufficient GPUs: need 2 GPUs, node has 1"
+
+
+async def test_failure_reason_counts_gpus_with_room(make_client):
+    used = [gpu_pod("a", tflops="300", vram="1Gi", node="big", gpu_ids=["big-gpu-0"], uid="a")]
+    client = await make_client(make_state(LAYOUT, pods=used))
+    pod = gpu_pod("p", tflops="100", vram="10Gi", gpu_count=2, uid="u1")
+    _, result = await post(client, "filter", args_names(pod, ["big"]))
+    assert result["FailedNodes"]["big"] == "insufficient TFLOPS: need 2 GPUs with 100 TFLOPS free, node has 1"
+
+
+async def test_pods_without_annotations_pass_through(make_client):
+    client = await make_client(make_state(LAYOUT))
+    plain = {"metadata": {"name": "web", "namespace": "default", "annotations": {"x": "y"}}, "spec": {}}
+    _, result = await post(client, "filter", args_names(plain, ["small", "cpu-only", "ghost"]))
+    assert result["NodeNames"] == ["small", "cpu-only", "ghost"] and result["FailedNodes"] == {}
+    _, scores = await post(client, "prioritize", args_names(plain, ["small", "cpu-only"]))
+    assert scores == [{"Host": "small", "Score": 0}, {"Host": "cpu-only", "Score": 0}]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"{not json", "not valid JSON"),
+        (b"[]", "JSON object"),
+        ({"Nodes": None, "NodeNames": ["a"]}, "Pod"),
+        ({"Pod": "x", "NodeNames": ["a"]}, "Pod"),
+        ({"Pod": {"metadata": {}}, "NodeNames": ["a"]}, "Pod.metadata.name"),
+        ({"Pod": {"metadata": {"name": "p"}}, "NodeNames": None, "Nodes": None}, "Nodes or NodeNames"),
+        ({"Pod": {"metadata": {"name": "p"}}, "NodeNames": [1, 2]}, "NodeNames"),
+        ({"Pod": {"metadata": {"name": "p"}}, "Nodes": {"items": [{}]}}, "Nodes.items[0].metadata.name"),
+        ({"Pod": {"metadata": {"name": "p", "annotations": {"a": 1}}}, "NodeNames": []}, "annotations"),
+    ],
+)
+@pytest.mark.parametrize("verb", ["filter", "prioritize"])
+async def test_malformed_requests_get_400_naming_the_problem(make_client, verb, body, message):
+    state = make_state(LAYOUT)
+    client = await make_client(state)
+    used_before = state.inventory.used_v.copy()
+    status, result = await post(client, verb, body)
+    assert status == 400
+    assert message in result["error"]
+    assert (state.inventory.used_v == used_before).all()
+
+
+async def test_bad_annotation_marks_every_node_unresolvable_with_the_reason(make_client):
+    client = await make_client(make_state(LAYOUT))
+    pod = gpu_pod("p", tflops="lots", vram="1Gi", uid="u1")
+    status, result = await post(client, "filter", args_names(pod, ["small", "big"]))
+    assert status == 200 and result["NodeNames"] == []
+    assert set(result["FailedAndUnresolvableNodes"]) == {"small", "big"}
+    assert ann.TFLOPS_REQUEST in result["FailedAndUnresolvableNodes"]["big"]
+    status, result = await post(client, "prioritize", args_names(pod, ["big"]))
+    assert status == 400 and ann.TFLOPS_REQUEST in result["error"]
+
+
+async def test_oversized_body_gets_400(make_client):
+    state = make_state(LAYOUT, config=SchedulingConfig(maxRequestBytes=1000))
+    client = await make_client(state)
+    status, result = await post(client, "filter", args_names(gpu_pod("p", vram="1Gi"), ["x" * 50] * 100))
+    assert status == 400 and "too large" in result["error"]
+
+
+@pytest.mark.parametrize(
+    ("mode", "best"),
+    [
+        (PlacementMode.COMPACT_FIRST, "busy"),
+        (PlacementMode.LOW_LOAD_FIRST, "idle"),
+        (PlacementMode.NODE_COMPACT_GPU_LOW_LOAD, "busy"),
+    ],
+)
+async def test_prioritize_by_mode(make_client, mode, best):
+    layout = {"busy": [(100, 10 * GiB)] * 2, "idle": [(100, 10 * GiB)] * 2}
+    pods = [gpu_pod("a", tflops="50", vram="5Gi", node="busy", gpu_ids=["busy-gpu-0"], uid="a")]
+    client = await make_client(make_state(layout, pods=pods, config=SchedulingConfig(placementMode=mode)))
+    _, scores = await post(client, "prioritize", args_names(gpu_pod("p", tflops="1", vram="1Gi"), ["busy", "idle"]))
+    by_host = {s["Host"]: s["Score"] for s in scores}
+    assert by_host[best] == 10 and min(by_host.values()) == 0
+
+
+@pytest.mark.parametrize(
+    ("mode", "gpu"),
+    [(PlacementMode.COMPACT_FIRST, "busy-gpu-0"), (PlacementMode.NODE_COMPACT_GPU_LOW_LOAD, "busy-gpu-1")],
+)
+async def test_bind_picks_gpus_by_mode_and_records_them(make_client, mode, gpu):
+    layout = {"busy": [(100, 10 * GiB)] * 2}
+    pods = [
+        gpu_pod("a", tflops="50", vram="5Gi", node="busy", gpu_ids=["busy-gpu-0"], uid="a"),
+        gpu_pod("p", tflops="10", vram="1Gi", uid="p"),
+    ]
+    state = make_state(layout, pods=pods, config=SchedulingConfig(placementMode=mode))
+    client = await make_client(state)
+    status, result = await post(
+        client, "bind", {"PodName": "p", "PodNamespace": "default", "PodUID": "p", "Node": "busy"}
+    )
+    assert status == 200 and result == {"Error": ""}
+    pod = state.cache.get(Kind.POD, "default", "p")
+    assert pod["metadata"]["annotations"][ann.GPU_IDS] == gpu
+    assert pod["spec"]["nodeName"] == "busy"
+
+
+async def test_bind_bad_input(make_client):
+    client = await make_client(make_state(LAYOUT))
+    status, result = await post(client, "bind", {"PodName": "p", "PodNamespace": "default"})
+    assert status == 400 and "Node" in result["error"]
+    status, result = await post(
+        client, "bind", {"PodName": "p", "PodNamespace": "default", "PodUID": "", "Node": "ghost"}
+    )
+    assert status == 400 and "unknown node" in result["error"]
+    status, result = await post(
+        client, "bind", {"PodName": "nope", "PodNamespace": "default", "PodUID": "", "Node": "big"}
+    )
+    assert status == 200 and "not found" in result["Error"]
+
+
+async def test_concurrent_binds_never_overcommit(make_client):
+    """40 pods of 30 TFLOPS onto 2 GPUs of 312: at most 10 per GPU, whatever the interleaving."""
+    layout = {"big": [(312, 80 * GiB), (312, 80 * GiB)]}
+    pods = [gpu_pod(f"p{i}", tflops="30", vram="1Gi", uid=f"u{i}") for i in range(40)]
+    state = make_state(layout, pods=pods)
+    client = await make_client(state)
+
+    async def bind(i):
+        return await post(
+            client, "bind", {"PodName": f"p{i}", "PodNamespace": "default", "PodUID": f"u{i}", "Node": "big"}
+        )
+
+    results = await asyncio.gather(*(bind(i) for i in range(40)))
+    bound = [r for s, r in results if r["Error"] == ""]
+    assert len(bound) == 20
+    inv = state.inventory
+    assert (inv.used_t <= inv.cap_t).all()
+    per_gpu: dict[str, float] = {}
+    for pod in state.cache.list(Kind.POD):
+        for g in pod["metadata"]["annotations"].get(ann.GPU_IDS, "").split(","):
+            if g:
+                per_gpu[g] = per_gpu.get(g, 0) + 30
+    assert per_gpu == {"big-gpu-0": 300, "big-gpu-1": 300}
+
+
+async def test_recommendation_places_by_recommended_resources(make_client):
+    layout = {"small": [(100, 16 * GiB)]}
+    workload = {
+        "apiVersion": "tensor-fusion.ai/v1",
+        "kind": "TensorFusionWorkload",
+        "metadata": {"name": "wl", "namespace": "default"},
+        "spec": {"autoScalingConfig": {"autoSetResources": {"enable": True, "targetResource": "all"}}},
+        "status": {
+            "recommendation": {"requests": {"tflops": "20", "vram": "4Gi"}, "limits": {"tflops": "40", "vram": "8Gi"}}
+        },
+    }
+    pod = gpu_pod(
+        "p",
+        tflops="200",
+        vram="40Gi",
+        tflops_limit="400",
+        vram_limit="80Gi",
+        uid="p",
+        extra_annotations={ann.WORKLOAD: "wl"},
+    )
+    state = make_state(layout, pods=[pod], workloads=[workload])
+    client = await make_client(state)
+    _, result = await post(client, "filter", args_names(pod, ["small"]))
+    assert result["NodeNames"] == ["small"]
+    _, result = await post(client, "bind", {"PodName": "p", "PodNamespace": "default", "PodUID": "p", "Node": "small"})
+    assert result["Error"] == ""
+    annotations = state.cache.get(Kind.POD, "default", "p")["metadata"]["annotations"]
+    assert annotations[ann.TFLOPS_REQUEST] == "20" and annotations[ann.VRAM_LIMIT] == "8Gi"
+    assert state.inventory.used_v[state.inventory.gpu("small-gpu-0")] == 4 * GiB
+
+
+async def test_ledger_rebuilds_from_pod_annotations_alone(make_client):
+    layout = {"big": [(312, 80 * GiB), (312, 80 * GiB)]}
+    pods = [gpu_pod(f"p{i}", tflops="30", vram="8Gi", uid=f"u{i}") for i in range(6)]
+    state = make_state(layout, pods=pods)
+    client = await make_client(state)
+    for i in range(6):
+        await post(client, "bind", {"PodName": f"p{i}", "PodNamespace": "default", "PodUID": f"u{i}", "Node": "big"})
+    restarted = make_state(layout, pods=list(state.cache.list(Kind.POD)))
+    assert (restarted.inventory.used_t == state.inventory.used_t).all()
+    assert (restarted.inventory.used_v == state.inventory.used_v).all()
+    assert restarted.inventory.used_v.sum() == 6 * 8 * GiB
+
+
+async def test_metrics_and_health(make_client):
+    client = await make_client(make_state(LAYOUT))
+    await post(client, "filter", args_names(gpu_pod("p", vram="1Gi"), ["big"]))
+    text = await (await client.get("/metrics")).text()
+    assert 'tfsched_extender_request_duration_seconds_count{verb="filter"} 1.0' in text
+    assert (await client.get("/healthz")).status == 200
+    assert (await client.get("/readyz")).status == 200

@@ -1,0 +1,1 @@
+"""tfsched: a GPU-aware kube-scheduler extender with a co-located autoscaler."""
