@@ -44,7 +44,38 @@ def key_of(obj: Mapping[str, Any]) -> Key:
     return (meta.get("namespace") or "", meta.get("name") or "")
 
 
+def _slim_meta(meta: Mapping[str, Any], *fields: str) -> Obj:
+    keep = ("name", "namespace", "uid", "resourceVersion", "labels", "generation", *fields)
+    return {k: meta[k] for k in keep if k in meta}
+
+
+def slim_node(node: Obj) -> Obj:
+    """What tfsched needs of a Node: its identity.  Real Node objects carry
+    images, managedFields and conditions worth kilobytes each."""
+    return {"kind": "Node", "metadata": _slim_meta(node.get("metadata") or {})}
+
+
+def slim_gpu(gpu: Obj) -> Obj:
+    """The inventory arrays hold the numbers; keep identity and status."""
+    status = {k: v for k, v in (gpu.get("status") or {}).items() if k != "runningApps"}
+    return {"kind": ann.GPU_KIND, "metadata": _slim_meta(gpu.get("metadata") or {}), "status": status}
+
+
+def slim_pod(pod: Obj) -> Obj:
+    """Pods keep annotations, owners and where they run; not their containers."""
+    meta = _slim_meta(pod.get("metadata") or {}, "annotations", "ownerReferences", "deletionTimestamp")
+    spec = {k: v for k, v in (pod.get("spec") or {}).items() if k in ("nodeName", "schedulerName")}
+    status = {k: v for k, v in (pod.get("status") or {}).items() if k in ("phase", "conditions", "startTime")}
+    return {"kind": "Pod", "metadata": meta, "spec": spec, "status": status}
+
+
+SLIM: dict[Kind, Callable[[Obj], Obj]] = {Kind.NODE: slim_node, Kind.GPU: slim_gpu, Kind.POD: slim_pod}
+
+
 class ClusterCache:
+    """Handlers see each object whole; the store keeps the slim form
+    (see :data:`SLIM`) to bound memory on large clusters."""
+
     def __init__(self) -> None:
         self.objects: dict[Kind, dict[Key, Obj]] = {kind: {} for kind in Kind}
         self._handlers: dict[Kind, list[Handler]] = {kind: [] for kind in Kind}
@@ -69,7 +100,8 @@ class ClusterCache:
             self._notify(kind, EventType.DELETED, obj, old)
             return
         old = store.get(key)
-        store[key] = obj
+        slim = SLIM.get(kind)
+        store[key] = slim(obj) if slim is not None else obj
         self._notify(kind, EventType.MODIFIED if old is not None else EventType.ADDED, obj, old)
 
     def replace(self, kind: Kind, objs: list[Obj]) -> None:

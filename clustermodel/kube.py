@@ -12,12 +12,13 @@ import asyncio
 import ssl
 from collections.abc import AsyncIterator, Mapping
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import orjson
-from kubernetes_asyncio import config as kube_config
-from kubernetes_asyncio.client import Configuration
+
+if TYPE_CHECKING:
+    from kubernetes_asyncio.client import Configuration
 
 
 class PatchType(StrEnum):
@@ -53,6 +54,10 @@ class KubeClient:
     @classmethod
     async def from_config(cls, kubeconfig: str | None = None, context: str | None = None) -> KubeClient:
         """From a kubeconfig file, or the in-cluster service account when none is given."""
+        # Imported here: the client package costs ~35 MB, and snapshot mode never needs it.
+        from kubernetes_asyncio import config as kube_config
+        from kubernetes_asyncio.client import Configuration
+
         conf = Configuration()
         if kubeconfig:
             await kube_config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=conf)

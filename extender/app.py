@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
+import numpy as np
 import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -21,6 +22,7 @@ from clustermodel.gpurequest import RequestError, is_gpu_pod
 from extender import wire
 from extender.bind import Binder, BindError
 from extender.metrics import ExtenderMetrics
+from extender.nodelist import NodeListCache
 from extender.placement import effective_request, filter_nodes, score_nodes
 from extender.state import ClusterState
 
@@ -31,6 +33,7 @@ STATE_KEY = web.AppKey("state", ClusterState)
 BINDER_KEY = web.AppKey("binder", Binder)
 METRICS_KEY = web.AppKey("metrics", ExtenderMetrics)
 READY_KEY = web.AppKey("ready", Callable[[], bool])
+NODE_LISTS_KEY = web.AppKey("node_lists", NodeListCache)
 
 
 def _json(body: bytes, status: int = 200) -> web.Response:
@@ -69,7 +72,8 @@ def _timed(verb: str, handler: Callable[[web.Request], Awaitable[web.Response]])
 
 
 async def handle_filter(request: web.Request) -> web.Response:
-    args = wire.parse_scheduling_args(await _read(request))
+    body = await _read(request)
+    args = wire.parse_scheduling_args(body)
     meta = args.pod.get("metadata") or {}
     if not is_gpu_pod(meta.get("annotations")):
         return _json(wire.passthrough_result(args))
@@ -80,27 +84,36 @@ async def handle_filter(request: web.Request) -> web.Response:
     except RequestError as exc:
         metrics.errors.labels("filter", "bad_annotation").inc()
         reason = f"pod cannot be placed: {exc}"
-        return _json(wire.filter_result(args, [], {}, dict.fromkeys(args.names, reason)))
-    outcome = filter_nodes(state, gpu_request, args.names)
-    metrics.decisions.labels("filter", "passed").inc(len(outcome.passed))
-    metrics.decisions.labels("filter", "failed").inc(len(outcome.failed) + len(outcome.unresolvable))
-    return _json(wire.filter_result(args, outcome.passed, outcome.failed, outcome.unresolvable))
+        return _json(
+            wire.filter_result(args, np.zeros(len(args.names), np.bool_), {}, dict.fromkeys(args.names, reason))
+        )
+    node_list = request.app[NODE_LISTS_KEY].lookup(body, args.names) if args.nodes is None else None
+    outcome = filter_nodes(state, gpu_request, args.names, node_list.indices if node_list else None)
+    passed = int(outcome.passed.sum())
+    metrics.decisions.labels("filter", "passed").inc(passed)
+    metrics.decisions.labels("filter", "failed").inc(len(args.names) - passed)
+    return _json(wire.filter_result(args, outcome.passed, outcome.failed, outcome.unresolvable, node_list))
 
 
 async def handle_prioritize(request: web.Request) -> web.Response:
-    args = wire.parse_scheduling_args(await _read(request))
+    body = await _read(request)
+    args = wire.parse_scheduling_args(body)
     meta = args.pod.get("metadata") or {}
     if not is_gpu_pod(meta.get("annotations")):
-        return _json(wire.priority_result(args.names, [0] * len(args.names)))
+        return _json(wire.priority_result(args.names, np.zeros(len(args.names), np.int64)))
     state = request.app[STATE_KEY]
     try:
         gpu_request = effective_request(state, args.pod)
     except RequestError as exc:
         raise wire.WireError(f"pod cannot be scored: {exc}") from None
-    unknown = [n for n in args.names if n not in state.inventory.node_index]
-    if unknown:
-        raise wire.WireError(f"unknown node(s): {', '.join(unknown[:5])}" + (" ..." if len(unknown) > 5 else ""))
-    return _json(wire.priority_result(args.names, score_nodes(state, gpu_request, args.names)))
+    node_list = request.app[NODE_LISTS_KEY].lookup(body, args.names) if args.nodes is None else None
+    if node_list is None:
+        unknown = [n for n in args.names if n not in state.inventory.node_index]
+        if unknown:
+            more = " ..." if len(unknown) > 5 else ""
+            raise wire.WireError(f"unknown node(s): {', '.join(unknown[:5])}{more}")
+    scores = score_nodes(state, gpu_request, args.names, node_list.indices if node_list else None)
+    return _json(wire.priority_result(args.names, scores, node_list))
 
 
 async def handle_bind(request: web.Request) -> web.Response:
@@ -152,6 +165,7 @@ def create_app(
     app[BINDER_KEY] = binder
     app[METRICS_KEY] = metrics or ExtenderMetrics()
     app[READY_KEY] = ready
+    app[NODE_LISTS_KEY] = NodeListCache(state.inventory)
     app.router.add_post("/filter", _timed("filter", handle_filter))
     app.router.add_post("/prioritize", _timed("prioritize", handle_prioritize))
     app.router.add_post("/bind", _timed("bind", handle_bind))

@@ -91,7 +91,7 @@ def fail_reason(request: GPURequest, verdict: int, counts: Sequence[int], node_h
 
 @dataclass(slots=True)
 class FilterOutcome:
-    passed: list[int]  # positions in the request's node list
+    passed: np.ndarray  # bool per position in the request's node list
     failed: dict[str, str]  # capacity shortfalls: preemption might help
     unresolvable: dict[str, str]  # no such node / no matching GPU: it cannot
 
@@ -105,9 +105,13 @@ def _kernel_args(state: ClusterState, request: GPURequest) -> tuple:
     return (inv.node_gpus, eligible, inv.cap_t, inv.cap_v, inv.used_t, inv.used_v)
 
 
-def filter_nodes(state: ClusterState, request: GPURequest, names: Sequence[str]) -> FilterOutcome:
+def filter_nodes(
+    state: ClusterState, request: GPURequest, names: Sequence[str], nodes: np.ndarray | None = None
+) -> FilterOutcome:
+    """``nodes``: the inventory indices of ``names`` when the caller has them cached."""
     inv = state.inventory
-    nodes = inv.node_indices(list(names))
+    if nodes is None:
+        nodes = inv.node_indices(list(names))
     verdict, counts = fit_nodes_numba(
         nodes,
         *_kernel_args(state, request),
@@ -117,10 +121,9 @@ def filter_nodes(state: ClusterState, request: GPURequest, names: Sequence[str])
         int(request.gpu_count),
     )
     ok = verdict == FIT_OK
-    passed = np.flatnonzero(ok).tolist()
     failed: dict[str, str] = {}
     unresolvable: dict[str, str] = {}
-    if len(passed) < len(names):
+    if not ok.all():
         reasons: dict[tuple[int, ...], str] = {}
         for i in np.flatnonzero(~ok).tolist():
             name = names[i]
@@ -138,10 +141,12 @@ def filter_nodes(state: ClusterState, request: GPURequest, names: Sequence[str])
                 unresolvable[name] = reason
             else:
                 failed[name] = reason
-    return FilterOutcome(passed, failed, unresolvable)
+    return FilterOutcome(ok, failed, unresolvable)
 
 
-def score_nodes(state: ClusterState, request: GPURequest, names: Sequence[str]) -> list[int]:
+def score_nodes(
+    state: ClusterState, request: GPURequest, names: Sequence[str], nodes: np.ndarray | None = None
+) -> np.ndarray:
     """Scores 0–10 in the order of ``names``.
 
     The kernel gives each node 0–100 (mean weighted used share of its eligible
@@ -153,12 +158,12 @@ def score_nodes(state: ClusterState, request: GPURequest, names: Sequence[str]) 
     inv = state.inventory
     mode: PlacementMode = state.config.mode_for(request.pool)
     w_t, w_v = state.config.weights
-    raw = score_nodes_numba(
-        inv.node_indices(list(names)), *_kernel_args(state, request), float(w_t), float(w_v), bool(mode.node_compact)
-    )
+    if nodes is None:
+        nodes = inv.node_indices(list(names))
+    raw = score_nodes_numba(nodes, *_kernel_args(state, request), float(w_t), float(w_v), bool(mode.node_compact))
     if raw.size == 0:
-        return []
+        return np.zeros(0, np.int64)
     low, high = float(raw.min()), float(raw.max())
     if high - low < 1e-9:
-        return [MAX_SCORE if high > 0 else 0] * len(names)
-    return np.rint((raw - low) * (MAX_SCORE / (high - low))).astype(np.int64).tolist()
+        return np.full(raw.size, MAX_SCORE if high > 0 else 0, np.int64)
+    return np.rint((raw - low) * (MAX_SCORE / (high - low))).astype(np.int64)

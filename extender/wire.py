@@ -12,7 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import orjson
+
+from extender.nodelist import NodeList
 
 
 class WireError(ValueError):
@@ -97,36 +100,34 @@ def parse_binding_args(body: bytes) -> BindingArgs:
 
 def filter_result(
     args: SchedulingArgs,
-    passed: list[int],
+    passed: np.ndarray,
     failed: dict[str, str],
     unresolvable: dict[str, str],
-    error: str = "",
+    node_list: NodeList | None = None,
 ) -> bytes:
     """ExtenderFilterResult in the shape the request came in: a NodeList when
-    kube-scheduler sent one (it ignores NodeNames then), else names."""
+    kube-scheduler sent one (it ignores NodeNames then), else names, written
+    from the cached template when there is one."""
+    tail = orjson.dumps({"FailedNodes": failed, "FailedAndUnresolvableNodes": unresolvable, "Error": ""})
     if args.nodes is not None:
-        nodes: Any = {"metadata": {}, "items": [args.nodes[i] for i in passed]}
-        names: Any = None
+        items = [node for node, keep in zip(args.nodes, passed.tolist(), strict=True) if keep]
+        head = b'{"Nodes":' + orjson.dumps({"metadata": {}, "items": items}) + b',"NodeNames":null,'
+    elif node_list is not None:
+        head = b'{"Nodes":null,"NodeNames":' + node_list.names_json(passed) + b","
     else:
-        nodes = None
-        names = [args.names[i] for i in passed]
-    return orjson.dumps(
-        {
-            "Nodes": nodes,
-            "NodeNames": names,
-            "FailedNodes": failed,
-            "FailedAndUnresolvableNodes": unresolvable,
-            "Error": error,
-        }
-    )
+        names = args.names if passed.all() else [n for n, keep in zip(args.names, passed.tolist(), strict=True) if keep]
+        head = b'{"Nodes":null,"NodeNames":' + orjson.dumps(names) + b","
+    return head + tail[1:]
 
 
 def passthrough_result(args: SchedulingArgs) -> bytes:
-    return filter_result(args, list(range(len(args.names))), {}, {})
+    return filter_result(args, np.ones(len(args.names), np.bool_), {}, {})
 
 
-def priority_result(names: list[str], scores: list[int]) -> bytes:
-    return orjson.dumps([{"Host": n, "Score": s} for n, s in zip(names, scores, strict=True)])
+def priority_result(names: list[str], scores: np.ndarray, node_list: NodeList | None = None) -> bytes:
+    if node_list is not None:
+        return node_list.scores_json(scores)
+    return orjson.dumps([{"Host": n, "Score": s} for n, s in zip(names, scores.tolist(), strict=True)])
 
 
 def binding_result(error: str = "") -> bytes:

@@ -105,7 +105,8 @@ class Inventory:
 
     def set_node_present(self, name: str, present: bool) -> None:
         """Whether a Node object exists for ``name`` (GPU objects may arrive first)."""
-        self.node_present[self.node(name)] = present
+        idx = self.node(name)  # may grow node_present, so look the array up after
+        self.node_present[idx] = present
 
     def node_indices(self, names: list[str]) -> np.ndarray:
         """Indices for node names; -1 for names the inventory has never seen."""
