@@ -1,0 +1,357 @@
+"""``tfsched devcluster``: bring a real control plane up on 127.0.0.1 and down again.
+
+State lives in one folder (default ``./.devcluster``): certificates and keys,
+the admin kubeconfig, the rendered scheduler configuration, one log file per
+process and ``state.json`` recording the processes and ports.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from devcluster import processes
+from devcluster.binaries import REPO
+from devcluster.processes import ProcessRecord
+
+SCHEDULER_CONFIG = REPO / "config" / "scheduler-config.yaml"
+CRD_DIR = REPO / "deploy" / "crds"
+SERVICE_CIDR = "10.0.0.0/24"
+
+# Controllers that need a kubelet or a cloud are off; node lifecycle would
+# taint and evict kubelet-less nodes.
+CONTROLLERS = "*,-nodelifecycle,-nodeipam,-cloud-node-lifecycle,-route,-service,-persistentvolume-expander"
+
+# Order matters for start-up; down stops in reverse.
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "tfsched", "kube-scheduler", "fake-kubelet")
+
+
+class DevClusterError(RuntimeError):
+    pass
+
+
+@dataclass
+class DevCluster:
+    root: Path
+    bin_dir: Path | None = None
+    ports: dict[str, int] = field(default_factory=dict)
+    records: dict[str, ProcessRecord] = field(default_factory=dict)
+    token: str = ""
+
+    # -- paths -----------------------------------------------------------------
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.root / "kubeconfig"
+
+    @property
+    def state_file(self) -> Path:
+        return self.root / "state.json"
+
+    def log(self, name: str) -> Path:
+        return self.root / "logs" / f"{name}.log"
+
+    def bin(self, name: str) -> str:
+        assert self.bin_dir is not None, "bin_dir is needed to start processes"
+        return str(self.bin_dir / name)
+
+    @property
+    def server(self) -> str:
+        return f"https://127.0.0.1:{self.ports['apiserver']}"
+
+    @property
+    def extender_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['extender']}"
+
+    # -- state -----------------------------------------------------------------
+
+    def save(self) -> None:
+        state = {
+            "ports": self.ports,
+            "token": self.token,
+            "binDir": str(self.bin_dir) if self.bin_dir else None,
+            "processes": {name: rec.to_json() for name, rec in self.records.items()},
+        }
+        self.state_file.write_text(json.dumps(state, indent=2))
+
+    @classmethod
+    def load(cls, root: Path) -> DevCluster:
+        state_file = root / "state.json"
+        if not state_file.exists():
+            raise DevClusterError(f"no devcluster in {root} (no state.json); run 'tfsched devcluster up' first")
+        state = json.loads(state_file.read_text())
+        cluster = cls(root=root, bin_dir=Path(state["binDir"]) if state.get("binDir") else None)
+        cluster.ports = state["ports"]
+        cluster.token = state["token"]
+        cluster.records = {name: ProcessRecord(**rec) for name, rec in state["processes"].items()}
+        return cluster
+
+    # -- HTTP checks -------------------------------------------------------------
+
+    def _get(self, url: str, timeout: float = 2.0) -> tuple[int, bytes]:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        request = urllib.request.Request(url, headers={"Authorization": f"Bearer {self.token}"})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout, context=context) as resp:
+                return resp.status, resp.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    def _ok(self, url: str) -> bool:
+        return self._get(url)[0] == 200
+
+    def kubectl(self, *args: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess:
+        result = subprocess.run(
+            [self.bin("kubectl"), "--kubeconfig", str(self.kubeconfig), *args],
+            capture_output=True,
+            text=True,
+            input=input,
+            timeout=120,
+        )
+        if check and result.returncode != 0:
+            raise DevClusterError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
+        return result
+
+    # -- up ----------------------------------------------------------------------
+
+    def up(self, *, extender_args: list[str] | None = None, say=print) -> None:
+        if self.state_file.exists():
+            raise DevClusterError(f"a devcluster already runs from {self.root}; run 'tfsched devcluster down' first")
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / "logs").mkdir(exist_ok=True)
+        self.ports = {name: processes.free_port() for name in ("etcd", "etcd-peer", "apiserver", "extender")}
+        self.token = secrets.token_hex(16)
+        try:
+            self._start_etcd(say)
+            self._start_apiserver(say)
+            self._write_kubeconfig()
+            self._install_crds(say)
+            self._start_controller_manager(say)
+            self.start_extender(extender_args or [], say=say)
+            self._start_scheduler(say)
+            self._start_fake_kubelet(say)
+        except BaseException:
+            self.save()
+            self.down(say=lambda *_: None)
+            raise
+        self.save()
+
+    def _start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> ProcessRecord:
+        record = processes.start(name, argv, self.log(name), env)
+        self.records[name] = record
+        self.save()
+        return record
+
+    def _start_etcd(self, say) -> None:
+        client = f"http://127.0.0.1:{self.ports['etcd']}"
+        peer = f"http://127.0.0.1:{self.ports['etcd-peer']}"
+        say(f"starting etcd on {client}")
+        record = self._start(
+            "etcd",
+            [
+                self.bin("etcd"),
+                "--name=devcluster",
+                f"--data-dir={self.root / 'etcd'}",
+                f"--listen-client-urls={client}",
+                f"--advertise-client-urls={client}",
+                f"--listen-peer-urls={peer}",
+                f"--initial-advertise-peer-urls={peer}",
+                f"--initial-cluster=devcluster={peer}",
+                "--unsafe-no-fsync",
+                "--log-level=warn",
+            ],
+        )
+        processes.wait_until(lambda: self._ok(f"{client}/health"), timeout=60, what="etcd health", record=record)
+
+    def _start_apiserver(self, say) -> None:
+        pki = self.root / "pki"
+        pki.mkdir(exist_ok=True)
+        key, pub = pki / "sa.key", pki / "sa.pub"
+        subprocess.run(["openssl", "genrsa", "-out", str(key), "2048"], check=True, capture_output=True)
+        subprocess.run(
+            ["openssl", "rsa", "-in", str(key), "-pubout", "-out", str(pub)], check=True, capture_output=True
+        )
+        tokens = pki / "tokens.csv"
+        tokens.write_text(f"{self.token},admin,admin,system:masters\n")
+        tokens.chmod(0o600)
+        say(f"starting kube-apiserver on {self.server}")
+        record = self._start(
+            "kube-apiserver",
+            [
+                self.bin("kube-apiserver"),
+                f"--etcd-servers=http://127.0.0.1:{self.ports['etcd']}",
+                f"--cert-dir={pki}",
+                f"--secure-port={self.ports['apiserver']}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                "--authorization-mode=RBAC",
+                f"--token-auth-file={tokens}",
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                f"--service-account-key-file={pub}",
+                f"--service-account-signing-key-file={key}",
+                "--disable-admission-plugins=ServiceAccount,TaintNodesByCondition",
+                "--allow-privileged=true",
+                "--max-requests-inflight=1000",
+                "--max-mutating-requests-inflight=500",
+            ],
+        )
+        processes.wait_until(
+            lambda: self._ok(f"{self.server}/readyz"), timeout=120, what="kube-apiserver /readyz", record=record
+        )
+
+    def _write_kubeconfig(self) -> None:
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "devcluster", "cluster": {"server": self.server, "insecure-skip-tls-verify": True}}],
+            "users": [{"name": "admin", "user": {"token": self.token}}],
+            "contexts": [{"name": "devcluster", "context": {"cluster": "devcluster", "user": "admin"}}],
+            "current-context": "devcluster",
+        }
+        self.kubeconfig.write_text(yaml.safe_dump(config))
+        self.kubeconfig.chmod(0o600)
+
+    def _install_crds(self, say) -> None:
+        say("installing CRDs")
+        self.kubectl("apply", "-f", str(CRD_DIR))
+        self.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
+
+    def _start_controller_manager(self, say) -> None:
+        say("starting kube-controller-manager")
+        self._start(
+            "kube-controller-manager",
+            [
+                self.bin("kube-controller-manager"),
+                f"--kubeconfig={self.kubeconfig}",
+                f"--authentication-kubeconfig={self.kubeconfig}",
+                f"--authorization-kubeconfig={self.kubeconfig}",
+                f"--controllers={CONTROLLERS}",
+                "--leader-elect=false",
+                "--secure-port=0",
+                "--use-service-account-credentials=false",
+                f"--service-account-private-key-file={self.root / 'pki' / 'sa.key'}",
+                "--kube-api-qps=500",
+                "--kube-api-burst=1000",
+                "--concurrent-replicaset-syncs=10",
+                "--concurrent-deployment-syncs=10",
+            ],
+        )
+
+    def start_extender(self, extra_args: list[str], *, say=print) -> None:
+        """Start (or restart) ``tfsched serve`` on the cluster's extender port."""
+        say(f"starting tfsched serve on {self.extender_url}")
+        record = self._start(
+            "tfsched",
+            [
+                sys.executable,
+                "-m",
+                "tfsched",
+                "serve",
+                f"--kubeconfig={self.kubeconfig}",
+                "--host=127.0.0.1",
+                f"--port={self.ports['extender']}",
+                *extra_args,
+            ],
+            env={"NUMBA_CACHE_DIR": str(numba_cache_dir())},
+        )
+        processes.wait_until(
+            lambda: self._ok(f"{self.extender_url}/readyz"), timeout=120, what="tfsched /readyz", record=record
+        )
+
+    def stop_component(self, name: str) -> None:
+        record = self.records.get(name)
+        if record is not None:
+            processes.stop(record)
+
+    def _start_scheduler(self, say) -> None:
+        config = yaml.safe_load(SCHEDULER_CONFIG.read_text())
+        config["clientConnection"]["kubeconfig"] = str(self.kubeconfig)
+        for extender in config["extenders"]:
+            extender["urlPrefix"] = self.extender_url
+        rendered = self.root / "scheduler-config.yaml"
+        rendered.write_text(yaml.safe_dump(config, sort_keys=False))
+        say("starting kube-scheduler")
+        self._start(
+            "kube-scheduler",
+            [
+                self.bin("kube-scheduler"),
+                f"--config={rendered}",
+                f"--authentication-kubeconfig={self.kubeconfig}",
+                f"--authorization-kubeconfig={self.kubeconfig}",
+                "--secure-port=0",
+            ],
+        )
+
+    def _start_fake_kubelet(self, say) -> None:
+        say("starting the fake kubelet")
+        self._start(
+            "fake-kubelet",
+            [sys.executable, "-m", "devcluster.kubelet", f"--kubeconfig={self.kubeconfig}"],
+        )
+
+    # -- nodes -------------------------------------------------------------------
+
+    def add_nodes(self, nodes: list[dict[str, Any]], gpus: list[dict[str, Any]]) -> None:
+        """Create fake nodes and their GPU objects (status included)."""
+        import asyncio
+
+        from devcluster.nodes import create_nodes_and_gpus
+
+        asyncio.run(create_nodes_and_gpus(str(self.kubeconfig), nodes, gpus))
+
+    # -- down / status -------------------------------------------------------------
+
+    def down(self, *, say=print) -> None:
+        for name in reversed(COMPONENTS):
+            record = self.records.get(name)
+            if record is not None and record.process() is not None:
+                say(f"stopping {name} (pid {record.pid})")
+                processes.stop(record)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def status(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for name in COMPONENTS:
+            record = self.records.get(name)
+            if record is None:
+                out[name] = "not started"
+            elif record.process() is None:
+                out[name] = f"exited (log {record.log})"
+            else:
+                out[name] = f"running (pid {record.pid}, log {record.log})"
+        return out
+
+    def env(self) -> str:
+        return f"export KUBECONFIG={self.kubeconfig}\nexport PATH={self.bin_dir}:$PATH\n"
+
+
+def numba_cache_dir() -> Path:
+    """numba's on-disk kernel cache, outside the repo and writable."""
+    base = Path(os.environ.get("TFSCHED_CACHE", Path.home() / ".cache" / "tfsched"))
+    path = base / "numba"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.5) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return False
