@@ -1,0 +1,3 @@
+from tfsched.cli import main
+
+main()
