@@ -1,0 +1,224 @@
+"""autoScalingConfig models: defaults, spellings, output names, errors that name the field."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from clustermodel.autoscaling_config import (
+    AutoScalingConfig,
+    AutoSetReplicas,
+    AutoSetResources,
+    Resources,
+    format_go_duration,
+    parse_go_duration,
+)
+
+SEED_YAML = """
+autoScalingConfig:
+  autoSetResources:
+    enable: true
+    targetResource: all
+    targetTflopsPercentile: 0.9
+    lowerBoundTflopsPercentile: 0.5
+    upperBoundTflopsPercentile: 0.95
+    targetVramPercentile: 0.9
+    lowerBoundVramPercentile: 0.5
+    upperBoundVramPercentile: 0.95
+    requestMarginFraction: 0.15
+    confidenceInterval: 24h
+  autoSetReplicas: {}
+  cronScalingRules:
+    - enable: true
+      name: "test"
+      start: "0 0 * * Thu"
+      end: "59 23 * * Thu"
+      desiredResources:
+        limits:
+          tflops: "99"
+          vram: 10Gi
+        requests:
+          tflops: "44"
+          vram: 5Gi
+"""
+
+
+def error_locations(exc: ValidationError) -> list[str]:
+    return [".".join(str(p) for p in e["loc"]) for e in exc.errors()]
+
+
+def test_seed_example_parses_and_round_trips() -> None:
+    config = AutoScalingConfig.model_validate(yaml.safe_load(SEED_YAML)["autoScalingConfig"])
+    asr = config.auto_set_resources
+    assert asr.enable and asr.target_resource == "all" and asr.applies
+    assert asr.confidence_interval == timedelta(hours=24)
+    rule = config.cron_scaling_rules[0]
+    assert rule.desired_resources is not None
+    assert rule.desired_resources.requests.tflops == 44.0
+    assert rule.desired_resources.limits.vram == 10 * 2**30
+    out = config.to_dict()
+    assert out["autoSetResources"]["targetTflopsPercentile"] == 0.9
+    assert out["autoSetResources"]["confidenceInterval"] == "24h"
+    assert out["cronScalingRules"][0]["desiredResources"] == {
+        "requests": {"tflops": "44", "vram": "5Gi"},
+        "limits": {"tflops": "99", "vram": "10Gi"},
+    }
+    assert AutoScalingConfig.model_validate(out) == config
+
+
+def test_defaults() -> None:
+    asr = AutoSetResources()
+    assert (asr.target_tflops_percentile, asr.lower_bound_tflops_percentile, asr.upper_bound_tflops_percentile) == (
+        0.9,
+        0.5,
+        0.95,
+    )
+    assert (asr.target_vram_percentile, asr.lower_bound_vram_percentile, asr.upper_bound_vram_percentile) == (
+        0.9,
+        0.5,
+        0.95,
+    )
+    assert asr.request_margin_fraction == 0.15
+    assert asr.confidence_interval == timedelta(hours=24)
+    assert not asr.enable and asr.target_resource == "" and not asr.applies
+    assert asr.max_step_fraction is None
+    config = AutoScalingConfig.model_validate({"autoSetResources": None, "cronScalingRules": None})
+    assert config.cron_scaling_rules == []
+
+
+@pytest.mark.parametrize("key", ["targettflopspercentile", "targetTFlopsPercentile", "TargetTflopsPercentile"])
+def test_upstream_spellings_are_accepted_and_camel_case_is_emitted(key: str) -> None:
+    asr = AutoSetResources.model_validate({key: "0.8", "requestmarginfraction": "0.2", "confidenceinterval": "1h"})
+    assert asr.target_tflops_percentile == 0.8
+    assert asr.request_margin_fraction == 0.2
+    out = asr.to_dict()
+    assert out["targetTflopsPercentile"] == 0.8
+    assert "targettflopspercentile" not in out
+    assert out["confidenceInterval"] == "1h"
+
+
+def test_target_resource_is_normalised() -> None:
+    assert AutoSetResources(target_resource="TFLOPS").target_resource == "tflops"
+    assert AutoSetResources(target_resource="compute").target_resource == "tflops"
+    assert AutoSetResources.model_validate({"targetResource": None}).target_resource == ""
+    asr = AutoSetResources(target_resource="vram")
+    assert asr.targets("vram") and not asr.targets("tflops")
+    assert AutoSetResources().targets("tflops") and AutoSetResources().targets("vram")
+
+
+@pytest.mark.parametrize(
+    ("data", "location", "text"),
+    [
+        (
+            {"autoSetResources": {"targetTflopsPercentile": 1.5}},
+            "autoSetResources.targetTflopsPercentile",
+            "between 0 and 1",
+        ),
+        (
+            {"autoSetResources": {"lowerBoundVramPercentile": -0.1}},
+            "autoSetResources.lowerBoundVramPercentile",
+            "between 0 and 1",
+        ),
+        (
+            {"autoSetResources": {"upperBoundTflopsPercentile": "abc"}},
+            "autoSetResources.upperBoundTflopsPercentile",
+            "number",
+        ),
+        ({"autoSetResources": {"lowerBoundTflopsPercentile": 0.95}}, "autoSetResources", "lowerBoundTflopsPercentile"),
+        ({"autoSetResources": {"upperBoundVramPercentile": 0.8}}, "autoSetResources", "targetVramPercentile"),
+        ({"autoSetResources": {"confidenceInterval": "1d"}}, "autoSetResources.confidenceInterval", "duration"),
+        ({"autoSetResources": {"confidenceInterval": "0s"}}, "autoSetResources.confidenceInterval", "positive"),
+        ({"autoSetResources": {"targetResource": "gpu"}}, "autoSetResources.targetResource", "all, tflops or vram"),
+        ({"autoSetResources": {"requestMarginFraction": -1}}, "autoSetResources.requestMarginFraction", "negative"),
+        ({"autoSetReplicas": {"evaluationPeriod": "soon"}}, "autoSetReplicas.evaluationPeriod", "duration"),
+        ({"autoSetReplicas": {"targetTFlopsOfLimits": 150}}, "autoSetReplicas.targetTFlopsOfLimits", "percentage"),
+        ({"autoSetReplicas": {"scaleUpStep": 0}}, "autoSetReplicas.scaleUpStep", "at least 1"),
+        ({"autoSetReplicas": {"scaleDownStep": "x%"}}, "autoSetReplicas.scaleDownStep", "number"),
+        ({"autoSetReplicas": {"minReplicas": 4, "maxReplicas": 2}}, "autoSetReplicas", "maxReplicas"),
+        ({"cronScalingRules": [{"start": "61 * * * *", "end": "0 0 * * *"}]}, "cronScalingRules.0.start", "cron"),
+        ({"cronScalingRules": [{"start": "0 0 * * *", "end": "0 0 * * * *"}]}, "cronScalingRules.0.end", "five fields"),
+        (
+            {"cronScalingRules": [{"start": "0 0 31 2 *", "end": "0 0 * * *"}]},
+            "cronScalingRules.0.start",
+            "never fires",
+        ),
+        ({"cronScalingRules": [{"start": "0 0 * * *", "end": "0  0 * * *"}]}, "cronScalingRules.0", "start and end"),
+        (
+            {
+                "cronScalingRules": [
+                    {"start": "0 0 * * *", "end": "1 0 * * *", "desiredResources": {"requests": {"vram": "5Gx"}}}
+                ]
+            },
+            "cronScalingRules.0.desiredResources.requests.vram",
+            "invalid quantity",
+        ),
+    ],
+)
+def test_errors_name_the_field(data: dict, location: str, text: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        AutoScalingConfig.model_validate(data)
+    assert location in error_locations(info.value)
+    assert text in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("24h", timedelta(hours=24)),
+        ("30m", timedelta(minutes=30)),
+        ("1h30m", timedelta(hours=1, minutes=30)),
+        ("1.5h", timedelta(minutes=90)),
+        ("500ms", timedelta(milliseconds=500)),
+        ("2h45m30s", timedelta(hours=2, minutes=45, seconds=30)),
+        ("0", timedelta(0)),
+        ("-5m", timedelta(minutes=-5)),
+    ],
+)
+def test_go_durations(text: str, expected: timedelta) -> None:
+    assert parse_go_duration(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "24", "1d", "h", "1h 30m", "5 minutes", "-"])
+def test_bad_go_durations(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_go_duration(text)
+
+
+def test_duration_output() -> None:
+    assert format_go_duration(timedelta(hours=1, minutes=30)) == "1h30m"
+    assert format_go_duration(timedelta(milliseconds=500)) == "500ms"
+    assert format_go_duration(timedelta(seconds=90)) == "1m30s"
+    assert format_go_duration(timedelta(0)) == "0s"
+
+
+def test_replica_defaults_and_steps() -> None:
+    r = AutoSetReplicas()
+    assert (r.target_tflops_of_limits, r.scale_up_step, r.scale_down_step, r.min_replicas, r.max_replicas) == (
+        80.0,
+        "100%",
+        "50%",
+        1,
+        None,
+    )
+    assert AutoSetReplicas.model_validate({"targetTFlopsOfLimits": "75%", "scaleUpStep": "3"}).scale_up_step == 3
+    assert AutoSetReplicas.model_validate({"targetTFlopsOfLimits": "75%"}).target_tflops_of_limits == 75.0
+
+
+def test_resources_fill_the_missing_side_and_format_quantities() -> None:
+    only_limits = Resources.model_validate({"limits": {"tflops": "500m", "vram": "1.5Gi"}})
+    assert only_limits.requests == only_limits.limits
+    assert only_limits.requests.tflops == 0.5
+    assert only_limits.to_dict() == {
+        "requests": {"tflops": "500m", "vram": "1536Mi"},
+        "limits": {"tflops": "500m", "vram": "1536Mi"},
+    }
+    with pytest.raises(ValidationError):
+        Resources.model_validate({"requests": {"tflops": "-1"}})
+
+
+def test_unknown_keys_are_ignored() -> None:
+    config = AutoScalingConfig.model_validate({"autoSetResources": {"historyLength": "2d", "somethingNew": 1}})
+    assert config.auto_set_resources.history_length == "2d"
