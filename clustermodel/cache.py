@@ -56,16 +56,21 @@ def slim_node(node: Obj) -> Obj:
 
 
 def slim_gpu(gpu: Obj) -> Obj:
-    """The inventory arrays hold the numbers; keep identity and status."""
-    status = {k: v for k, v in (gpu.get("status") or {}).items() if k != "runningApps"}
-    return {"kind": ann.GPU_KIND, "metadata": _slim_meta(gpu.get("metadata") or {}), "status": status}
+    """The inventory arrays hold capacity, model, pool and node; keep identity
+    and the phase."""
+    status = gpu.get("status") or {}
+    return {
+        "kind": ann.GPU_KIND,
+        "metadata": _slim_meta(gpu.get("metadata") or {}),
+        "status": {"phase": status.get("phase")},
+    }
 
 
 def slim_pod(pod: Obj) -> Obj:
     """Pods keep annotations, owners and where they run; not their containers."""
     meta = _slim_meta(pod.get("metadata") or {}, "annotations", "ownerReferences", "deletionTimestamp")
     spec = {k: v for k, v in (pod.get("spec") or {}).items() if k in ("nodeName", "schedulerName")}
-    status = {k: v for k, v in (pod.get("status") or {}).items() if k in ("phase", "conditions", "startTime")}
+    status = {k: v for k, v in (pod.get("status") or {}).items() if k in ("phase", "startTime")}
     return {"kind": "Pod", "metadata": meta, "spec": spec, "status": status}
 
 
@@ -106,17 +111,36 @@ class ClusterCache:
 
     def replace(self, kind: Kind, objs: list[Obj]) -> None:
         """A fresh list of ``kind``: adds and updates what it holds, deletes what it lacks."""
-        store = self.objects[kind]
-        fresh = {key_of(o): o for o in objs}
-        for key in [k for k in store if k not in fresh]:
-            self.apply(kind, EventType.DELETED, store[key])
-        for obj in fresh.values():
-            self.apply(kind, EventType.MODIFIED, obj)
-        self.synced.add(kind)
+        relist = self.relist(kind)
+        for obj in objs:
+            relist.add(obj)
+        relist.finish()
+
+    def relist(self, kind: Kind) -> Relist:
+        """Replace ``kind`` page by page, so a large list is never held whole."""
+        return Relist(self, kind)
 
     def _notify(self, kind: Kind, event: EventType, obj: Obj, old: Obj | None) -> None:
         for handler in self._handlers[kind]:
             handler(event, obj, old)
+
+
+class Relist:
+    def __init__(self, cache: ClusterCache, kind: Kind) -> None:
+        self.cache = cache
+        self.kind = kind
+        self.seen: set[Key] = set()
+
+    def add(self, obj: Obj) -> None:
+        self.seen.add(key_of(obj))
+        self.cache.apply(self.kind, EventType.MODIFIED, obj)
+
+    def finish(self) -> None:
+        """Delete what the new list lacked; the kind now counts as synced."""
+        store = self.cache.objects[self.kind]
+        for key in [k for k in store if k not in self.seen]:
+            self.cache.apply(self.kind, EventType.DELETED, store[key])
+        self.cache.synced.add(self.kind)
 
 
 class SnapshotError(ValueError):

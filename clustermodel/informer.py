@@ -94,26 +94,26 @@ class Informer:
                 backoff = min(backoff * 2, 30.0)
 
     async def _list(self) -> None:
-        items: list[Obj] = []
+        """List page by page into the cache; objects of a page are dropped once
+        the cache has taken its slim copy."""
+        relist = self.cache.relist(self.resource.kind)
+        kind_name = self.resource.kind.value
         cont = ""
         while True:
-            page = await self.client.get(
-                self.resource.path, limit=LIST_PAGE_SIZE, **({"continue": cont} if cont else {})
-            )
-            items.extend(page.get("items") or [])
+            params = {"limit": LIST_PAGE_SIZE, **({"continue": cont} if cont else {})}
+            page = await self.client.get(self.resource.path, **params)
+            api_version = page.get("apiVersion", "v1")
+            for item in page.get("items") or []:
+                item.setdefault("kind", kind_name)  # list items come without kind/apiVersion
+                item.setdefault("apiVersion", api_version)
+                if self.keep is None or self.keep(item):
+                    relist.add(item)
             meta = page.get("metadata") or {}
             cont = meta.get("continue") or ""
             if not cont:
                 self.resource_version = meta.get("resourceVersion", "")
                 break
-        kind_name = self.resource.kind.value
-        api_version = page.get("apiVersion", "v1")
-        for item in items:  # list items come without kind/apiVersion
-            item.setdefault("kind", kind_name)
-            item.setdefault("apiVersion", api_version)
-        if self.keep is not None:
-            items = [o for o in items if self.keep(o)]
-        self.cache.replace(self.resource.kind, items)
+        relist.finish()
         self.relists += 1
 
     async def _watch(self) -> None:

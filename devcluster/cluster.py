@@ -32,7 +32,10 @@ SERVICE_CIDR = "10.0.0.0/24"
 
 # Controllers that need a kubelet or a cloud are off; node lifecycle would
 # taint and evict kubelet-less nodes.
-CONTROLLERS = "*,-nodelifecycle,-nodeipam,-cloud-node-lifecycle,-route,-service,-persistentvolume-expander"
+CONTROLLERS = (
+    "*,-node-lifecycle-controller,-node-ipam-controller,-cloud-node-lifecycle-controller,"
+    "-node-route-controller,-service-lb-controller,-persistentvolume-attach-detach-controller"
+)
 
 # Order matters for start-up; down stops in reverse.
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "tfsched", "kube-scheduler", "fake-kubelet")
@@ -206,6 +209,8 @@ class DevCluster:
                 f"--service-account-signing-key-file={key}",
                 "--disable-admission-plugins=ServiceAccount,TaintNodesByCondition",
                 "--allow-privileged=true",
+                # 127.0.0.1 is not a valid endpoint for the kubernetes Service; nothing here needs it.
+                "--endpoint-reconciler-type=none",
                 "--max-requests-inflight=1000",
                 "--max-mutating-requests-inflight=500",
             ],

@@ -71,10 +71,8 @@ def _add_commands() -> None:
 
     main.add_command(devcluster)
     main.add_command(demo)
-    try:
-        from autoscale.cli import recommend_command
-    except ImportError:  # the autoscaler core is optional at import time only during development
-        return
+    from autoscale.cli import recommend_command
+
     main.add_command(recommend_command, "recommend")
 
 
