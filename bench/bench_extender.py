@@ -1,0 +1,328 @@
+"""Extender latency on a synthetic 5,000-node × 8-GPU cluster with 20,000 allocated pods.
+
+Starts ``tfsched serve`` as its own process, loading its cache the production
+way (paginated list + watch) from ``bench/fake_apiserver.py`` serving the
+recorded objects on loopback (``--source snapshot`` loads a snapshot file
+instead), then sends filter and
+prioritize requests with 5,000 node names each over keep-alive HTTP on
+loopback, and prints:
+
+- p50 / p99 per verb (client-observed round trip through a minimal keep-alive client);
+- the floor: orjson parse of the same request + dump of the same response,
+  measured in this run, and the p50 / floor ratio (goal ≤ 3);
+- the numba / numpy kernel time ratio on the same arrays;
+- the server's peak RSS (goal ≤ 300 MB).
+
+Run: ``.venv/bin/python bench/bench_extender.py [--nodes 5000 --gpus 8 --pods 20000 --requests 300]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import orjson
+import psutil
+
+from clustermodel import annotations as ann
+from clustermodel.cache import Kind
+from clustermodel.objects import gpu_name, gpu_object, gpu_pod, node_object
+from extender.placement import effective_request
+from extender.state import ClusterState
+from scoring.inventory import tflops_units, vram_units
+from scoring.kernels import fit_nodes_numba, fit_nodes_numpy, score_nodes_numba, score_nodes_numpy
+
+GiB = 2**30
+
+
+def build_objects(n_nodes: int, n_gpus: int, n_pods: int, seed: int = 7) -> dict[str, list]:
+    rng = random.Random(seed)
+    nodes = [node_object(f"node-{i:05d}", gpus=n_gpus) for i in range(n_nodes)]
+    gpus = [gpu_object(f"node-{i:05d}", j, tflops=312, vram=80 * GiB) for i in range(n_nodes) for j in range(n_gpus)]
+    pods = []
+    for k in range(n_pods):
+        node = rng.randrange(n_nodes)
+        pods.append(
+            gpu_pod(
+                f"alloc-{k}",
+                tflops=str(rng.choice([10, 20, 40])),
+                vram=rng.choice(["4Gi", "8Gi", "16Gi"]),
+                node=f"node-{node:05d}",
+                gpu_ids=[gpu_name(f"node-{node:05d}", rng.randrange(n_gpus))],
+                uid=f"uid-{k}",
+            )
+        )
+    return {"nodes": nodes, "gpus": gpus, "pods": pods}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def percentile(values: list[float], p: float) -> float:
+    return float(np.percentile(np.array(values), p))
+
+
+def floor_ms(body: bytes, response: bytes, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        obj = orjson.loads(body)
+        orjson.dumps(orjson.loads(response))
+        times.append(time.perf_counter() - t)
+        del obj
+    return statistics.median(times) * 1000
+
+
+def kernel_ratio(objects: dict[str, list], names: list[str], pod: dict, repeat: int = 200) -> tuple[float, float]:
+    state = ClusterState()
+    state.load({Kind.NODE: objects["nodes"], Kind.GPU: objects["gpus"], Kind.POD: objects["pods"]})
+    inv = state.inventory
+    req = effective_request(state, pod)
+    nodes = inv.node_indices(names)
+    eligible = inv.eligible_mask()
+    fit_args = (
+        nodes,
+        inv.node_gpus,
+        eligible,
+        inv.cap_t,
+        inv.cap_v,
+        inv.used_t,
+        inv.used_v,
+        tflops_units(req.tflops_request),
+        0.0,
+        vram_units(req.vram_request),
+        1,
+    )
+    score_args = (nodes, inv.node_gpus, eligible, inv.cap_t, inv.cap_v, inv.used_t, inv.used_v, 0.3, 0.7, True)
+
+    def best(fn, args) -> float:
+        fn(*args)
+        times = []
+        for _ in range(repeat):
+            t = time.perf_counter()
+            fn(*args)
+            times.append(time.perf_counter() - t)
+        return statistics.median(times) * 1000
+
+    fit = (best(fit_nodes_numba, fit_args), best(fit_nodes_numpy, fit_args))
+    score = (best(score_nodes_numba, score_args), best(score_nodes_numpy, score_args))
+    print(f"kernel fit     numba {fit[0]:.3f} ms  numpy {fit[1]:.3f} ms  numba/numpy {fit[0] / fit[1]:.2f}")
+    print(f"kernel score   numba {score[0]:.3f} ms  numpy {score[1]:.3f} ms  numba/numpy {score[0] / score[1]:.2f}")
+    return fit[0] / fit[1], score[0] / score[1]
+
+
+class KeepAliveClient:
+    """A minimal HTTP/1.1 keep-alive client on a blocking socket.
+
+    kube-scheduler's Go client costs microseconds per call; a Python HTTP
+    client would add a few hundred, so the benchmark sends prebuilt request
+    bytes and reads the response by Content-Length, measuring the server.
+    """
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buffer = b""
+
+    def post(self, request: bytes) -> tuple[int, bytes]:
+        self.sock.sendall(request)
+        while b"\r\n\r\n" not in self.buffer:
+            self.buffer += self.sock.recv(1 << 20)
+        head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
+        lines = head.split(b"\r\n")
+        status = int(lines[0].split()[1])
+        length = next(int(line.split(b":")[1]) for line in lines[1:] if line.lower().startswith(b"content-length"))
+        while len(self.buffer) < length:
+            self.buffer += self.sock.recv(1 << 20)
+        body, self.buffer = self.buffer[:length], self.buffer[length:]
+        return status, body
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def http_request(verb: str, body: bytes) -> bytes:
+    return (
+        f"POST /{verb} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+def drive(port: int, verb: str, body: bytes, n: int) -> tuple[list[float], bytes]:
+    client = KeepAliveClient(port)
+    request = http_request(verb, body)
+    latencies = []
+    last = b""
+    try:
+        for i in range(n + 20):
+            t = time.perf_counter()
+            status, last = client.post(request)
+            if i >= 20:  # warm-up requests are not counted
+                latencies.append((time.perf_counter() - t) * 1000)
+            assert status == 200, last[:200]
+    finally:
+        client.close()
+    return latencies, last
+
+
+BARE_SERVER = """
+import sys
+from aiohttp import web
+
+REPLY = b'"' + b'x' * (int(sys.argv[2]) - 2) + b'"'
+
+async def handle(request):
+    await request.read()
+    return web.Response(body=REPLY, content_type='application/json')
+
+app = web.Application(client_max_size=64 * 1024 * 1024)
+app.router.add_post('/{verb}', handle)
+web.run_app(app, host='127.0.0.1', port=int(sys.argv[1]), print=None, access_log=None)
+"""
+
+
+def http_baseline(body: bytes, reply_size: int, n: int) -> float:
+    """p50 of the same POST to a bare aiohttp handler that reads the body and
+    sends a reply of the same size as the filter's: what HTTP on loopback and
+    aiohttp cost per request, for reading the figures above."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-c", BARE_SERVER, str(port), str(reply_size)])
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port)).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        latencies, _ = drive(port, "filter", body, n)
+        return percentile(latencies, 50)
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--nodes", type=int, default=5000)
+    parser.add_argument("--gpus", type=int, default=8)
+    parser.add_argument("--pods", type=int, default=20000)
+    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--source", choices=("api", "snapshot"), default="api")
+    opts = parser.parse_args()
+
+    t = time.perf_counter()
+    objects = build_objects(opts.nodes, opts.gpus, opts.pods)
+    names = [n["metadata"]["name"] for n in objects["nodes"]]
+    tmp = Path(tempfile.mkdtemp(prefix="tfsched-bench-"))
+    helpers: list[subprocess.Popen] = []
+    if opts.source == "snapshot":
+        snapshot = tmp / "snapshot.json"
+        items = objects["nodes"] + objects["gpus"] + objects["pods"]
+        snapshot.write_bytes(orjson.dumps({"kind": "List", "items": items}))
+        source_args = ["--snapshot", str(snapshot)]
+    else:
+        api_port = free_port()
+        collections = {
+            "/api/v1/nodes": objects["nodes"],
+            "/api/v1/pods": objects["pods"],
+            f"/apis/{ann.GROUP_VERSION}/{ann.GPU_PLURAL}": objects["gpus"],
+            f"/apis/{ann.GROUP_VERSION}/{ann.WORKLOAD_PLURAL}": [],
+            f"/apis/{ann.GROUP_VERSION}/{ann.WORKLOAD_PROFILE_PLURAL}": [],
+        }
+        (tmp / "objects.json").write_bytes(orjson.dumps(collections))
+        kubeconfig = tmp / "kubeconfig"
+        kubeconfig.write_text(
+            "apiVersion: v1\nkind: Config\ncurrent-context: bench\n"
+            f"clusters: [{{name: bench, cluster: {{server: 'http://127.0.0.1:{api_port}'}}}}]\n"
+            "users: [{name: bench, user: {token: bench}}]\n"
+            "contexts: [{name: bench, context: {cluster: bench, user: bench}}]\n"
+        )
+        fake_api = Path(__file__).with_name("fake_apiserver.py")
+        helpers.append(
+            subprocess.Popen(
+                [sys.executable, str(fake_api), "--objects", str(tmp / "objects.json"), "--port", str(api_port)]
+            )
+        )
+        source_args = ["--kubeconfig", str(kubeconfig)]
+    print(
+        f"cluster: {opts.nodes} nodes × {opts.gpus} GPUs, {opts.pods} allocated pods "
+        f"(built in {time.perf_counter() - t:.1f} s)"
+    )
+
+    port = free_port()
+    t = time.perf_counter()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tfsched",
+            "--log-level",
+            "WARNING",
+            "serve",
+            *source_args,
+            "--port",
+            str(port),
+        ],
+    )
+    server = psutil.Process(proc.pid)
+    try:
+        import urllib.request
+
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                if proc.poll() is not None:
+                    raise SystemExit("server exited") from None
+                time.sleep(0.1)
+        print(f"server ready in {time.perf_counter() - t:.1f} s (cache loaded from {opts.source})")
+
+        pod = gpu_pod("bench-pod", tflops="20", vram="8Gi", uid="bench")
+        pod["metadata"]["annotations"][ann.QOS] = "medium"
+        body = orjson.dumps({"Pod": pod, "Nodes": None, "NodeNames": names})
+        print(f"request body {len(body) / 1024:.0f} KiB, {len(names)} node names")
+        print()
+        print(f"{'verb':<11} {'p50 ms':>8} {'p99 ms':>8} {'floor ms':>9} {'p50/floor':>10}")
+        replies = {}
+        for verb in ("filter", "prioritize"):
+            latencies, response = drive(port, verb, body, opts.requests)
+            replies[verb] = len(response)
+            floor = floor_ms(body, response, 200)
+            p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
+            print(f"{verb:<11} {p50:8.3f} {p99:8.3f} {floor:9.3f} {p50 / floor:10.2f}")
+        print(
+            f"{'aiohttp':<11} {http_baseline(body, replies['filter'], opts.requests):8.3f}"
+            "   (bare handler: reads the body, sends a reply of the filter's size)"
+        )
+        with open(f"/proc/{proc.pid}/status") as fh:
+            hwm = next(int(line.split()[1]) for line in fh if line.startswith("VmHWM"))
+        print()
+        print(f"server peak RSS {hwm / 1024:.0f} MB (current {server.memory_info().rss / 2**20:.0f} MB)")
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        for helper in helpers:
+            helper.kill()
+            helper.wait(10)
+    print()
+    kernel_ratio(objects, names, pod)
+
+
+if __name__ == "__main__":
+    main()
