@@ -1,0 +1,88 @@
+"""Run a real Prometheus for the end-to-end tests: our own process, not Debian's service.
+
+Debian's ``prometheus`` package (installed by ``scripts/bootstrap.sh``) gives
+the binary; we write a minimal configuration that scrapes the synthetic usage
+exporter and keep the TSDB under the devcluster folder.
+"""
+
+from __future__ import annotations
+
+import shutil
+import urllib.request
+from pathlib import Path
+
+import yaml
+
+from devcluster import processes
+from devcluster.processes import ProcessRecord
+
+JOB_NAME = "tfsched-usage"
+DEBIAN_BINARY = Path("/usr/bin/prometheus")
+
+
+class PrometheusMissing(RuntimeError):
+    pass
+
+
+def prometheus_binary() -> Path:
+    """``prometheus`` on PATH, else Debian's ``/usr/bin/prometheus``."""
+    found = shutil.which("prometheus")
+    if found:
+        return Path(found)
+    if DEBIAN_BINARY.is_file():
+        return DEBIAN_BINARY
+    raise PrometheusMissing(
+        "prometheus not found on PATH or at /usr/bin/prometheus: run scripts/bootstrap.sh "
+        "or install Debian's package (apt-get install -y prometheus)"
+    )
+
+
+def write_config(path: Path, targets: list[str], scrape_interval: str) -> None:
+    config = {
+        "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
+        "scrape_configs": [
+            {
+                "job_name": JOB_NAME,
+                # Keep the exporter's namespace/pod labels even if a target label ever clashes.
+                "honor_labels": True,
+                "static_configs": [{"targets": list(targets)}],
+            }
+        ],
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def start_prometheus(
+    root: Path,
+    targets: list[str],
+    *,
+    port: int,
+    scrape_interval: str = "1s",
+    log: Path,
+    timeout: float = 30.0,
+) -> ProcessRecord:
+    """Start Prometheus on ``127.0.0.1:port`` scraping ``targets`` (``host:port``); return once it is ready."""
+    binary = prometheus_binary()
+    config_file = root / "prometheus.yml"
+    write_config(config_file, targets, scrape_interval)
+    argv = [
+        str(binary),
+        f"--config.file={config_file}",
+        f"--storage.tsdb.path={root / 'prometheus-data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--storage.tsdb.retention.time=1d",
+    ]
+    record = processes.start("prometheus", argv, log)
+    url = f"http://127.0.0.1:{port}/-/ready"
+
+    def ready() -> bool:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+
+    try:
+        processes.wait_until(ready, timeout=timeout, what=f"prometheus at {url}", record=record)
+    except BaseException:
+        processes.stop(record)
+        raise
+    return record
