@@ -38,7 +38,16 @@ CONTROLLERS = (
 )
 
 # Order matters for start-up; down stops in reverse.
-COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "tfsched", "kube-scheduler", "fake-kubelet")
+COMPONENTS = (
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "usage-exporter",
+    "prometheus",
+    "tfsched",
+    "kube-scheduler",
+    "fake-kubelet",
+)
 
 
 class DevClusterError(RuntimeError):
@@ -52,6 +61,7 @@ class DevCluster:
     ports: dict[str, int] = field(default_factory=dict)
     records: dict[str, ProcessRecord] = field(default_factory=dict)
     token: str = ""
+    extender_args: list[str] = field(default_factory=list)
 
     # -- paths -----------------------------------------------------------------
 
@@ -85,6 +95,7 @@ class DevCluster:
             "ports": self.ports,
             "token": self.token,
             "binDir": str(self.bin_dir) if self.bin_dir else None,
+            "extenderArgs": self.extender_args,
             "processes": {name: rec.to_json() for name, rec in self.records.items()},
         }
         self.state_file.write_text(json.dumps(state, indent=2))
@@ -98,6 +109,7 @@ class DevCluster:
         cluster = cls(root=root, bin_dir=Path(state["binDir"]) if state.get("binDir") else None)
         cluster.ports = state["ports"]
         cluster.token = state["token"]
+        cluster.extender_args = state.get("extenderArgs", [])
         cluster.records = {name: ProcessRecord(**rec) for name, rec in state["processes"].items()}
         return cluster
 
@@ -131,20 +143,32 @@ class DevCluster:
 
     # -- up ----------------------------------------------------------------------
 
-    def up(self, *, extender_args: list[str] | None = None, say=print) -> None:
+    def up(
+        self,
+        *,
+        extender_args: list[str] | None = None,
+        autoscale_interval: str = "1m",
+        say=print,
+    ) -> None:
+        """Start everything.  The autoscaler reads usage from a Prometheus that
+        scrapes the synthetic usage exporter (``usage_url``), every second."""
         if self.state_file.exists():
             raise DevClusterError(f"a devcluster already runs from {self.root}; run 'tfsched devcluster down' first")
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / "logs").mkdir(exist_ok=True)
-        self.ports = {name: processes.free_port() for name in ("etcd", "etcd-peer", "apiserver", "extender")}
+        names = ("etcd", "etcd-peer", "apiserver", "extender", "exporter", "prometheus")
+        self.ports = {name: processes.free_port() for name in names}
         self.token = secrets.token_hex(16)
+        self.extender_args = list(extender_args or [])
         try:
             self._start_etcd(say)
             self._start_apiserver(say)
             self._write_kubeconfig()
             self._install_crds(say)
             self._start_controller_manager(say)
-            self.start_extender(extender_args or [], say=say)
+            self._start_metrics(say)
+            self._write_tfsched_config(autoscale_interval)
+            self.start_extender(say=say)
             self._start_scheduler(say)
             self._start_fake_kubelet(say)
         except BaseException:
@@ -257,7 +281,50 @@ class DevCluster:
             ],
         )
 
-    def start_extender(self, extra_args: list[str], *, say=print) -> None:
+    @property
+    def usage_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['exporter']}"
+
+    @property
+    def prometheus_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['prometheus']}"
+
+    @property
+    def tfsched_config(self) -> Path:
+        return self.root / "tfsched.yaml"
+
+    def _start_metrics(self, say) -> None:
+        from devcluster.prometheus import start_prometheus
+
+        say(f"starting the usage exporter on {self.usage_url} and Prometheus on {self.prometheus_url}")
+        record = self._start(
+            "usage-exporter",
+            [sys.executable, "-m", "devcluster.usage_exporter", f"--port={self.ports['exporter']}"],
+        )
+        processes.wait_until(
+            lambda: self._ok(f"{self.usage_url}/healthz"), timeout=30, what="usage exporter", record=record
+        )
+        self.records["prometheus"] = start_prometheus(
+            self.root,
+            [f"127.0.0.1:{self.ports['exporter']}"],
+            port=self.ports["prometheus"],
+            scrape_interval="1s",
+            log=self.log("prometheus"),
+        )
+        self.save()
+
+    def _write_tfsched_config(self, interval: str) -> None:
+        config = {
+            "autoscaling": {
+                "interval": interval,
+                "metrics": {"prometheusURL": self.prometheus_url, "step": "1s", "historyLength": "1h"},
+                "evictionInterval": "1s",
+                "leaderElection": {"leaseDuration": "6s", "renewEvery": "2s"},
+            }
+        }
+        self.tfsched_config.write_text(yaml.safe_dump(config))
+
+    def start_extender(self, *, say=print) -> None:
         """Start (or restart) ``tfsched serve`` on the cluster's extender port."""
         say(f"starting tfsched serve on {self.extender_url}")
         record = self._start(
@@ -270,7 +337,8 @@ class DevCluster:
                 f"--kubeconfig={self.kubeconfig}",
                 "--host=127.0.0.1",
                 f"--port={self.ports['extender']}",
-                *extra_args,
+                f"--config={self.tfsched_config}",
+                *self.extender_args,
             ],
             env={"NUMBA_CACHE_DIR": str(numba_cache_dir())},
         )

@@ -25,6 +25,7 @@ import numpy as np
 
 from clustermodel import annotations as ann
 from clustermodel.gpurequest import GPURequest, RequestError, is_gpu_pod, parse_gpu_request
+from clustermodel.quantity import format_bytes
 from scoring.inventory import GPUSpec, Inventory, tflops_units, vram_units
 from scoring.kernels import pick_gpus_numba
 from scoring.modes import DEFAULT_TFLOPS_WEIGHT, DEFAULT_VRAM_WEIGHT, PlacementMode
@@ -207,6 +208,39 @@ class Ledger:
         if alloc is not None:
             alloc.reserved = False
 
+    def resize(self, uid: str, request: GPURequest) -> Allocation:
+        """Reserve a pod's new per-GPU request on the GPUs it already holds.
+
+        Returns the previous allocation, for :meth:`restore` if the pod cannot
+        be patched.  Raises :class:`NoFit`, changing nothing, when the GPUs
+        lack the room.
+        """
+        alloc = self.allocations.get(uid)
+        if alloc is None:
+            raise NoFit(f"pod {uid} holds no GPUs")
+        tflops = tflops_units(request.tflops_request)
+        vram = vram_units(request.vram_request)
+        why = _resize_shortfall(self.inventory, alloc, tflops, request.percent_request, vram)
+        if why:
+            raise NoFit(why)
+        self._put(
+            Allocation(
+                uid=uid,
+                pod=alloc.pod,
+                node=alloc.node,
+                gpu_names=alloc.gpu_names,
+                tflops=tflops,
+                percent=request.percent_request,
+                vram=vram,
+                reserved=True,
+            )
+        )
+        return alloc
+
+    def restore(self, previous: Allocation) -> None:
+        """Undo a :meth:`resize` whose patch failed."""
+        self._put(previous)
+
     def rebuild(self, pods: Iterable[Mapping[str, Any]]) -> None:
         """Start over from the pods' annotations (used on start-up and relist)."""
         for uid in list(self.allocations):
@@ -215,3 +249,20 @@ class Ledger:
         for pod in pods:
             if is_gpu_pod((pod.get("metadata") or {}).get("annotations")):
                 self.observe_pod(pod)
+
+
+def _resize_shortfall(inv: Inventory, alloc: Allocation, tflops: float, percent: float, vram: float) -> str:
+    """Why new per-GPU amounts do not fit on the GPUs the pod holds ('' if they do)."""
+    for name in alloc.gpu_names:
+        g = inv.gpu_index.get(name)
+        if g is None:
+            return f"GPU {name} is unknown"
+        cap_t = inv.cap_t[g]
+        need_t = tflops + float(np.ceil(percent / 100.0 * cap_t - 1e-9))
+        room_t = cap_t - inv.used_t[g] + alloc.tflops_on(cap_t)
+        room_v = inv.cap_v[g] - inv.used_v[g] + alloc.vram
+        if need_t > room_t:
+            return f"GPU {name} has room for {room_t / 1000:g} TFLOPS, the pod needs {need_t / 1000:g}"
+        if vram > room_v:
+            return f"GPU {name} has room for {format_bytes(room_v)} of VRAM, the pod needs {format_bytes(vram)}"
+    return ""

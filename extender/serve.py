@@ -1,5 +1,6 @@
-"""Run the extender: wire state, cache feed (informers or a snapshot), kernels
-and the HTTP app together.  This is the edge where I/O happens."""
+"""Run tfsched: wire state, cache feed (informers or a snapshot), kernels, the
+HTTP app and, against a cluster, the autoscale loop on the leader.  This is
+the edge where I/O happens."""
 
 from __future__ import annotations
 
@@ -7,8 +8,11 @@ import asyncio
 import logging
 import signal
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import orjson
 from aiohttp import web
 
 from clustermodel.cache import Kind, read_snapshot
@@ -16,9 +20,13 @@ from clustermodel.informer import RESOURCES, Informer
 from clustermodel.kube import KubeClient
 from extender.app import create_app
 from extender.bind import ApiPodWriter, Binder, MemoryPodWriter
-from extender.config import SchedulingConfig
 from extender.state import ClusterState, keep_pod
 from scoring.kernels import warm_up
+
+if TYPE_CHECKING:
+    from autoscale.controller import Autoscaler
+    from clustermodel.leader import LeaderElector
+    from tfsched.config import ServeConfig
 
 log = logging.getLogger(__name__)
 
@@ -27,20 +35,26 @@ WATCHED_KINDS = (Kind.NODE, Kind.GPU, Kind.WORKLOAD, Kind.WORKLOAD_PROFILE, Kind
 
 @dataclass
 class Server:
-    """One running extender, usable from the CLI and from tests."""
+    """One running tfsched, usable from the CLI and from tests."""
 
     state: ClusterState
     binder: Binder
     client: KubeClient | None = None
+    autoscaler: Autoscaler | None = None
+    elector: LeaderElector | None = None
+    test_hooks: bool = False
     kernels_ready: bool = False
     tasks: list[asyncio.Task] = field(default_factory=list)
     runner: web.AppRunner | None = None
+    leading: asyncio.Event = field(default_factory=asyncio.Event)
 
     def ready(self) -> bool:
         return self.kernels_ready and set(WATCHED_KINDS) <= self.state.cache.synced
 
     async def start(self, host: str, port: int) -> int:
         app = create_app(self.state, self.binder, ready=self.ready)
+        if self.test_hooks:
+            self._add_test_hooks(app)
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
         site = web.TCPSite(self.runner, host, port, reuse_address=True)
@@ -56,12 +70,50 @@ class Server:
         # Compile (or load cached) kernels off the event loop; /readyz waits for it.
         await asyncio.to_thread(warm_up)
         self.kernels_ready = True
+        if self.autoscaler is not None:
+            self.tasks.append(asyncio.create_task(self._run_autoscaler(), name="autoscaler"))
         return bound
 
+    async def _run_autoscaler(self) -> None:
+        assert self.autoscaler is not None
+        while not self.ready():  # decide nothing before the cache has the cluster
+            await asyncio.sleep(0.1)
+        if self.elector is not None:
+            self.tasks.append(asyncio.create_task(self.elector.run(self.leading), name="leader-election"))
+        else:
+            self.leading.set()
+        await self.autoscaler.run(self.leading)
+
+    def _add_test_hooks(self, app: web.Application) -> None:
+        async def clock(request: web.Request) -> web.Response:
+            if self.autoscaler is None:
+                return web.json_response({"error": "no autoscaler"}, status=400)
+            try:
+                body = orjson.loads(await request.read())
+                self.autoscaler.clock.offset = timedelta(seconds=float(body["offsetSeconds"]))
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                return web.json_response({"error": f"expected {{'offsetSeconds': number}}: {exc}"}, status=400)
+            return web.json_response({"now": self.autoscaler.clock.now().isoformat()})
+
+        async def tick(request: web.Request) -> web.Response:
+            if self.autoscaler is None or not self.leading.is_set():
+                return web.json_response({"error": "no autoscaler leading here"}, status=409)
+            await self.autoscaler.tick()
+            return web.json_response({"ticks": self.autoscaler.ticks})
+
+        app.router.add_post("/debug/clock", clock)
+        app.router.add_post("/debug/autoscale/tick", tick)
+
     async def stop(self) -> None:
+        if self.autoscaler is not None and self.leading.is_set():
+            await self.autoscaler.shutdown()
+        if self.elector is not None:
+            await self.elector.release()
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
+        if self.autoscaler is not None:
+            await self.autoscaler.source.close()
         if self.runner is not None:
             await self.runner.cleanup()
         if self.client is not None:
@@ -69,14 +121,35 @@ class Server:
 
 
 async def build_server(
-    config: SchedulingConfig, *, snapshot: Path | None = None, kubeconfig: str | None = None
+    config: ServeConfig,
+    *,
+    snapshot: Path | None = None,
+    kubeconfig: str | None = None,
+    test_hooks: bool = False,
 ) -> Server:
-    state = ClusterState(config)
+    state = ClusterState(config.scheduling)
     if snapshot is not None:
         state.load(read_snapshot(snapshot))
-        return Server(state, Binder(state, MemoryPodWriter(state)))
+        return Server(state, Binder(state, MemoryPodWriter(state)), test_hooks=test_hooks)
     client = await KubeClient.from_config(kubeconfig)
-    return Server(state, Binder(state, ApiPodWriter(client)), client=client)
+    server = Server(state, Binder(state, ApiPodWriter(client)), client=client, test_hooks=test_hooks)
+    settings = config.autoscaling
+    if settings.enabled:
+        from autoscale.controller import Autoscaler
+        from autoscale.prometheus import PrometheusSource
+        from clustermodel.leader import LeaderElector
+
+        server.autoscaler = Autoscaler(state, client, PrometheusSource(settings.metrics), settings)
+        election = settings.leader_election
+        if election.enabled:
+            server.elector = LeaderElector(
+                client,
+                election.namespace,
+                election.lease_name,
+                lease_duration=election.lease_duration,
+                renew_every=election.renew_every,
+            )
+    return server
 
 
 async def serve_forever(server: Server, host: str, port: int) -> None:
@@ -85,7 +158,7 @@ async def serve_forever(server: Server, host: str, port: int) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     bound = await server.start(host, port)
-    log.info("tfsched extender listening on %s:%d", host, bound)
+    log.info("tfsched listening on %s:%d", host, bound)
     try:
         await stop.wait()
     finally:

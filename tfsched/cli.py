@@ -7,28 +7,6 @@ import logging
 from pathlib import Path
 
 import click
-import yaml
-from pydantic import ValidationError
-
-
-def _load_scheduling_config(path: Path | None):
-    from extender.config import SchedulingConfig
-
-    if path is None:
-        return SchedulingConfig()
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise click.BadParameter(f"cannot read {path}: {exc}", param_hint="--config") from None
-    section = raw.get("scheduling", {}) if isinstance(raw, dict) else None
-    if not isinstance(section, dict):
-        raise click.BadParameter("the 'scheduling' section must be a mapping", param_hint="--config")
-    try:
-        return SchedulingConfig.model_validate(section)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = "scheduling." + ".".join(str(p) for p in first["loc"])
-        raise click.BadParameter(f"{field}: {first['msg']}", param_hint="--config") from None
 
 
 @click.group()
@@ -47,17 +25,44 @@ def main(log_level: str) -> None:
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Serve offline from objects in a YAML/JSON file (kubectl get ... -o yaml); binds stay in memory.",
 )
-@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), help="tfsched config YAML.")
-def serve(host: str, port: int, kubeconfig: str | None, snapshot: Path | None, config_path: Path | None) -> None:
-    """Serve the scheduler extender (filter, prioritize, bind)."""
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="tfsched config YAML (sections: scheduling, autoscaling).",
+)
+@click.option("--no-autoscale", is_flag=True, help="Serve the extender only; run no autoscale loop.")
+@click.option(
+    "--enable-test-hooks",
+    is_flag=True,
+    hidden=True,
+    help="Expose /debug/clock and /debug/autoscale/tick (end-to-end tests only).",
+)
+def serve(
+    host: str,
+    port: int,
+    kubeconfig: str | None,
+    snapshot: Path | None,
+    config_path: Path | None,
+    no_autoscale: bool,
+    enable_test_hooks: bool,
+) -> None:
+    """Serve the scheduler extender (filter, prioritize, bind) and, against a
+    cluster, the autoscale loop (on the leader)."""
     from clustermodel.cache import SnapshotError
     from extender.serve import build_server, serve_forever
+    from tfsched.config import ConfigError, load_config
 
-    config = _load_scheduling_config(config_path)
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc), param_hint="--config") from None
+    if no_autoscale:
+        config.autoscaling.enabled = False
 
     async def run() -> None:
         try:
-            server = await build_server(config, snapshot=snapshot, kubeconfig=kubeconfig)
+            server = await build_server(config, snapshot=snapshot, kubeconfig=kubeconfig, test_hooks=enable_test_hooks)
         except SnapshotError as exc:
             raise click.BadParameter(str(exc), param_hint="--snapshot") from None
         await serve_forever(server, host, port)

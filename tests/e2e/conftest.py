@@ -8,6 +8,7 @@ config/scheduler-config.yaml) and ``tfsched serve`` run as processes on
 from __future__ import annotations
 
 import json
+import shutil
 import time
 import uuid
 from collections.abc import Iterator
@@ -74,12 +75,15 @@ class Cluster:
 def cluster(tmp_path_factory) -> Iterator[Cluster]:
     root: Path = tmp_path_factory.mktemp("devcluster")
     dev = DevCluster(root=root / "state", bin_dir=ensure_binaries())
-    dev.up(say=lambda *_: None)
+    # Autoscale intervals run only when a test asks (/debug/autoscale/tick), so tests are deterministic.
+    dev.up(extender_args=["--enable-test-hooks"], autoscale_interval="1h", say=lambda *_: None)
     try:
         nodes, gpus = ClusterSpec.model_validate(E2E_SPEC).objects()
         dev.add_nodes(nodes, gpus)
         yield Cluster(dev)
     finally:
+        # Keep the process logs next to pytest's temporary folders for post-mortems.
+        shutil.copytree(dev.root / "logs", root / "logs", dirs_exist_ok=True)
         dev.down(say=lambda *_: None)
 
 
@@ -89,6 +93,8 @@ def namespace(cluster: Cluster) -> Iterator[str]:
     name = f"e2e-{uuid.uuid4().hex[:8]}"
     cluster.kubectl("create", "namespace", name)
     yield name
+    # Controllers first, or they recreate the pods we delete.
+    cluster.kubectl("delete", "deployments,replicasets,tfw", "--all", "-n", name, "--wait=false", check=False)
     cluster.kubectl("delete", "pods", "--all", "-n", name, "--wait=false", check=False)
     cluster.wait(lambda: not cluster.pods(name), timeout=120, what=f"pods of {name} to be deleted")
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
@@ -99,3 +105,43 @@ def make_pod(name: str, namespace: str, **kwargs) -> dict:
     pod.pop("status", None)
     pod["spec"]["terminationGracePeriodSeconds"] = 0
     return pod
+
+
+def _post(url: str, body: dict, method: str = "POST") -> tuple[int, dict]:
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), method=method, headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as resp:
+            return resp.status, json.loads(resp.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+
+
+def set_usage(cluster: Cluster, namespace: str, pod: str, *, tflops: float, vram: float) -> None:
+    """What the synthetic exporter reports for one pod (Prometheus scrapes it every second)."""
+    status, body = _post(
+        f"{cluster.dev.usage_url}/usage",
+        {"namespace": namespace, "pod": pod, "gpu": "0", "tflops": tflops, "vram": vram},
+        method="PUT",
+    )
+    assert status == 200, body
+
+
+def clear_usage(cluster: Cluster, namespace: str, pod: str) -> None:
+    status, body = _post(f"{cluster.dev.usage_url}/usage", {"namespace": namespace, "pod": pod}, method="DELETE")
+    assert status == 200, body
+
+
+def tick(cluster: Cluster) -> None:
+    """Run one autoscale interval now, in the real tfsched process."""
+    status, body = _post(f"{cluster.dev.extender_url}/debug/autoscale/tick", {})
+    assert status == 200, body
+
+
+def set_clock(cluster: Cluster, offset_seconds: float) -> None:
+    status, body = _post(f"{cluster.dev.extender_url}/debug/clock", {"offsetSeconds": offset_seconds})
+    assert status == 200, body

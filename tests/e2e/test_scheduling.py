@@ -178,7 +178,7 @@ def test_extender_restart_mid_burst_loses_nothing(cluster: Cluster, namespace: s
 
     os.kill(record.pid, signal.SIGKILL)
     time.sleep(1)
-    cluster.dev.start_extender([], say=lambda *_: None)
+    cluster.dev.start_extender(say=lambda *_: None)
     cluster.dev.save()
     wait_bound(cluster, namespace, capacity, timeout=240)
     time.sleep(3)

@@ -1,0 +1,53 @@
+"""Kubernetes Events (core/v1), so ``kubectl describe`` shows what tfsched did."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from clustermodel.kube import KubeClient
+
+log = logging.getLogger(__name__)
+
+COMPONENT = "tfsched"
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+async def record_event(
+    client: KubeClient, obj: Mapping[str, Any], reason: str, message: str, *, event_type: str = "Normal"
+) -> None:
+    """Create an Event about ``obj``; failures are logged, never raised (events are best effort)."""
+    meta = obj.get("metadata") or {}
+    namespace = meta.get("namespace") or "default"
+    now = _now()
+    body = {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": f"{meta.get('name', 'object')}.{secrets.token_hex(8)}", "namespace": namespace},
+        "involvedObject": {
+            "apiVersion": obj.get("apiVersion", "v1"),
+            "kind": obj.get("kind", ""),
+            "name": meta.get("name", ""),
+            "namespace": namespace,
+            "uid": meta.get("uid", ""),
+            "resourceVersion": meta.get("resourceVersion", ""),
+        },
+        "reason": reason,
+        "message": message,
+        "type": event_type,
+        "source": {"component": COMPONENT},
+        "reportingComponent": COMPONENT,
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+    }
+    try:
+        await client.create(f"/api/v1/namespaces/{namespace}/events", body)
+    except Exception as exc:
+        log.warning("could not record event %s on %s/%s: %s", reason, namespace, meta.get("name"), exc)
