@@ -72,6 +72,10 @@ class Clock:
     def now(self) -> datetime:
         return datetime.now(UTC) + self.offset
 
+    def wall(self) -> datetime:
+        """Real time, for fetching usage: Prometheus holds wall-clock samples."""
+        return datetime.now(UTC)
+
 
 @dataclass
 class Workload:
@@ -299,7 +303,7 @@ class Autoscaler:
         # its last sample would be counted twice.
         # Usage is fetched by wall-clock time (what Prometheus holds); ``now`` is
         # the loop's clock, which decides cron windows and cooldowns.
-        fetch_until = datetime.now(UTC)
+        fetch_until = self.clock.wall()
         start = self.last_fetch + step if self.last_fetch else fetch_until - self.settings.metrics.history_length
         # On multiples of the step, so every process evaluates Prometheus on the
         # same grid (a restarted loop must see the same points it checkpointed).
