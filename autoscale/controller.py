@@ -139,6 +139,8 @@ class Autoscaler:
         self.ticks = 0
         self._tick_lock = asyncio.Lock()
         self._replicaset_owner: dict[tuple[str, str], str | None] = {}
+        self._configs: dict[tuple[Any, Any], AutoScalingConfig] = {}
+        self._requests: dict[str, tuple[str, GPURequest | None]] = {}
         self._max_allowed_now: ResourceValues | None = None
 
     # -- discovery -------------------------------------------------------------
@@ -157,7 +159,7 @@ class Autoscaler:
             meta = obj.get("metadata") or {}
             raw = (obj.get("spec") or {}).get("autoScalingConfig") or {}
             try:
-                config = AutoScalingConfig.model_validate(raw)
+                config = self._config_of(obj, raw)
             except ValidationError as exc:
                 log.warning(
                     "workload %s/%s: invalid autoScalingConfig: %s", meta.get("namespace"), meta.get("name"), exc
@@ -166,6 +168,26 @@ class Autoscaler:
             key = (meta.get("namespace", ""), meta.get("name", ""))
             out.append(Workload(key[0], key[1], obj, config, pods_by_workload.get(key, [])))
         return out
+
+    def _config_of(self, obj: Obj, raw: Any) -> AutoScalingConfig:
+        """The validated autoScalingConfig, re-validated only when the spec changes
+        (a new ``metadata.generation``)."""
+        meta = obj.get("metadata") or {}
+        version = (meta.get("uid"), meta.get("generation") or meta.get("resourceVersion"))
+        cached = self._configs.get(version)
+        if cached is None:
+            cached = self._configs[version] = AutoScalingConfig.model_validate(raw)
+        return cached
+
+    def _pod_request(self, pod: Obj) -> GPURequest | None:
+        """A pod's request from its annotations, parsed once per resourceVersion."""
+        meta = pod.get("metadata") or {}
+        key = meta.get("uid", "")
+        version = meta.get("resourceVersion", "")
+        cached = self._requests.get(key)
+        if cached is None or cached[0] != version or not version:
+            cached = self._requests[key] = (version, _request_of(pod))
+        return cached[1]
 
     async def create_missing_workloads(self) -> None:
         """A pod that enables autoscaling for a workload with no object gets one,
@@ -298,6 +320,7 @@ class Autoscaler:
         workloads = self.workloads()
         for workload in workloads:
             self.track(workload)
+        self._prune_caches(workloads)
         step = self.settings.metrics.step
         # query_range includes both ends: start one step after the last fetch, or
         # its last sample would be counted twice.
@@ -342,9 +365,16 @@ class Autoscaler:
         if due:
             await self.checkpoint(workloads, now)
 
+    def _prune_caches(self, workloads: list[Workload]) -> None:
+        """Forget parsed pods and configs of objects that are gone."""
+        live_pods = {(p.get("metadata") or {}).get("uid") for w in workloads for p in w.pods}
+        self._requests = {uid: v for uid, v in self._requests.items() if uid in live_pods}
+        live = {((w.obj.get("metadata") or {}).get("uid")) for w in workloads}
+        self._configs = {k: v for k, v in self._configs.items() if k[0] in live}
+
     def _current(self, workload: Workload) -> Resources | None:
         """What the workers run with now: the most common request among them."""
-        requests = [r for r in (_request_of(p) for p in workload.pods) if r is not None]
+        requests = [r for r in map(self._pod_request, workload.pods) if r is not None]
         if not requests:
             return None
         common = Counter((r.tflops_request, r.tflops_limit, r.vram_request, r.vram_limit) for r in requests)
@@ -376,7 +406,7 @@ class Autoscaler:
         if replicas is None:
             return None
         window = workload.config.auto_set_replicas.evaluation_period
-        limits = [r.tflops_limit for r in (_request_of(p) for p in workload.pods) if r is not None and r.tflops_limit]
+        limits = [r.tflops_limit for r in map(self._pod_request, workload.pods) if r is not None and r.tflops_limit]
         recent = [v for t, v in tracked.latest_tflops.values() if now - t <= window]
         utilization = None
         if recent and limits:
@@ -416,7 +446,9 @@ class Autoscaler:
             await self._write_status(workload, fragment, status, now, None)  # new pods see it first
             applied_pods = await self.apply(workload, rec, tracked, now)
         target = rec.resources.to_model()
-        fragment["appliedRecommendedReplicas"] = sum(1 for p in applied_pods if _runs_with(p, target))
+        fragment["appliedRecommendedReplicas"] = sum(
+            1 for p in applied_pods if _runs_with(self._pod_request(p), target)
+        )
         fragment["workerCount"] = len(workload.pods)
         await self._write_status(workload, fragment, status, now, metrics_ok)
         if rec.replicas is not None and rec.replicas.changes and owner:
@@ -471,10 +503,14 @@ class Autoscaler:
         out: list[Obj] = []
         for pod in workload.pods:
             meta = pod.get("metadata") or {}
-            if not (pod.get("spec") or {}).get("nodeName") or meta.get("deletionTimestamp") or _runs_with(pod, target):
+            if (
+                not (pod.get("spec") or {}).get("nodeName")
+                or meta.get("deletionTimestamp")
+                or _runs_with(self._pod_request(pod), target)
+            ):
                 out.append(pod)
                 continue
-            request = _request_of(pod)
+            request = self._pod_request(pod)
             if request is None:
                 out.append(pod)
                 continue
@@ -663,8 +699,7 @@ def _scales_replicas(config: AutoScalingConfig) -> bool:
     return any(rule.desired_replicas is not None for rule in config.cron_scaling_rules)
 
 
-def _runs_with(pod: Obj, target: Resources) -> bool:
-    request = _request_of(pod)
+def _runs_with(request: GPURequest | None, target: Resources) -> bool:
     if request is None:
         return False
     return (
