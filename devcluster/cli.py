@@ -29,13 +29,14 @@ def _say(message: str) -> None:
 
 
 def _up(root: Path, spec_path: Path) -> None:
+    from clustermodel.yamlfile import YamlFileError
     from devcluster.binaries import BinariesError, ensure_binaries
     from devcluster.cluster import DevCluster, DevClusterError
-    from devcluster.spec import SpecError, load_spec
+    from devcluster.spec import load_spec
 
     try:
         spec = load_spec(spec_path)
-    except SpecError as exc:
+    except YamlFileError as exc:
         raise click.BadParameter(str(exc), param_hint="--spec") from None
     try:
         bin_dir = ensure_binaries()

@@ -294,8 +294,6 @@ class DevCluster:
         return self.root / "tfsched.yaml"
 
     def _start_metrics(self, say) -> None:
-        from devcluster.prometheus import start_prometheus
-
         say(f"starting the usage exporter on {self.usage_url} and Prometheus on {self.prometheus_url}")
         record = self._start(
             "usage-exporter",
@@ -304,6 +302,12 @@ class DevCluster:
         processes.wait_until(
             lambda: self._ok(f"{self.usage_url}/healthz"), timeout=30, what="usage exporter", record=record
         )
+        self.start_prometheus()
+
+    def start_prometheus(self) -> None:
+        """Start (or restart, keeping its data) Prometheus scraping the usage exporter every second."""
+        from devcluster.prometheus import start_prometheus
+
         self.records["prometheus"] = start_prometheus(
             self.root,
             [f"127.0.0.1:{self.ports['exporter']}"],

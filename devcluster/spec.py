@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from clustermodel.objects import Obj, gpu_object, node_object
 from clustermodel.quantity import parse_quantity
+from clustermodel.yamlfile import load_yaml_model
 
 Quantity = Annotated[float, BeforeValidator(parse_quantity)]
 
@@ -56,18 +56,6 @@ class ClusterSpec(BaseModel):
         return nodes, gpus
 
 
-class SpecError(ValueError):
-    pass
-
-
 def load_spec(path: Path) -> ClusterSpec:
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise SpecError(f"cannot read cluster spec {path}: {exc}") from None
-    try:
-        return ClusterSpec.model_validate(raw)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"])
-        raise SpecError(f"cluster spec {path}: {field}: {first['msg']}") from None
+    """Raises :class:`clustermodel.yamlfile.YamlFileError` naming the field."""
+    return load_yaml_model(path, ClusterSpec, "cluster spec")

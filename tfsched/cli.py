@@ -50,12 +50,13 @@ def serve(
     """Serve the scheduler extender (filter, prioritize, bind) and, against a
     cluster, the autoscale loop (on the leader)."""
     from clustermodel.cache import SnapshotError
+    from clustermodel.yamlfile import YamlFileError
     from extender.serve import build_server, serve_forever
-    from tfsched.config import ConfigError, load_config
+    from tfsched.config import load_config
 
     try:
         config = load_config(config_path)
-    except ConfigError as exc:
+    except YamlFileError as exc:
         raise click.BadParameter(str(exc), param_hint="--config") from None
     if no_autoscale:
         config.autoscaling.enabled = False

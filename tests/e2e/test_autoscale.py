@@ -375,17 +375,7 @@ def test_prometheus_down_changes_nothing_and_says_why(cluster: Cluster, namespac
         after_pods = {p["metadata"]["name"]: p["metadata"]["annotations"] for p in cluster.pods(namespace)}
         assert after_pods == before_pods
     finally:
-        from devcluster.prometheus import start_prometheus
-
-        dev = cluster.dev
-        dev.records["prometheus"] = start_prometheus(
-            dev.root,
-            [f"127.0.0.1:{dev.ports['exporter']}"],
-            port=dev.ports["prometheus"],
-            scrape_interval="1s",
-            log=dev.log("prometheus"),
-        )
-        dev.save()
+        cluster.dev.start_prometheus()
     tick(cluster)
     cond = condition(tfw(cluster, namespace, "blind"), "MetricsAvailable")
     assert cond["status"] == "True"
