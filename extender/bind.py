@@ -1,16 +1,17 @@
 """Bind: pick the exact GPUs, record them on the pod, create the Binding.
 
-Serialised per node, and the fit check plus reservation happen in one
-synchronous step of the ledger, so two binds can never take the same share
-of a GPU whatever order kube-scheduler's calls arrive in.  Any failure after
-the reservation releases it and takes the record off the pod again.
+The fit check and the reservation happen in one synchronous step of the
+ledger, so two binds can never take the same share of a GPU whatever order
+kube-scheduler's calls arrive in.  Any failure after the reservation puts the
+ledger and the pod's record back as they were.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections import defaultdict
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -140,10 +141,21 @@ class BindResult:
 
 
 class Binder:
+    """Binds pods, one attempt per pod at a time.
+
+    The fit check and the reservation are one synchronous ledger step, so binds
+    to the same node need no lock of their own: each reserves distinct shares
+    the moment it starts, and filter sees them at once.  Holding a lock across
+    the API round trips would only queue binds behind each other until
+    kube-scheduler's timeout.  What must not interleave is two attempts for the
+    *same* pod: kube-scheduler retries a bind it timed out on while the first
+    may still finish, so a retry waits for it and then looks at what it did.
+    """
+
     def __init__(self, state: ClusterState, writer: PodWriter) -> None:
         self.state = state
         self.writer = writer
-        self._node_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._pod_locks: dict[str, tuple[asyncio.Lock, int]] = {}
 
     async def bind(self, namespace: str, name: str, uid: str, node: str) -> BindResult:
         state = self.state
@@ -154,33 +166,70 @@ class Binder:
         if uid and meta.get("uid") and meta["uid"] != uid:
             raise BindError(f"pod {namespace}/{name} has uid {meta['uid']}, not {uid}: it was re-created")
         uid = uid or meta.get("uid", "")
+        async with self._one_attempt(uid):
+            return await self._bind(namespace, name, uid, node, pod)
+
+    async def _bind(self, namespace: str, name: str, uid: str, node: str, pod: Obj) -> BindResult:
+        state = self.state
+        ledger = state.ledger
+        previous = ledger.allocations.get(uid)
+        if previous is not None and not previous.reserved:
+            # An earlier attempt recorded GPUs: find out whether it also bound the pod.
+            fresh = await self.writer.fetch_pod(namespace, name) or pod
+            bound_to = (fresh.get("spec") or {}).get("nodeName")
+            if bound_to == node:
+                return BindResult(node, previous.gpu_names, parse_gpu_request(_annotations(fresh)))
+            if bound_to:
+                raise BindError(f"pod {namespace}/{name} is already bound to node {bound_to}")
+            pod = fresh
         try:
-            declared = parse_gpu_request(meta.get("annotations") or {})
+            declared = parse_gpu_request(_annotations(pod))
             effective = effective_request(state, pod)
         except RequestError as exc:
             raise BindError(str(exc)) from None
         effective = _round_trip(effective) if effective != declared else effective
         mode = state.config.mode_for(effective.pool)
-        async with self._node_locks[node]:
-            try:
-                alloc = state.ledger.reserve(uid, f"{namespace}/{name}", node, effective, mode, state.config.weights)
-            except NoFit as exc:
-                raise BindError(str(exc)) from None
-            recorded = False
-            try:
-                await self.writer.annotate(namespace, name, placement_annotations(declared, effective, alloc.gpu_names))
-                recorded = True
-                await self.writer.bind(namespace, name, uid, node)
-            except Exception as exc:
-                state.ledger.release(uid)
-                if recorded:
-                    await self._unrecord(namespace, name)
-                raise BindError(f"binding {namespace}/{name} to {node} failed: {exc}") from exc
-            state.ledger.commit(uid)
+        try:
+            alloc = ledger.reserve(uid, f"{namespace}/{name}", node, effective, mode, state.config.weights)
+        except NoFit as exc:
+            raise BindError(str(exc)) from None
+        recorded = False
+        try:
+            await self.writer.annotate(namespace, name, placement_annotations(declared, effective, alloc.gpu_names))
+            recorded = True
+            await self.writer.bind(namespace, name, uid, node)
+        except Exception as exc:
+            ledger.release(uid)
+            if previous is not None:
+                ledger.restore(previous)
+            if recorded:
+                await self._rerecord(namespace, name, previous.gpu_names if previous is not None else None)
+            raise BindError(f"binding {namespace}/{name} to {node} failed: {exc}") from exc
+        ledger.commit(uid)
         return BindResult(node, alloc.gpu_names, effective)
 
-    async def _unrecord(self, namespace: str, name: str) -> None:
+    @contextlib.asynccontextmanager
+    async def _one_attempt(self, uid: str) -> AsyncIterator[None]:
+        lock, users = self._pod_locks.get(uid) or (asyncio.Lock(), 0)
+        self._pod_locks[uid] = (lock, users + 1)
         try:
-            await self.writer.annotate(namespace, name, {ann.GPU_IDS: None})
-        except Exception as exc:  # the pod may be gone; its allocation is released either way
-            log.warning("could not remove %s from %s/%s: %s", ann.GPU_IDS, namespace, name, exc)
+            async with lock:
+                yield
+        finally:
+            lock, users = self._pod_locks[uid]
+            if users == 1:
+                del self._pod_locks[uid]
+            else:
+                self._pod_locks[uid] = (lock, users - 1)
+
+    async def _rerecord(self, namespace: str, name: str, gpu_names: tuple[str, ...] | None) -> None:
+        """Put the pod's gpu-ids back as they were before this attempt (none, or an earlier one's)."""
+        value = ",".join(gpu_names) if gpu_names else None
+        try:
+            await self.writer.annotate(namespace, name, {ann.GPU_IDS: value})
+        except Exception as exc:  # the pod may be gone; the ledger is right either way
+            log.warning("could not restore %s on %s/%s: %s", ann.GPU_IDS, namespace, name, exc)
+
+
+def _annotations(pod: Obj) -> dict[str, str]:
+    return (pod.get("metadata") or {}).get("annotations") or {}
