@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from clustermodel import annotations as ann
 from clustermodel.cache import Kind, Obj
 from clustermodel.gpurequest import GPURequest, RequestError, parse_gpu_request
-from clustermodel.kube import KubeClient, PatchType, pod_path
+from clustermodel.kube import KubeClient, pod_path
 from clustermodel.quantity import format_bytes, format_tflops
 from extender.ledger import NoFit
 from extender.placement import effective_request
@@ -35,8 +35,7 @@ class PodWriter(Protocol):
     """Where bind's writes go: the API server, or memory in snapshot mode."""
 
     async def fetch_pod(self, namespace: str, name: str) -> Obj | None: ...
-    async def annotate(self, namespace: str, name: str, annotations: dict[str, str | None]) -> None: ...
-    async def bind(self, namespace: str, name: str, uid: str, node: str) -> None: ...
+    async def bind(self, namespace: str, name: str, uid: str, node: str, annotations: dict[str, str]) -> None: ...
 
 
 class ApiPodWriter:
@@ -53,14 +52,13 @@ class ApiPodWriter:
                 return None
             raise
 
-    async def annotate(self, namespace: str, name: str, annotations: dict[str, str | None]) -> None:
-        await self.client.patch(pod_path(namespace, name), {"metadata": {"annotations": annotations}}, PatchType.MERGE)
-
-    async def bind(self, namespace: str, name: str, uid: str, node: str) -> None:
+    async def bind(self, namespace: str, name: str, uid: str, node: str, annotations: dict[str, str]) -> None:
+        # The API server copies a Binding's annotations onto the pod in the same
+        # write that sets its node: the GPUs are recorded if and only if it binds.
         body = {
             "apiVersion": "v1",
             "kind": "Binding",
-            "metadata": {"name": name, "namespace": namespace, "uid": uid},
+            "metadata": {"name": name, "namespace": namespace, "uid": uid, "annotations": annotations},
             "target": {"apiVersion": "v1", "kind": "Node", "name": node},
         }
         await self.client.create(pod_path(namespace, name, "binding"), body)
@@ -85,21 +83,10 @@ class MemoryPodWriter:
 
         self.state.cache.apply(Kind.POD, EventType.MODIFIED, updated)
 
-    async def annotate(self, namespace: str, name: str, annotations: dict[str, str | None]) -> None:
-        def change(pod: Obj) -> None:
-            merged = dict(pod["metadata"].get("annotations") or {})
-            for key, value in annotations.items():
-                if value is None:
-                    merged.pop(key, None)
-                else:
-                    merged[key] = value
-            pod["metadata"]["annotations"] = merged
-
-        self._update(namespace, name, change)
-
-    async def bind(self, namespace: str, name: str, uid: str, node: str) -> None:
+    async def bind(self, namespace: str, name: str, uid: str, node: str, annotations: dict[str, str]) -> None:
         def change(pod: Obj) -> None:
             pod["spec"]["nodeName"] = node
+            pod["metadata"]["annotations"] = {**(pod["metadata"].get("annotations") or {}), **annotations}
 
         self._update(namespace, name, change)
 
@@ -193,17 +180,13 @@ class Binder:
             alloc = ledger.reserve(uid, f"{namespace}/{name}", node, effective, mode, state.config.weights)
         except NoFit as exc:
             raise BindError(str(exc)) from None
-        recorded = False
         try:
-            await self.writer.annotate(namespace, name, placement_annotations(declared, effective, alloc.gpu_names))
-            recorded = True
-            await self.writer.bind(namespace, name, uid, node)
+            record = placement_annotations(declared, effective, alloc.gpu_names)
+            await self.writer.bind(namespace, name, uid, node, record)
         except Exception as exc:
             ledger.release(uid)
             if previous is not None:
                 ledger.restore(previous)
-            if recorded:
-                await self._rerecord(namespace, name, previous.gpu_names if previous is not None else None)
             raise BindError(f"binding {namespace}/{name} to {node} failed: {exc}") from exc
         ledger.commit(uid)
         return BindResult(node, alloc.gpu_names, effective)
@@ -221,14 +204,6 @@ class Binder:
                 del self._pod_locks[uid]
             else:
                 self._pod_locks[uid] = (lock, users - 1)
-
-    async def _rerecord(self, namespace: str, name: str, gpu_names: tuple[str, ...] | None) -> None:
-        """Put the pod's gpu-ids back as they were before this attempt (none, or an earlier one's)."""
-        value = ",".join(gpu_names) if gpu_names else None
-        try:
-            await self.writer.annotate(namespace, name, {ann.GPU_IDS: value})
-        except Exception as exc:  # the pod may be gone; the ledger is right either way
-            log.warning("could not restore %s on %s/%s: %s", ann.GPU_IDS, namespace, name, exc)
 
 
 def _annotations(pod: Obj) -> dict[str, str]:

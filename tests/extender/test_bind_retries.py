@@ -53,7 +53,7 @@ class SlowThenConflictingWriter(MemoryPodWriter):
         super().__init__(state)
         self.first = True
 
-    async def bind(self, namespace, name, uid, node):
+    async def bind(self, namespace, name, uid, node, annotations):
         if self.first:
             self.first = False
             await asyncio.sleep(0.05)
@@ -61,7 +61,7 @@ class SlowThenConflictingWriter(MemoryPodWriter):
         bound = pod["spec"].get("nodeName")
         if bound and bound != node:
             raise RuntimeError(f'409 Conflict: pod {name} is already assigned to node "{bound}"')
-        await super().bind(namespace, name, uid, node)
+        await super().bind(namespace, name, uid, node, annotations)
 
 
 async def test_concurrent_attempts_for_one_pod_leave_one_placement():
@@ -79,7 +79,7 @@ async def test_concurrent_attempts_for_one_pod_leave_one_placement():
 
 
 class FailingBindWriter(MemoryPodWriter):
-    async def bind(self, namespace, name, uid, node):
+    async def bind(self, namespace, name, uid, node, annotations):
         raise RuntimeError("500 boom")
 
 
