@@ -1,0 +1,704 @@
+"""Scheduling throughput through the real kube-scheduler, with and without the extender.
+
+Brings up the local control plane (``DevCluster``: etcd, kube-apiserver,
+kube-controller-manager, kube-scheduler with ``config/scheduler-config.yaml``,
+``tfsched serve``, the fake kubelet, Prometheus and the usage exporter) in a
+temporary folder, adds 1,000 fake nodes × 8 GPUs (312 TFLOPS / 80Gi), and
+schedules, each run in a namespace of its own:
+
+- ``no-extender``: 2,000 pods with a small cpu/memory request and no
+  TensorFusion annotations nor managed resource.  The scheduler's extender is
+  configured globally, but ``managedResources`` keeps these pods away from it:
+  the same kube-scheduler, with no extender call;
+- ``extender``: 2,000 GPU pods (``tflops-request: 20``, ``vram-request: 8Gi``,
+  one ``tensor-fusion.ai/gpu``) with the same cpu/memory request, so
+  kube-scheduler calls tfsched's filter, prioritize and bind.
+
+Each run is timed from its first pod create to the moment every pod of the run
+has ``spec.nodeName`` (seen through a watch on the namespace), and the script
+prints pods/s for both runs and the ratio extender / no extender (goal ≥ 0.8),
+the scheduler configuration it ran with (client QPS, nodes sent per filter
+call), the extender's own latency histograms for the run, client-side
+throttling reported by kube-scheduler, CPU time per control-plane process,
+and an over-commit check of every GPU after the extender runs.
+
+The cluster is always torn down, even on failure or Ctrl-C.
+
+Run: ``.venv/bin/python bench/bench_scheduling.py [--nodes 1000 --pods 2000 --repeat 2]``
+(``--qps/--burst`` set kube-scheduler's client QPS instead of its default,
+``--keep-logs DIR`` keeps the process logs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import shutil
+import statistics
+import tempfile
+import time
+import urllib.request
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+import yaml
+
+import devcluster.cluster as devcluster_module
+from clustermodel import annotations as ann
+from clustermodel.kube import KubeApiError, KubeClient
+from clustermodel.objects import gpu_pod
+from clustermodel.quantity import parse_quantity
+from devcluster.binaries import ensure_binaries
+from devcluster.cluster import DevCluster
+from devcluster.spec import ClusterSpec
+
+GiB = 2**30
+GPU_TFLOPS, GPU_VRAM = 312, "80Gi"
+POD_TFLOPS, POD_VRAM = "20", "8Gi"
+POD_CPU, POD_MEMORY = "10m", "16Mi"
+GPUS_PATH = f"/apis/{ann.GROUP_VERSION}/{ann.GPU_PLURAL}"
+LATENCY_METRIC = "tfsched_extender_request_duration_seconds"
+DECISIONS_METRIC = "tfsched_extender_decisions_total"
+ERRORS_METRIC = "tfsched_extender_errors_total"
+# kube-scheduler's defaults (SetDefaults_KubeSchedulerConfiguration, kubescheduler.config.k8s.io/v1).
+DEFAULT_QPS, DEFAULT_BURST = 50.0, 100
+
+T0 = time.monotonic()
+
+
+def say(message: str) -> None:
+    print(f"[{time.monotonic() - T0:6.1f}s] {message}", flush=True)
+
+
+# -- pods ----------------------------------------------------------------------
+
+
+def bench_pod(name: str, namespace: str, *, gpu: bool) -> dict[str, Any]:
+    """A GPU pod (annotations + managed resource) or the same pod without both."""
+    if gpu:
+        pod = gpu_pod(name, namespace=namespace, tflops=POD_TFLOPS, vram=POD_VRAM)
+    else:
+        pod = gpu_pod(name, namespace=namespace)
+        pod["metadata"].pop("annotations")
+        pod["spec"]["containers"][0]["resources"] = {}
+    pod.pop("status", None)
+    resources = pod["spec"]["containers"][0]["resources"]
+    resources.setdefault("requests", {}).update({"cpu": POD_CPU, "memory": POD_MEMORY})
+    resources.setdefault("limits", {}).update({"cpu": POD_CPU, "memory": POD_MEMORY})
+    pod["spec"]["terminationGracePeriodSeconds"] = 0
+    return pod
+
+
+# -- scheduler configuration -------------------------------------------------------
+
+
+def nodes_to_find(n_nodes: int, percentage: int | None) -> tuple[int, int]:
+    """(adaptive percentage, nodes the scheduler filters before it stops) as in
+    kube-scheduler's numFeasibleNodesToFind."""
+    if n_nodes < 100:
+        return 100, n_nodes
+    pct = percentage if percentage and percentage > 0 else max(5, 50 - n_nodes // 125)
+    return pct, max(100, n_nodes * pct // 100)
+
+
+def scheduler_config_override(root: Path, qps: float | None, burst: int | None) -> Path | None:
+    """A copy of config/scheduler-config.yaml with clientConnection qps/burst set,
+    for DevCluster to render instead of the repo file (nothing in the repo changes)."""
+    if qps is None and burst is None:
+        return None
+    config = yaml.safe_load(devcluster_module.SCHEDULER_CONFIG.read_text())
+    if qps is not None:
+        config["clientConnection"]["qps"] = qps
+    if burst is not None:
+        config["clientConnection"]["burst"] = burst
+    path = root / "scheduler-config.override.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+# -- metrics -------------------------------------------------------------------------
+
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)$")
+_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def parse_metrics(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    out = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = _SAMPLE.match(line)
+        if m:
+            labels = tuple(sorted(_LABEL.findall(m.group(2) or "")))
+            out[(m.group(1), labels)] = float(m.group(3))
+    return out
+
+
+def get_metrics(url: str) -> dict:
+    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as resp:
+        return parse_metrics(resp.read().decode())
+
+
+def metric(samples: dict, name: str, **labels: str) -> float:
+    want = set(labels.items())
+    return sum(v for (n, lab), v in samples.items() if n == name and want <= set(lab))
+
+
+def bucket_quantile(buckets: list[tuple[float, float]], q: float) -> float:
+    """Quantile from cumulative (le, count) pairs, interpolated within a bucket."""
+    total = buckets[-1][1]
+    if total <= 0:
+        return float("nan")
+    rank = q * total
+    lower_le, lower_count = 0.0, 0.0
+    for le, count in buckets:
+        if count >= rank:
+            if le == float("inf"):
+                return float("inf")  # beyond the last finite bucket
+            width = count - lower_count
+            return lower_le + (le - lower_le) * ((rank - lower_count) / width if width else 0)
+        lower_le, lower_count = le, count
+    return lower_le
+
+
+def extender_report(before: dict, after: dict, wall: float) -> list[str]:
+    lines = [f"  {'verb':<11} {'calls':>6} {'mean ms':>8} {'~p50 ms':>8} {'~p99 ms':>8} {'sum s':>7} {'of wall':>7}"]
+    for verb in ("filter", "prioritize", "bind"):
+        count = metric(after, f"{LATENCY_METRIC}_count", verb=verb) - metric(
+            before, f"{LATENCY_METRIC}_count", verb=verb
+        )
+        total = metric(after, f"{LATENCY_METRIC}_sum", verb=verb) - metric(before, f"{LATENCY_METRIC}_sum", verb=verb)
+        les = sorted(
+            {float(dict(lab)["le"]) for (n, lab) in after if n == f"{LATENCY_METRIC}_bucket" and ("verb", verb) in lab}
+        )
+        buckets = [
+            (
+                le,
+                metric(after, f"{LATENCY_METRIC}_bucket", verb=verb, le=_le(le))
+                - metric(before, f"{LATENCY_METRIC}_bucket", verb=verb, le=_le(le)),
+            )
+            for le in les
+        ]
+        mean = total / count * 1000 if count else float("nan")
+        p50 = _ms(bucket_quantile(buckets, 0.5) if count else float("nan"), les)
+        p99 = _ms(bucket_quantile(buckets, 0.99) if count else float("nan"), les)
+        lines.append(f"  {verb:<11} {count:6.0f} {mean:8.2f} {p50:>8} {p99:>8} {total:7.2f} {100 * total / wall:6.1f}%")
+    filters = metric(after, f"{LATENCY_METRIC}_count", verb="filter") - metric(
+        before, f"{LATENCY_METRIC}_count", verb="filter"
+    )
+    judged = metric(after, DECISIONS_METRIC, verb="filter") - metric(before, DECISIONS_METRIC, verb="filter")
+    passed = metric(after, DECISIONS_METRIC, verb="filter", result="passed") - metric(
+        before, DECISIONS_METRIC, verb="filter", result="passed"
+    )
+    bound = metric(after, DECISIONS_METRIC, verb="bind", result="bound") - metric(
+        before, DECISIONS_METRIC, verb="bind", result="bound"
+    )
+    bind_failed = metric(after, DECISIONS_METRIC, verb="bind", result="failed") - metric(
+        before, DECISIONS_METRIC, verb="bind", result="failed"
+    )
+    errors = metric(after, ERRORS_METRIC) - metric(before, ERRORS_METRIC)
+    if filters:
+        lines.append(
+            f"  nodes per filter call: {judged / filters:.0f} (passed {passed / filters:.0f}); "
+            f"binds bound {bound:.0f}, failed {bind_failed:.0f}; errors {errors:.0f}"
+        )
+    else:
+        lines.append(f"  no extender calls (binds {bound:.0f}, errors {errors:.0f})")
+    lines.append("  (from the histogram's sum/count/buckets, deltas over the run; time inside the handler, not")
+    lines.append("   kube-scheduler's round trip; binds overlap each other, so their sum can exceed the wall time)")
+    return lines
+
+
+def _ms(seconds: float, les: list[float]) -> str:
+    if seconds == float("inf"):
+        return f">{max(le for le in les if le != float('inf')) * 1000:.0f}"
+    return f"{seconds * 1000:.2f}"
+
+
+def _le(value: float) -> str:
+    return "+Inf" if value == float("inf") else repr(value)
+
+
+# -- scheduler log ------------------------------------------------------------------
+
+# client-go logs a throttled request as (v1.36, structured)
+#   "Waited before sending request" delay="1.005s" reason="client-side throttling, ..." verb="POST" URL="https://..."
+# or (older releases) "Waited for 1.005s due to client-side throttling, ..., request: POST:https://...".
+_THROTTLE_NEW = re.compile(r'"Waited before sending request".*?delay="([^"]+)".*?verb="(\w+)" URL="([^"]+)"')
+_THROTTLE_OLD = re.compile(r"Waited for (\S+) due to client-side throttling.*?request: (\w+):(\S+)")
+_DURATION = re.compile(r"([0-9.]+)(h|ms|us|µs|ns|m|s)")
+_UNIT = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
+
+
+def go_duration(text: str) -> float:
+    return sum(float(v) * _UNIT[u] for v, u in _DURATION.findall(text))
+
+
+def throttling(log: Path, offset: int) -> list[tuple[float, str]]:
+    """(wait in s, request) for each client-side throttling message kube-scheduler
+    logged since ``offset``: at its default verbosity client-go logs waits over 1 s,
+    through a throttled logger (not every one)."""
+    with open(log, "rb") as fh:
+        fh.seek(offset)
+        text = fh.read().decode(errors="replace")
+    found = []
+    for m in [*_THROTTLE_NEW.finditer(text), *_THROTTLE_OLD.finditer(text)]:
+        path = re.sub(r"https?://[^/]+", "", m.group(3))
+        path = re.sub(r"/namespaces/[^/]+/pods/[^/]+/", "/namespaces/NS/pods/NAME/", path)
+        found.append((go_duration(m.group(1)), f"{m.group(2)} {path}"))
+    return found
+
+
+def read_since(log: Path, offset: int) -> str:
+    with open(log, "rb") as fh:
+        fh.seek(offset)
+        return fh.read().decode(errors="replace")
+
+
+def _shape(text: str) -> str:
+    """A log message with pod, node, GPU and namespace names replaced, for counting by kind."""
+    text = text.replace('\\"', '"')
+    text = re.sub(r"bench-(gpu|plain)-\d+/p-\d+", "NS/POD", text)
+    text = re.sub(r"\bp-\d+", "POD", text)
+    text = re.sub(r"node-\d+(-gpu-\d+)?", lambda m: "GPU" if m.group(1) else "NODE", text)
+    return text[:150]
+
+
+def log_findings(dev: DevCluster, offsets: dict[str, int]) -> list[str]:
+    """Bind failures as tfsched logged them, and scheduling errors as kube-scheduler logged them."""
+    lines = []
+    ext = read_since(dev.log("tfsched"), offsets["tfsched"])
+    failures = defaultdict(int)
+    for m in re.finditer(r"INFO extender\.app: bind \S+ to \S+ failed: (.*)", ext):
+        failures[_shape(m.group(1))] += 1
+    if failures:
+        lines.append("  tfsched bind failures by reason:")
+        lines.extend(f"    {n:5d}  {why}" for why, n in sorted(failures.items(), key=lambda kv: -kv[1]))
+    sched = read_since(dev.log("kube-scheduler"), offsets["kube-scheduler"])
+    errors = defaultdict(int)
+    for m in re.finditer(r'"Error scheduling pod; retrying" err="((?:[^"\\]|\\.)*)"', sched):
+        errors[_shape(m.group(1))] += 1
+    misplaced = len(re.findall(r"Pod was added to a different node than it was assumed", sched))
+    if errors:
+        lines.append("  kube-scheduler 'Error scheduling pod; retrying' by error:")
+        lines.extend(f"    {n:5d}  {why}" for why, n in sorted(errors.items(), key=lambda kv: -kv[1]))
+    if misplaced:
+        lines.append(f"  kube-scheduler: {misplaced} pods bound to another node than the one it had assumed")
+    return lines
+
+
+# -- CPU per process ---------------------------------------------------------------
+
+
+def cpu_seconds(dev: DevCluster) -> dict[str, float]:
+    out = {}
+    for name, record in dev.records.items():
+        proc = record.process()
+        if proc is None:
+            continue
+        try:
+            total = 0.0
+            for p in (proc, *proc.children(recursive=True)):
+                t = p.cpu_times()
+                total += t.user + t.system
+            out[name] = total
+        except psutil.NoSuchProcess:
+            continue
+    t = psutil.Process().cpu_times()
+    out["bench (this script)"] = t.user + t.system
+    return out
+
+
+def cpu_report(before: dict[str, float], after: dict[str, float], wall: float) -> list[str]:
+    rows = sorted(((after[k] - before.get(k, 0.0), k) for k in after), reverse=True)
+    total = sum(d for d, _ in rows)
+    machine = psutil.cpu_count() or 1
+    parts = [f"{k} {d:.1f}" for d, k in rows if d >= 0.05]
+    return [
+        f"  CPU s: {', '.join(parts)}",
+        f"  total {total:.1f} CPU s over {wall:.1f} s wall = {total / wall:.2f} of {machine} cores",
+    ]
+
+
+# -- one run ---------------------------------------------------------------------------
+
+
+@dataclass
+class RunResult:
+    label: str
+    namespace: str
+    n: int
+    created_s: float = 0.0
+    last_bound_s: float = float("nan")
+    bound: int = 0
+    bound_at: list[float] = field(default_factory=list)
+    report: list[str] = field(default_factory=list)
+
+    @property
+    def rate(self) -> float:
+        return self.bound / self.last_bound_s if self.bound else 0.0
+
+    def windows(self, width: float = 5.0) -> list[float]:
+        """Pods bound per second in consecutive windows of ``width`` seconds."""
+        if not self.bound_at:
+            return []
+        counts = defaultdict(int)
+        for t in self.bound_at:
+            counts[int(t // width)] += 1
+        return [counts[i] / width for i in range(int(max(self.bound_at) // width) + 1)]
+
+
+async def watch_bound(client: KubeClient, namespace: str, n: int, bound: dict[str, float]) -> None:
+    """Record when (perf_counter) each pod of the namespace first shows spec.nodeName;
+    returns when all n have."""
+    path = f"/api/v1/namespaces/{namespace}/pods"
+    while len(bound) < n:
+        listing = await client.get(path, fieldSelector="spec.nodeName!=")
+        now = time.perf_counter()
+        for pod in listing.get("items") or []:
+            bound.setdefault(pod["metadata"]["name"], now)
+        rv = listing["metadata"]["resourceVersion"]
+        try:
+            async for event in client.watch(path, rv, timeout_seconds=600):
+                obj = event.get("object") or {}
+                if event.get("type") == "ERROR":
+                    break  # re-list
+                if event.get("type") in ("ADDED", "MODIFIED") and (obj.get("spec") or {}).get("nodeName"):
+                    bound.setdefault(obj["metadata"]["name"], time.perf_counter())
+                    if len(bound) >= n:
+                        return
+        except (TimeoutError, KubeApiError, OSError) as exc:
+            say(f"watch on {namespace} ended ({exc!r}); re-listing")
+
+
+async def run_once(
+    client: KubeClient,
+    dev: DevCluster,
+    label: str,
+    namespace: str,
+    n: int,
+    *,
+    gpu: bool,
+    concurrency: int,
+    timeout: float,
+) -> RunResult:
+    result = RunResult(label, namespace, n)
+    await client.create(
+        "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
+    )
+    pods = [bench_pod(f"p-{i:05d}", namespace, gpu=gpu) for i in range(n)]
+    sched_log = dev.log("kube-scheduler")
+    log_offset = sched_log.stat().st_size
+    offsets = {name: dev.log(name).stat().st_size for name in ("tfsched", "kube-scheduler")}
+    ext_before = get_metrics(dev.extender_url)
+    cpu_before = cpu_seconds(dev)
+
+    bound: dict[str, float] = {}
+    watcher = asyncio.create_task(watch_bound(client, namespace, n, bound))
+    await asyncio.sleep(0.2)  # the watch is established before the first create
+    limit = asyncio.Semaphore(concurrency)
+    created = 0
+
+    async def create(pod: dict[str, Any]) -> None:
+        nonlocal created
+        async with limit:
+            await client.create(f"/api/v1/namespaces/{namespace}/pods", pod)
+            created += 1
+
+    say(f"{label}: creating {n} pods in namespace {namespace} ({concurrency} concurrent creates)")
+    start = time.perf_counter()  # t=0 is the first create
+    creator = asyncio.create_task(_gather(create(p) for p in pods))
+
+    async def progress() -> None:
+        while True:
+            await asyncio.sleep(5)
+            say(f"{label}: {time.perf_counter() - start:5.1f} s: created {created}/{n}, bound {len(bound)}/{n}")
+
+    ticker = asyncio.create_task(progress())
+    try:
+        await creator
+        result.created_s = time.perf_counter() - start
+        say(f"{label}: all {n} pods created in {result.created_s:.1f} s ({n / result.created_s:.0f} creates/s)")
+        try:
+            await asyncio.wait_for(asyncio.shield(watcher), timeout=max(1.0, timeout - result.created_s))
+        except TimeoutError:
+            say(f"{label}: timed out after {timeout:.0f} s with {len(bound)}/{n} pods bound")
+    finally:
+        ticker.cancel()
+        watcher.cancel()
+    wall = time.perf_counter() - start
+    times = sorted(t - start for t in bound.values())
+    result.bound = len(times)
+    result.bound_at = times
+    if times:
+        result.last_bound_s = result.bound_at[-1]
+    say(f"{label}: {result.bound}/{n} pods bound in {result.last_bound_s:.1f} s → {result.rate:.1f} pods/s")
+
+    ext_after = get_metrics(dev.extender_url)
+    cpu_after = cpu_seconds(dev)
+    throttled = throttling(sched_log, log_offset)
+    windows = result.windows()
+    report = [
+        f"  created in {result.created_s:.1f} s; all bound at {result.last_bound_s:.1f} s; {result.rate:.1f} pods/s",
+        "  bound per second in 5 s windows: " + " ".join(f"{w:.0f}" for w in windows),
+    ]
+    if result.bound == n and result.last_bound_s - result.created_s < 1.0:
+        report.append("  note: the last pod was bound within 1 s of the last create: creation bounded this run")
+    if len(windows) >= 3:
+        report.append(f"  median of the full windows after the first: {statistics.median(windows[1:-1]):.1f} pods/s")
+    report.append("  extender, this run:")
+    report.extend(extender_report(ext_before, ext_after, wall))
+    report.extend(cpu_report(cpu_before, cpu_after, wall))
+    if throttled:
+        kinds = sorted({what for _, what in throttled})
+        report.append(
+            f"  kube-scheduler client-side throttling: {len(throttled)} waits > 1 s logged, longest "
+            f"{max(w for w, _ in throttled):.2f} s, on: {', '.join(kinds)}"
+        )
+    else:
+        report.append("  kube-scheduler logged no client-side throttling wait (it logs waits > 1 s)")
+    report.extend(log_findings(dev, offsets))
+    result.report = report
+    return result
+
+
+async def _gather(coros) -> None:
+    await asyncio.gather(*coros)
+
+
+# -- over-commit check -----------------------------------------------------------------
+
+
+async def check_overcommit(client: KubeClient, namespaces: list[str]) -> list[str]:
+    gpus = (await client.get(GPUS_PATH)).get("items") or []
+    capacity = {
+        g["metadata"]["name"]: (
+            parse_quantity(g["status"]["capacity"]["tflops"]),
+            parse_quantity(g["status"]["capacity"]["vram"]),
+            g["metadata"]["labels"][ann.HOSTNAME_LABEL],
+        )
+        for g in gpus
+    }
+    used_t: dict[str, float] = defaultdict(float)
+    used_v: dict[str, float] = defaultdict(float)
+    pods_on: dict[str, int] = defaultdict(int)
+    problems, no_ids, total, nodes = [], [], 0, set()
+    for namespace in namespaces:
+        for pod in (await client.get(f"/api/v1/namespaces/{namespace}/pods")).get("items") or []:
+            total += 1
+            meta, node = pod["metadata"], pod["spec"].get("nodeName")
+            annotations = meta.get("annotations") or {}
+            ids = [g for g in annotations.get(ann.GPU_IDS, "").split(",") if g]
+            if not node:
+                problems.append(f"{namespace}/{meta['name']} is not bound")
+                continue
+            nodes.add(node)
+            if not ids:
+                no_ids.append(f"{namespace}/{meta['name']} on {node} has no {ann.GPU_IDS}")
+            for gpu in ids:
+                if gpu not in capacity or capacity[gpu][2] != node:
+                    problems.append(f"{namespace}/{meta['name']} on {node} holds {gpu}, not a GPU of its node")
+                    continue
+                used_t[gpu] += parse_quantity(annotations[ann.TFLOPS_REQUEST])
+                used_v[gpu] += parse_quantity(annotations[ann.VRAM_REQUEST])
+                pods_on[gpu] += 1
+    over = [
+        f"{gpu}: {used_t[gpu]:g} TFLOPS / {capacity[gpu][0]:g}, {used_v[gpu] / GiB:g}Gi / {capacity[gpu][1] / GiB:g}Gi"
+        for gpu in used_t
+        if used_t[gpu] > capacity[gpu][0] or used_v[gpu] > capacity[gpu][1]
+    ]
+    most = max(pods_on.values(), default=0)
+    fullest = max(used_v, key=used_v.get) if used_v else None
+    lines = [
+        f"  {total} GPU pods on {len(nodes)} nodes and {len(used_t)} GPUs; at most {most} pods on one GPU"
+        + (
+            f" ({fullest}: {used_t[fullest]:g}/{capacity[fullest][0]:g} TFLOPS, "
+            f"{used_v[fullest] / GiB:g}/{capacity[fullest][1] / GiB:g}Gi)"
+            if fullest
+            else ""
+        ),
+        f"  over-committed GPUs: {len(over)} (of the GPUs named by pods' {ann.GPU_IDS})",
+        f"  bound GPU pods without {ann.GPU_IDS} (holding no GPU, invisible to the ledger): {len(no_ids)}",
+        f"  other problems (unbound, or a GPU not of the pod's node): {len(problems)}",
+    ]
+    lines.extend(f"    {line}" for line in (over + no_ids[:5] + problems)[:12])
+    return lines
+
+
+# -- main ------------------------------------------------------------------------------------
+
+
+def wait_extender_inventory(dev: DevCluster, names: list[str], gpus_per_node: int, timeout: float = 120) -> None:
+    """Until tfsched's filter passes every node for a pod that needs all of a node's GPUs,
+    i.e. its cache holds every node with every GPU."""
+    pod = gpu_pod("inventory-probe", tflops=POD_TFLOPS, vram=POD_VRAM, gpu_count=gpus_per_node, uid="probe")
+    body = json.dumps({"Pod": pod, "Nodes": None, "NodeNames": names}).encode()
+    deadline = time.monotonic() + timeout
+    while True:
+        request = urllib.request.Request(
+            f"{dev.extender_url}/filter", data=body, headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            passed = len(json.loads(resp.read()).get("NodeNames") or [])
+        if passed == len(names):
+            return
+        if time.monotonic() > deadline:
+            raise SystemExit(f"tfsched sees {passed}/{len(names)} complete nodes after {timeout:.0f} s")
+        time.sleep(1)
+
+
+async def bench(dev: DevCluster, opts: argparse.Namespace) -> list[RunResult]:
+    client = await KubeClient.from_config(str(dev.kubeconfig))
+    results: list[RunResult] = []
+    try:
+        for round_ in range(opts.repeat):
+            for label, gpu in (("no-extender", False), ("extender", True)):
+                namespace = f"bench-{'gpu' if gpu else 'plain'}-{round_}"
+                result = await run_once(
+                    client,
+                    dev,
+                    label,
+                    namespace,
+                    opts.pods,
+                    gpu=gpu,
+                    concurrency=opts.concurrency,
+                    timeout=opts.timeout,
+                )
+                results.append(result)
+                await asyncio.sleep(opts.settle)  # let the fake kubelet's status patches drain
+        print()
+        print("GPU over-commit check (every GPU pod of the extender runs, read back from the API):")
+        for line in await check_overcommit(client, [r.namespace for r in results if r.label == "extender"]):
+            print(line)
+    finally:
+        await client.close()
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--nodes", type=int, default=1000)
+    parser.add_argument("--gpus", type=int, default=8, help="GPUs per node")
+    parser.add_argument("--pods", type=int, default=2000, help="pods per run")
+    parser.add_argument("--repeat", type=int, default=2, help="rounds of (no-extender, extender), interleaved")
+    parser.add_argument("--concurrency", type=int, default=64, help="concurrent pod creates")
+    parser.add_argument("--timeout", type=float, default=240, help="seconds per run")
+    parser.add_argument("--settle", type=float, default=5, help="seconds of quiet after each run")
+    parser.add_argument("--qps", type=float, help="kube-scheduler clientConnection.qps (default: not set → 50)")
+    parser.add_argument("--burst", type=int, help="kube-scheduler clientConnection.burst (default: not set → 100)")
+    parser.add_argument("--keep-logs", type=Path, help="copy the process logs here before tearing down")
+    opts = parser.parse_args()
+
+    say("ensuring the Kubernetes binaries (built once into ~/.cache/tfsched)")
+    bin_dir = ensure_binaries()
+    tmp = Path(tempfile.mkdtemp(prefix="tfsched-bench-scheduling-"))
+    dev = DevCluster(root=tmp / "state", bin_dir=bin_dir)
+    override = scheduler_config_override(tmp, opts.qps, opts.burst)
+    original_config = devcluster_module.SCHEDULER_CONFIG
+    results: list[RunResult] = []
+    try:
+        if override is not None:
+            devcluster_module.SCHEDULER_CONFIG = override
+        t = time.perf_counter()
+        # The autoscale loop only runs hourly: nothing periodic competes with the runs.
+        dev.up(autoscale_interval="1h", say=say)
+        devcluster_module.SCHEDULER_CONFIG = original_config
+        say(f"control plane up in {time.perf_counter() - t:.1f} s ({dev.root})")
+
+        spec = ClusterSpec.model_validate(
+            {
+                "nodes": [
+                    {
+                        "namePrefix": "node",
+                        "count": opts.nodes,
+                        "gpus": {"count": opts.gpus, "model": "A100", "tflops": GPU_TFLOPS, "vram": GPU_VRAM},
+                    }
+                ]
+            }
+        )
+        nodes, gpus = spec.objects()
+        say(f"creating {len(nodes)} nodes and {len(gpus)} GPU objects (status included)")
+        t = time.perf_counter()
+        dev.add_nodes(nodes, gpus)
+        say(f"nodes and GPUs created in {time.perf_counter() - t:.1f} s")
+        names = [n["metadata"]["name"] for n in nodes]
+        t = time.perf_counter()
+        wait_extender_inventory(dev, names, opts.gpus)
+        say(f"tfsched's cache holds all {len(names)} nodes × {opts.gpus} GPUs ({time.perf_counter() - t:.1f} s)")
+        time.sleep(opts.settle)
+
+        rendered = yaml.safe_load((dev.root / "scheduler-config.yaml").read_text())
+        conn = rendered.get("clientConnection") or {}
+        profile = (rendered.get("profiles") or [{}])[0]
+        pct_setting = profile.get("percentageOfNodesToScore", rendered.get("percentageOfNodesToScore"))
+        pct, to_find = nodes_to_find(opts.nodes, pct_setting)
+        extender = rendered["extenders"][0]
+        print()
+        print("kube-scheduler configuration (rendered by DevCluster from config/scheduler-config.yaml):")
+        print(
+            f"  clientConnection.qps: {conn.get('qps', 'not set')} → {conn.get('qps', DEFAULT_QPS):g} QPS; "
+            f"burst: {conn.get('burst', 'not set')} → {conn.get('burst', DEFAULT_BURST)}"
+        )
+        print(
+            f"  percentageOfNodesToScore: {pct_setting if pct_setting is not None else 'not set'} → adaptive "
+            f"{pct}% of {opts.nodes} nodes = {to_find} feasible nodes found per pod, "
+            "then sent to the extender's filter"
+        )
+        print(
+            f"  extender: {extender['urlPrefix']} filter/prioritize/bind, weight {extender['weight']}, "
+            f"nodeCacheCapable {extender['nodeCacheCapable']}, httpTimeout {extender['httpTimeout']}, "
+            f"managedResources {[r['name'] for r in extender['managedResources']]}"
+        )
+        print(
+            f"  pods: requests cpu {POD_CPU} / memory {POD_MEMORY}; GPU pods add tflops-request {POD_TFLOPS}, "
+            f"vram-request {POD_VRAM} and {ann.MANAGED_RESOURCE}: 1"
+        )
+        print(
+            f"  order: {opts.repeat} round(s) of (no-extender, then extender), interleaved on the same cluster; "
+            "earlier runs' pods stay bound"
+        )
+        print()
+
+        results = asyncio.run(bench(dev, opts))
+    finally:
+        devcluster_module.SCHEDULER_CONFIG = original_config
+        if opts.keep_logs and (dev.root / "logs").exists():
+            shutil.copytree(dev.root / "logs", opts.keep_logs, dirs_exist_ok=True)
+        say("tearing the cluster down")
+        dev.down(say=lambda *_: None)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    print()
+    for result in results:
+        print(f"{result.label} ({result.namespace}):")
+        for line in result.report:
+            print(line)
+    print()
+    plain = [r for r in results if r.label == "no-extender"]
+    gpu = [r for r in results if r.label == "extender"]
+    print(f"{'run':<12} {'namespace':<14} {'pods':>5} {'bound':>6} {'create s':>9} {'seconds':>8} {'pods/s':>7}")
+    for r in results:
+        times = f"{r.created_s:9.1f} {r.last_bound_s:8.1f}"
+        print(f"{r.label:<12} {r.namespace:<14} {r.n:5d} {r.bound:6d} {times} {r.rate:7.1f}")
+    for i in range(0, len(results) - 1, 2):
+        plain_r, gpu_r = results[i], results[i + 1]
+        if plain_r.rate:
+            print(f"round {i // 2 + 1}: ratio extender / no extender {gpu_r.rate / plain_r.rate:.2f}")
+    if plain and gpu:
+        plain_rate = statistics.mean(r.rate for r in plain)
+        gpu_rate = statistics.mean(r.rate for r in gpu)
+        ratio = gpu_rate / plain_rate if plain_rate else float("nan")
+        print(
+            f"ratio extender / no extender (mean pods/s over rounds): {gpu_rate:.1f} / {plain_rate:.1f} = {ratio:.2f} "
+            f"(goal ≥ 0.8: {'met' if ratio >= 0.8 else 'NOT met'})"
+        )
+    say("done")
+
+
+if __name__ == "__main__":
+    main()
