@@ -294,14 +294,11 @@ class DevCluster:
         return self.root / "tfsched.yaml"
 
     def _start_metrics(self, say) -> None:
+        from devcluster.usage_exporter import start_usage_exporter
+
         say(f"starting the usage exporter on {self.usage_url} and Prometheus on {self.prometheus_url}")
-        record = self._start(
-            "usage-exporter",
-            [sys.executable, "-m", "devcluster.usage_exporter", f"--port={self.ports['exporter']}"],
-        )
-        processes.wait_until(
-            lambda: self._ok(f"{self.usage_url}/healthz"), timeout=30, what="usage exporter", record=record
-        )
+        self.records["usage-exporter"] = start_usage_exporter(self.ports["exporter"], self.log("usage-exporter"))
+        self.save()
         self.start_prometheus()
 
     def start_prometheus(self) -> None:

@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -104,3 +105,21 @@ def wait_until(
         time.sleep(interval)
     log_text = f"; log {record.log}:\n{tail(record.log)}" if record else ""
     raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}{log_text}")
+
+
+def start_until_ready(
+    name: str, argv: Sequence[str], log: Path, ready_url: str, *, timeout: float, env: dict[str, str] | None = None
+) -> ProcessRecord:
+    """Start a process and wait until ``ready_url`` answers 200; stop it again if it never does."""
+    record = start(name, argv, log, env)
+
+    def ready() -> bool:
+        with urllib.request.urlopen(ready_url, timeout=2) as response:
+            return response.status == 200
+
+    try:
+        wait_until(ready, timeout=timeout, what=f"{name} at {ready_url}", record=record)
+    except BaseException:
+        stop(record)
+        raise
+    return record

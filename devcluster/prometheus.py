@@ -8,7 +8,6 @@ exporter and keep the TSDB under the devcluster folder.
 from __future__ import annotations
 
 import shutil
-import urllib.request
 from pathlib import Path
 
 import yaml
@@ -73,16 +72,4 @@ def start_prometheus(
         f"--web.listen-address=127.0.0.1:{port}",
         "--storage.tsdb.retention.time=1d",
     ]
-    record = processes.start("prometheus", argv, log)
-    url = f"http://127.0.0.1:{port}/-/ready"
-
-    def ready() -> bool:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status == 200
-
-    try:
-        processes.wait_until(ready, timeout=timeout, what=f"prometheus at {url}", record=record)
-    except BaseException:
-        processes.stop(record)
-        raise
-    return record
+    return processes.start_until_ready("prometheus", argv, log, f"http://127.0.0.1:{port}/-/ready", timeout=timeout)

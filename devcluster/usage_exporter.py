@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -249,19 +248,7 @@ def create_app(store: UsageStore | None = None) -> web.Application:
 def start_usage_exporter(port: int, log: Path, *, host: str = "127.0.0.1", timeout: float = 15.0) -> ProcessRecord:
     """Run the exporter as its own process and wait until it answers ``/healthz``."""
     argv = [sys.executable, "-m", "devcluster.usage_exporter", "--host", host, "--port", str(port)]
-    record = processes.start("usage-exporter", argv, log)
-    url = f"http://{host}:{port}/healthz"
-
-    def healthy() -> bool:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status == 200
-
-    try:
-        processes.wait_until(healthy, timeout=timeout, what=f"usage exporter at {url}", record=record)
-    except BaseException:
-        processes.stop(record)
-        raise
-    return record
+    return processes.start_until_ready("usage-exporter", argv, log, f"http://{host}:{port}/healthz", timeout=timeout)
 
 
 def main(argv: list[str] | None = None) -> None:
