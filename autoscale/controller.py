@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from array import array
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -276,36 +277,65 @@ class Autoscaler:
             tracked.cutoff_ns = NONE_NS
 
     def ingest(self, samples: list[UsageSample]) -> int:
-        slots: list[int] = []
-        times: list[int] = []
-        tflops: list[float] = []
-        vram: list[float] = []
+        """Feed samples (time-ordered) to the bank; pods of no tracked workload are skipped.
+
+        Pods are resolved to bank slots once per pod, not per sample, and the
+        samples become arrays with one pass, since a history load brings
+        millions of them.
+        """
+        targets: dict[tuple[str, str], tuple[Tracked, int] | None] = {}
+        kept: list[UsageSample] = []
+        slots = array("q")  # 8 bytes an entry, not a Python int object each
+        cutoffs = array("q")
         for sample in samples:
-            key = self.pod_workload.get((sample.namespace, sample.pod))
-            tracked = self.tracked.get(key) if key else None
-            if tracked is None:
+            pod = (sample.namespace, sample.pod)
+            target = targets.get(pod, False)
+            if target is False:
+                key = self.pod_workload.get(pod)
+                tracked = self.tracked.get(key) if key else None
+                target = targets[pod] = (
+                    (tracked, self.bank.worker_slot(tracked.row, f"{pod[0]}/{pod[1]}")) if tracked else None
+                )
+            if target is None:
                 continue
-            stamp = _ns(sample.time)
-            if stamp <= tracked.cutoff_ns:
-                continue
-            slots.append(self.bank.worker_slot(tracked.row, f"{sample.namespace}/{sample.pod}"))
-            times.append(stamp)
-            tflops.append(np.nan if sample.tflops is None else sample.tflops)
-            vram.append(np.nan if sample.vram is None else sample.vram)
-            if sample.tflops is not None:
-                previous = tracked.latest_tflops.get(sample.pod)
-                if previous is None or previous[0] <= sample.time:
-                    tracked.latest_tflops[sample.pod] = (sample.time, sample.tflops)
-        if not slots:
+            kept.append(sample)
+            slots.append(target[1])
+            cutoffs.append(target[0].cutoff_ns)
+        if not kept:
             return 0
-        order = np.argsort(np.asarray(times, np.int64), kind="stable")
+        times = np.fromiter((_ns(s.time) for s in kept), np.int64, len(kept))
+        tflops = np.fromiter((np.nan if s.tflops is None else s.tflops for s in kept), np.float64, len(kept))
+        vram = np.fromiter((np.nan if s.vram is None else s.vram for s in kept), np.float64, len(kept))
+        slot_array = np.frombuffer(slots, np.int64)
+        fresh = times > np.frombuffer(cutoffs, np.int64)  # older ones are in a restored checkpoint
+        self._remember_latest(kept, tflops, fresh, targets)
+        order = np.argsort(times[fresh], kind="stable")
         accepted = self.bank.add_samples(
-            np.asarray(slots)[order],
-            np.asarray(times, np.int64)[order],
-            np.asarray(tflops)[order],
-            np.asarray(vram)[order],
+            slot_array[fresh][order], times[fresh][order], tflops[fresh][order], vram[fresh][order]
         )
         return sum(accepted)
+
+    def _remember_latest(
+        self,
+        kept: list[UsageSample],
+        tflops: np.ndarray,
+        fresh: np.ndarray,
+        targets: Mapping[tuple[str, str], tuple[Tracked, int] | None],
+    ) -> None:
+        """The latest TFLOPS reading per pod, for the replica recommender's utilisation."""
+        latest: dict[tuple[str, str], int] = {}
+        for index in np.flatnonzero(fresh & ~np.isnan(tflops)).tolist():
+            sample = kept[index]
+            latest[(sample.namespace, sample.pod)] = index  # samples come in time order
+        for pod, index in latest.items():
+            target = targets[pod]
+            if target is None:
+                continue
+            tracked = target[0]
+            sample = kept[index]
+            previous = tracked.latest_tflops.get(pod[1])
+            if previous is None or previous[0] <= sample.time:
+                tracked.latest_tflops[pod[1]] = (sample.time, float(tflops[index]))
 
     # -- one interval ------------------------------------------------------------
 
