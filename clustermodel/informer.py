@@ -140,11 +140,3 @@ class Informer:
                     self.cache.apply(kind, EventType.DELETED, obj)
                 continue
             self.cache.apply(kind, EventType(etype), obj)
-
-
-async def wait_synced(cache: ClusterCache, kinds: set[Kind], timeout: float | None = None) -> None:
-    async def poll() -> None:
-        while not kinds <= cache.synced:
-            await asyncio.sleep(0.05)
-
-    await asyncio.wait_for(poll(), timeout)

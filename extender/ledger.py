@@ -17,14 +17,14 @@ interleave with another request.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from clustermodel import annotations as ann
-from clustermodel.gpurequest import GPURequest, RequestError, is_gpu_pod, parse_gpu_request
+from clustermodel.gpurequest import GPURequest, RequestError, parse_gpu_request
 from clustermodel.quantity import format_bytes
 from scoring.inventory import GPUSpec, Inventory, tflops_units, vram_units
 from scoring.kernels import pick_gpus_numba
@@ -240,15 +240,6 @@ class Ledger:
     def restore(self, previous: Allocation) -> None:
         """Undo a :meth:`resize` whose patch failed."""
         self._put(previous)
-
-    def rebuild(self, pods: Iterable[Mapping[str, Any]]) -> None:
-        """Start over from the pods' annotations (used on start-up and relist)."""
-        for uid in list(self.allocations):
-            if not self.allocations[uid].reserved:
-                self.release(uid)
-        for pod in pods:
-            if is_gpu_pod((pod.get("metadata") or {}).get("annotations")):
-                self.observe_pod(pod)
 
 
 def _resize_shortfall(inv: Inventory, alloc: Allocation, tflops: float, percent: float, vram: float) -> str:
