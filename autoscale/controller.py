@@ -33,7 +33,8 @@ from zoneinfo import ZoneInfo
 import numpy as np
 from pydantic import ValidationError
 
-from autoscale.bank import NONE_NS, UsageBank
+from autoscale.bank import NONE_NS, UsageBank, estimate_all
+from autoscale.estimators import Estimates
 from autoscale.histogram import DecayingHistogram
 from autoscale.prometheus import MetricsUnavailable, PrometheusSource, UsageSample
 from autoscale.recommend import PreviousStatus, Recommendation, format_time, recommend
@@ -41,7 +42,7 @@ from autoscale.replicas import ReplicaState
 from autoscale.settings import AutoscaleSettings
 from autoscale.usage import HALF_LIFE, TFLOPS_OPTIONS, VRAM_OPTIONS
 from clustermodel import annotations as ann
-from clustermodel.autoscaling_config import AutoScalingConfig, Resources, ResourceValues
+from clustermodel.autoscaling_config import AutoScalingConfig, AutoSetResources, Resources, ResourceValues
 from clustermodel.cache import Kind, Obj
 from clustermodel.events import record_event
 from clustermodel.gpurequest import GPURequest, RequestError, parse_gpu_request
@@ -386,9 +387,12 @@ class Autoscaler:
                 await self._metrics_condition(workload, now, False, str(exc))
             return
         self._max_allowed_now = self._max_allowed()
+        estimates = self._estimate_all(workloads)
         for workload in workloads:
             try:
-                await self.reconcile(workload, now, metrics_ok=True if queried else None)
+                await self.reconcile(
+                    workload, now, metrics_ok=True if queried else None, estimates=estimates.get(workload.key)
+                )
             except Exception:
                 log.exception("workload %s/%s: reconcile failed", *workload.key)
         due = self.last_checkpoint is None or now - self.last_checkpoint >= self.settings.checkpoint_interval
@@ -443,8 +447,27 @@ class Autoscaler:
             utilization = 100.0 * (sum(recent) / len(recent)) / (sum(limits) / len(limits))
         return ReplicaState(replicas, utilization, tracked.last_scale_up, tracked.last_scale_down)
 
+    def _estimate_all(self, workloads: list[Workload]) -> dict[tuple[str, str], Estimates]:
+        """Target and bounds of every workload, in one numba pass per distinct
+        ``autoSetResources`` (the same numbers as the per-workload estimators)."""
+        groups: dict[AutoSetResources, list[Workload]] = {}
+        for workload in workloads:
+            groups.setdefault(workload.config.auto_set_resources, []).append(workload)
+        out: dict[tuple[str, str], Estimates] = {}
+        for config, members in groups.items():
+            rows = np.array([self.tracked[w.key].row for w in members], np.int64)
+            batch = estimate_all(self.bank, config, rows)
+            for i, workload in enumerate(members):
+                out[workload.key] = batch.estimates(i)
+        return out
+
     async def reconcile(
-        self, workload: Workload, now: datetime, *, metrics_ok: bool | None = None
+        self,
+        workload: Workload,
+        now: datetime,
+        *,
+        metrics_ok: bool | None = None,
+        estimates: Estimates | None = None,
     ) -> Recommendation | None:
         """One workload: recommend, write status, apply.  ``metrics_ok``: whether
         this interval read Prometheus (None: nothing was due, say nothing)."""
@@ -468,6 +491,7 @@ class Autoscaler:
             replicas=self._replica_state(workload, tracked, now, replicas),
             previous=PreviousStatus.from_status(status),
             tz=self.tz,
+            estimates=estimates,
         )
         fragment = rec.to_status()
         fragment.pop("desiredReplicas", None)  # not a TensorFusion status field

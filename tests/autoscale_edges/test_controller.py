@@ -260,3 +260,16 @@ async def test_unreadable_checkpoint_starts_afresh(bad):
     source.pending = _usage(6, 3 * GiB)
     await loop.tick()  # must not raise
     assert "recommendation" in state.cache.get(Kind.WORKLOAD, "ns", "wl")["status"]
+
+
+async def test_batch_estimates_equal_the_per_workload_estimators():
+    from autoscale.estimators import estimate
+
+    _state, _kube, source, loop, _ = _setup(target="")
+    source.pending = _usage(6, 3 * GiB) + _usage(9, 5 * GiB, minutes=7)
+    await loop.tick()
+    (workload,) = loop.workloads()
+    batch = loop._estimate_all([workload])[workload.key]
+    single = estimate(workload.config.auto_set_resources, loop.bank.summary(loop.tracked[workload.key].row))
+    assert batch == single
+    assert batch.target.tflops > 0 and batch.upper_bound.vram > 0
