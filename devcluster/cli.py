@@ -28,7 +28,7 @@ def _say(message: str) -> None:
     click.echo(f"devcluster: {message}", err=True)
 
 
-def _up(root: Path, spec_path: Path) -> None:
+def _up(root: Path, spec_path: Path, autoscale_interval: str = "1m") -> None:
     from clustermodel.yamlfile import YamlFileError
     from devcluster.binaries import BinariesError, ensure_binaries
     from devcluster.cluster import DevCluster, DevClusterError
@@ -45,7 +45,7 @@ def _up(root: Path, spec_path: Path) -> None:
     cluster = DevCluster(root=root.resolve(), bin_dir=bin_dir)
     try:
         started = time.monotonic()
-        cluster.up(say=_say)
+        cluster.up(autoscale_interval=autoscale_interval, say=_say)
         nodes, gpus = spec.objects()
         _say(f"creating {len(nodes)} fake GPU nodes with {len(gpus)} GPUs")
         cluster.add_nodes(nodes, gpus)
@@ -115,38 +115,97 @@ def env(root: Path) -> None:
         raise click.ClickException(str(exc)) from None
 
 
+DEMO_USAGE = {"tflops": 4, "vram": 2 * 2**30}  # what the demo-inference pods "use": well below their request
+
+
+def _put_usage(url: str, pods: list[str], namespace: str = "default") -> None:
+    import json
+    import urllib.request
+
+    body = [{"namespace": namespace, "pod": pod, "gpu": "0", **DEMO_USAGE} for pod in pods]
+    request = urllib.request.Request(
+        f"{url}/usage", data=json.dumps(body).encode(), method="PUT", headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=10):
+        pass
+
+
 @click.command()
 @dir_option
-@click.option("--timeout", default=120, show_default=True, help="Seconds to wait for the demo pods to be placed.")
+@click.option("--timeout", default=180, show_default=True, help="Seconds to wait for each step of the demo.")
 def demo(root: Path, timeout: int) -> None:
-    """Bring the devcluster up (if needed), apply the demo workloads and show
-    where each pod landed and on which GPUs."""
+    """Bring the devcluster up (if needed), apply the demo workloads, show where
+    each pod landed and on which GPUs, then feed synthetic GPU usage and show the
+    autoscaler's recommendation being applied."""
     from devcluster.cluster import DevCluster, DevClusterError, wait_for
 
     root = root.resolve()
     if not (root / "state.json").exists():
-        _up(root, DEFAULT_SPEC)
+        _up(root, DEFAULT_SPEC, autoscale_interval="10s")
     cluster = DevCluster.load(root)
     try:
         cluster.kubectl("apply", "-f", str(DEMO_MANIFEST))
     except DevClusterError as exc:
         raise click.ClickException(str(exc)) from None
 
-    def all_placed() -> bool:
-        out = cluster.kubectl("get", "pods", "-l", "tfsched-demo=true", "-o", "jsonpath={.items[*].spec.nodeName}")
-        names = out.stdout.split()
-        pods = cluster.kubectl("get", "pods", "-l", "tfsched-demo=true", "-o", "name").stdout.split()
-        return bool(pods) and len(names) == len(pods)
+    def pods(*selector: str) -> list[str]:
+        out = cluster.kubectl("get", "pods", *selector, "-o", "jsonpath={.items[*].metadata.name}").stdout
+        return out.split()
 
-    _say("waiting for the demo pods to be placed")
-    wait_for(all_placed, timeout)
+    def all_placed() -> bool:
+        names = pods("-l", "tfsched-demo=true")
+        placed = cluster.kubectl(
+            "get", "pods", "-l", "tfsched-demo=true", "-o", "jsonpath={.items[*].spec.nodeName}"
+        ).stdout.split()
+        return bool(names) and len(placed) == len(names)
+
     columns = (
         "NAME:.metadata.name,NODE:.spec.nodeName,PHASE:.status.phase,"
         "GPUS:.metadata.annotations.tensor-fusion\\.ai/gpu-ids,"
         "TFLOPS:.metadata.annotations.tensor-fusion\\.ai/tflops-request,"
         "VRAM:.metadata.annotations.tensor-fusion\\.ai/vram-request"
     )
-    click.echo(cluster.kubectl("get", "pods", "-l", "tfsched-demo=true", "-o", f"custom-columns={columns}").stdout)
-    click.echo(cluster.kubectl("get", "tensorfusionworkloads", "-A").stdout)
+
+    def show() -> None:
+        click.echo(cluster.kubectl("get", "pods", "-l", "tfsched-demo=true", "-o", f"custom-columns={columns}").stdout)
+        click.echo(cluster.kubectl("get", "tensorfusionworkloads", "-A").stdout)
+
+    _say("waiting for the demo pods to be placed")
+    wait_for(all_placed, timeout)
+    show()
+
+    inference = pods("-l", "app=demo-inference")
+    _put_usage(cluster.usage_url, inference)
+    _say(
+        f"demo-inference now uses {DEMO_USAGE['tflops']} TFLOPS and 2Gi per pod (Prometheus scrapes it every second); "
+        "waiting for the autoscaler (every 10 s) to recommend and apply"
+    )
+
+    def applied() -> bool:
+        out = cluster.kubectl(
+            "get", "tfw", "demo-inference", "-o", "jsonpath={.status.appliedRecommendedReplicas}", check=False
+        ).stdout
+        message = cluster.kubectl(
+            "get",
+            "tfw",
+            "demo-inference",
+            "-o",
+            'jsonpath={.status.conditions[?(@.type=="RecommendationProvided")].message}',
+            check=False,
+        ).stdout
+        return bool(message) and out.strip() == str(len(inference))
+
+    if wait_for(applied, timeout):
+        message = cluster.kubectl(
+            "get",
+            "tfw",
+            "demo-inference",
+            "-o",
+            'jsonpath={.status.conditions[?(@.type=="RecommendationProvided")].message}',
+        ).stdout
+        click.echo(f"RecommendationProvided: {message}\n")
+        show()
+    else:
+        _say("no recommendation applied yet; see `kubectl describe tfw demo-inference` and the tfsched log")
     click.echo(f'The cluster keeps running: eval "$(tfsched devcluster env --dir {root})" to use kubectl;')
     click.echo(f"tfsched devcluster down --dir {root} stops it.")

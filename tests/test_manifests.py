@@ -846,7 +846,7 @@ def test_demo_workload_matches_its_deployment() -> None:
     assert parse_quantity(pod_ann[ann.VRAM_REQUEST]) == parse_quantity(res["requests"]["vram"]) == 10 * 2**30
     assert parse_quantity(pod_ann[ann.VRAM_LIMIT]) == parse_quantity(res["limits"]["vram"]) == 20 * 2**30
     auto = workload["spec"]["autoScalingConfig"]["autoSetResources"]
-    assert auto == {"enable": True, "targetResource": "all"}
+    assert auto == {"enable": True, "targetResource": "all", "confidenceInterval": "1m"}
     assert training["spec"]["template"]["metadata"]["annotations"][ann.GPU_COUNT] == "2"
     for dep in (deployment, training):
         (container,) = dep["spec"]["template"]["spec"]["containers"]
