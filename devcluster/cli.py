@@ -181,29 +181,17 @@ def demo(root: Path, timeout: int) -> None:
         "waiting for the autoscaler (every 10 s) to recommend and apply"
     )
 
+    def workload_field(path: str) -> str:
+        return cluster.kubectl("get", "tfw", "demo-inference", "-o", f"jsonpath={{{path}}}", check=False).stdout
+
+    why = '.status.conditions[?(@.type=="RecommendationProvided")].message'
+
     def applied() -> bool:
-        out = cluster.kubectl(
-            "get", "tfw", "demo-inference", "-o", "jsonpath={.status.appliedRecommendedReplicas}", check=False
-        ).stdout
-        message = cluster.kubectl(
-            "get",
-            "tfw",
-            "demo-inference",
-            "-o",
-            'jsonpath={.status.conditions[?(@.type=="RecommendationProvided")].message}',
-            check=False,
-        ).stdout
-        return bool(message) and out.strip() == str(len(inference))
+        count = workload_field(".status.appliedRecommendedReplicas").strip()
+        return bool(workload_field(why)) and count == str(len(inference))
 
     if wait_for(applied, timeout):
-        message = cluster.kubectl(
-            "get",
-            "tfw",
-            "demo-inference",
-            "-o",
-            'jsonpath={.status.conditions[?(@.type=="RecommendationProvided")].message}',
-        ).stdout
-        click.echo(f"RecommendationProvided: {message}\n")
+        click.echo(f"RecommendationProvided: {workload_field(why)}\n")
         show()
     else:
         _say("no recommendation applied yet; see `kubectl describe tfw demo-inference` and the tfsched log")
