@@ -37,7 +37,7 @@ from autoscale.bank import NONE_NS, UsageBank, estimate_all
 from autoscale.estimators import Estimates
 from autoscale.histogram import DecayingHistogram
 from autoscale.prometheus import MetricsUnavailable, PrometheusSource, UsageSample
-from autoscale.recommend import PreviousStatus, Recommendation, format_time, recommend
+from autoscale.recommend import Condition, PreviousStatus, Recommendation, format_time, recommend, transition_time
 from autoscale.replicas import ReplicaState
 from autoscale.settings import AutoscaleSettings
 from autoscale.usage import HALF_LIFE, TFLOPS_OPTIONS, VRAM_OPTIONS
@@ -384,7 +384,7 @@ class Autoscaler:
         except MetricsUnavailable as exc:
             log.warning("usage metrics unavailable: %s", exc)
             for workload in workloads:
-                await self._metrics_condition(workload, now, False, str(exc))
+                await self._report_metrics(workload, now, False, str(exc))
             return
         self._max_allowed_now = self._max_allowed()
         estimates = self._estimate_all(workloads)
@@ -524,7 +524,7 @@ class Autoscaler:
         conditions = [c for c in (old.get("conditions") or []) if c.get("type") not in replaced]
         conditions.extend(fresh)
         if metrics_ok is not None:
-            conditions.append(_metrics_condition(old, now, metrics_ok, "usage history read from Prometheus"))
+            conditions.append(metrics_available_condition(old, now, metrics_ok, "usage history read from Prometheus"))
         status["conditions"] = conditions
         if all(old.get(k) == v for k, v in status.items()):
             return
@@ -539,10 +539,10 @@ class Autoscaler:
         except KubeApiError as exc:
             log.warning("workload %s/%s: status update failed: %s", *workload.key, exc)
 
-    async def _metrics_condition(self, workload: Workload, now: datetime, ok: bool, message: str) -> None:
+    async def _report_metrics(self, workload: Workload, now: datetime, ok: bool, message: str) -> None:
         old = workload.obj.get("status") or {}
         conditions = [c for c in (old.get("conditions") or []) if c.get("type") != CONDITION_METRICS_AVAILABLE]
-        conditions.append(_metrics_condition(old, now, ok, message))
+        conditions.append(metrics_available_condition(old, now, ok, message))
         if conditions != (old.get("conditions") or []):
             await self._patch_status(workload, {"conditions": conditions})
 
@@ -764,19 +764,16 @@ def _runs_with(request: GPURequest | None, target: Resources) -> bool:
     )
 
 
-def _metrics_condition(old: Mapping[str, Any], now: datetime, ok: bool, message: str) -> dict[str, str]:
+def metrics_available_condition(old: Mapping[str, Any], now: datetime, ok: bool, message: str) -> dict[str, str]:
+    """The MetricsAvailable condition, keeping its transition time while the status holds."""
     status = "True" if ok else "False"
-    since = format_time(now)
-    for condition in old.get("conditions") or []:
-        if condition.get("type") == CONDITION_METRICS_AVAILABLE and condition.get("status") == status:
-            since = condition.get("lastTransitionTime") or since
-    return {
-        "type": CONDITION_METRICS_AVAILABLE,
-        "status": status,
-        "reason": REASON_METRICS_OK if ok else REASON_METRICS_UNAVAILABLE,
-        "message": message if ok else f"usage metrics unavailable, nothing changed: {message}",
-        "lastTransitionTime": since,
-    }
+    return Condition(
+        type=CONDITION_METRICS_AVAILABLE,
+        status=status,
+        reason=REASON_METRICS_OK if ok else REASON_METRICS_UNAVAILABLE,
+        message=message if ok else f"usage metrics unavailable, nothing changed: {message}",
+        last_transition_time=transition_time(old.get("conditions") or (), CONDITION_METRICS_AVAILABLE, status, now),
+    ).to_dict()
 
 
 def _ns(moment: datetime) -> int:

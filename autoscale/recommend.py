@@ -153,10 +153,9 @@ def _quantities(amounts: Amounts) -> dict[str, str]:
     return {"tflops": format_amount("tflops", amounts.tflops), "vram": format_amount("vram", amounts.vram)}
 
 
-def _transition_time(
-    previous: Sequence[Mapping[str, Any]], condition_type: str, status: str, now: datetime
-) -> datetime:
-    # Like meta.SetStatusCondition: the time moves only when the status flips.
+def transition_time(previous: Sequence[Mapping[str, Any]], condition_type: str, status: str, now: datetime) -> datetime:
+    """When a condition of this type last changed to ``status``: its recorded time
+    while the status stays the same (like meta.SetStatusCondition), else ``now``."""
     for old in previous:
         if old.get("type") == condition_type and old.get("status") == status:
             stamp = old.get("lastTransitionTime")
@@ -267,7 +266,7 @@ def recommend(
                 status=status,
                 reason=reason,
                 message=", ".join(parts),
-                last_transition_time=_transition_time(
+                last_transition_time=transition_time(
                     previous.conditions, CONDITION_RECOMMENDATION_PROVIDED, status, now
                 ),
             ),
