@@ -137,7 +137,8 @@ def demo(root: Path, timeout: int) -> None:
     """Bring the devcluster up (if needed), apply the demo workloads, show where
     each pod landed and on which GPUs, then feed synthetic GPU usage and show the
     autoscaler's recommendation being applied."""
-    from devcluster.cluster import DevCluster, DevClusterError, wait_for
+    from devcluster.cluster import DevCluster, DevClusterError
+    from devcluster.processes import wait_until
 
     root = root.resolve()
     if not (root / "state.json").exists():
@@ -171,7 +172,10 @@ def demo(root: Path, timeout: int) -> None:
         click.echo(cluster.kubectl("get", "tensorfusionworkloads", "-A").stdout)
 
     _say("waiting for the demo pods to be placed")
-    wait_for(all_placed, timeout)
+    try:
+        wait_until(all_placed, timeout=timeout, what="the demo pods to be placed", interval=0.5)
+    except TimeoutError as exc:
+        _say(str(exc))
     show()
 
     inference = pods("-l", "app=demo-inference")
@@ -190,10 +194,12 @@ def demo(root: Path, timeout: int) -> None:
         count = workload_field(".status.appliedRecommendedReplicas").strip()
         return bool(workload_field(why)) and count == str(len(inference))
 
-    if wait_for(applied, timeout):
+    try:
+        wait_until(applied, timeout=timeout, what="the recommendation to be applied", interval=0.5)
+    except TimeoutError:
+        _say("no recommendation applied yet; see `kubectl describe tfw demo-inference` and the tfsched log")
+    else:
         click.echo(f"RecommendationProvided: {workload_field(why)}\n")
         show()
-    else:
-        _say("no recommendation applied yet; see `kubectl describe tfw demo-inference` and the tfsched log")
     click.echo(f'The cluster keeps running: eval "$(tfsched devcluster env --dir {root})" to use kubectl;')
     click.echo(f"tfsched devcluster down --dir {root} stops it.")

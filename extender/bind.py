@@ -12,14 +12,14 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from clustermodel import annotations as ann
-from clustermodel.cache import Kind, Obj
+from clustermodel.cache import EventType, Kind, Obj
 from clustermodel.gpurequest import GPURequest, RequestError, parse_gpu_request
-from clustermodel.kube import KubeClient, pod_path
-from clustermodel.quantity import format_bytes, format_tflops
+from clustermodel.kube import KubeApiError, KubeClient, pod_path
+from clustermodel.quantity import format_bytes, format_tflops, parse_quantity
 from extender.ledger import NoFit
 from extender.placement import effective_request
 from extender.state import ClusterState
@@ -43,8 +43,6 @@ class ApiPodWriter:
         self.client = client
 
     async def fetch_pod(self, namespace: str, name: str) -> Obj | None:
-        from clustermodel.kube import KubeApiError
-
         try:
             return await self.client.get(pod_path(namespace, name))
         except KubeApiError as exc:
@@ -79,8 +77,6 @@ class MemoryPodWriter:
             raise BindError(f"pod {namespace}/{name} is not in the snapshot")
         updated = {**pod, "metadata": dict(pod.get("metadata") or {}), "spec": dict(pod.get("spec") or {})}
         change(updated)
-        from clustermodel.cache import EventType
-
         self.state.cache.apply(Kind.POD, EventType.MODIFIED, updated)
 
     async def bind(self, namespace: str, name: str, uid: str, node: str, annotations: dict[str, str]) -> None:
@@ -107,10 +103,6 @@ def placement_annotations(declared: GPURequest, effective: GPURequest, gpu_names
 
 def _round_trip(request: GPURequest) -> GPURequest:
     """The request as it will read back from the annotations bind writes."""
-    from dataclasses import replace
-
-    from clustermodel.quantity import parse_quantity
-
     return replace(
         request,
         tflops_request=parse_quantity(format_tflops(request.tflops_request)),
