@@ -126,7 +126,9 @@ done
 etcd_ldflags="-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=${ETCD_VERSION}"
 
 tmp=""
-cleanup() { [[ -n "${tmp}" ]] && rm -f "${tmp}"; }
+# Must return 0 when there is nothing to remove: an EXIT trap's status becomes
+# the script's, and after a successful build tmp is empty.
+cleanup() { if [[ -n "${tmp}" ]]; then rm -f "${tmp}"; fi; }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
@@ -146,7 +148,14 @@ for t in "${TARGETS[@]}"; do
   log "building ${name} (${n}/${total})..."
   t0=${SECONDS}
   tmp="${BIN_DIR}/.${name}.tmp.$$"
-  (cd "${HACK_DIR}/${mod}" && "${GO}" build -trimpath -tags="${tags}" -ldflags="${ldflags}" -o "${tmp}" "${pkg}")
+  # A cold kube-apiserver takes minutes: say it is still going every 30 s.
+  ( while sleep 30; do log "  still building ${name}: $((SECONDS - t0))s"; done ) &
+  ticker=$!
+  status=0
+  (cd "${HACK_DIR}/${mod}" && "${GO}" build -trimpath -tags="${tags}" -ldflags="${ldflags}" -o "${tmp}" "${pkg}") || status=$?
+  kill "${ticker}" 2>/dev/null || true
+  wait "${ticker}" 2>/dev/null || true
+  [[ ${status} -eq 0 ]] || { log "go build of ${name} failed (exit ${status})"; exit "${status}"; }
   mv -f "${tmp}" "${BIN_DIR}/${name}"
   tmp=""
   if ! binary_ok "${name}" "${expected}" "${vargs}"; then
