@@ -2,8 +2,8 @@
 
 Everything here is pure (no I/O, no clock); the cluster loop feeds usage in and
 writes :meth:`autoscale.recommend.Recommendation.to_status` out.  See
-:mod:`autoscale.histogram` (VPA histograms), :mod:`autoscale.bank` (batch
-ingestion), :mod:`autoscale.usage`, :mod:`autoscale.estimators`,
-:mod:`autoscale.vertical`, :mod:`autoscale.cron`, :mod:`autoscale.replicas`,
-:mod:`autoscale.merge` and :mod:`autoscale.recommend`.
+:mod:`tfsched.autoscale.histogram` (VPA histograms), :mod:`tfsched.autoscale.bank` (batch
+ingestion), :mod:`tfsched.autoscale.usage`, :mod:`tfsched.autoscale.estimators`,
+:mod:`tfsched.autoscale.vertical`, :mod:`tfsched.autoscale.cron`, :mod:`tfsched.autoscale.replicas`,
+:mod:`tfsched.autoscale.merge` and :mod:`tfsched.autoscale.recommend`.
 """

@@ -3,10 +3,10 @@
 :class:`HistogramBank` holds one VPA decaying histogram per row —
 ``weights[rows × buckets]`` plus per-row total, min/max non-empty bucket and
 decay reference — and updates it with compiled loops, sample by sample in the
-given order, so its numbers are **identical** to :class:`~autoscale.histogram.DecayingHistogram`
+given order, so its numbers are **identical** to :class:`~tfsched.autoscale.histogram.DecayingHistogram`
 fed the same samples (the kernels call the same Go-math routines, and the
 tests check equality with hypothesis).  :class:`UsageBank` is
-:class:`~autoscale.usage.WorkloadUsage` for many workloads at once: a TFLOPS
+:class:`~tfsched.autoscale.usage.WorkloadUsage` for many workloads at once: a TFLOPS
 and a VRAM bank, per-row sample statistics and per-worker VRAM windows.
 :func:`estimate_all` and :func:`decide_all` recompute every workload's
 estimates and vertical decision in one call.
@@ -31,8 +31,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from numba import njit
-
-from autoscale.estimators import (
+from tfsched.autoscale.estimators import (
     TFLOPS_UNIT,
     VRAM_UNIT,
     Amounts,
@@ -43,8 +42,8 @@ from autoscale.estimators import (
     margin_amount,
     scale_amount,
 )
-from autoscale.gomath import go_exp2, go_log, go_round, ldexp
-from autoscale.histogram import (
+from tfsched.autoscale.gomath import go_exp2, go_log, go_round, ldexp
+from tfsched.autoscale.histogram import (
     GO_ZERO_TO_UNIX_NS,
     MAX_DECAY_EXPONENT,
     MAX_HALF_LIFE,
@@ -53,7 +52,7 @@ from autoscale.histogram import (
     duration_ns,
     to_unix_ns,
 )
-from autoscale.usage import (
+from tfsched.autoscale.usage import (
     HALF_LIFE,
     TFLOPS_OPTIONS,
     TFLOPS_SAMPLE_WEIGHT,
@@ -61,12 +60,12 @@ from autoscale.usage import (
     VRAM_OPTIONS,
     VRAM_PEAK_WEIGHT,
 )
-from autoscale.vertical import Action
+from tfsched.autoscale.vertical import Action
 
 if TYPE_CHECKING:
     from datetime import timedelta
 
-    from clustermodel.autoscaling_config import AutoSetResources
+    from tfsched.clustermodel.autoscaling_config import AutoSetResources
 
 NONE_NS = np.iinfo(np.int64).min
 _MIN_DURATION = -(1 << 63)
@@ -572,7 +571,7 @@ class BankRow:
 
 @dataclass(frozen=True)
 class UsageRow:
-    """One workload of a :class:`UsageBank` as a :class:`~autoscale.estimators.UsageSummary`."""
+    """One workload of a :class:`UsageBank` as a :class:`~tfsched.autoscale.estimators.UsageSummary`."""
 
     tflops: BankRow
     vram: BankRow
@@ -582,7 +581,7 @@ class UsageRow:
 
 
 class UsageBank:
-    """:class:`~autoscale.usage.WorkloadUsage` for many workloads, with batch ingestion.
+    """:class:`~tfsched.autoscale.usage.WorkloadUsage` for many workloads, with batch ingestion.
 
     Rows are workloads; *slots* are workers (each belongs to one row).  Callers
     map names to indices once (:meth:`add_workload`, :meth:`worker_slot`) and
@@ -693,7 +692,7 @@ class UsageBank:
         self.has_peak[slots] = False
 
     def summary(self, row: int) -> UsageRow:
-        """One workload as a usage summary for :func:`autoscale.recommend.recommend`."""
+        """One workload as a usage summary for :func:`tfsched.autoscale.recommend.recommend`."""
         first = int(self.first[row])
         last = int(self.last[row])
         return UsageRow(
@@ -721,7 +720,7 @@ class BatchEstimates:
     has_history: np.ndarray  # [n × 2]: TFLOPS, VRAM
 
     def estimates(self, i: int) -> Estimates:
-        """The :class:`~autoscale.estimators.Estimates` of the ``i``-th row."""
+        """The :class:`~tfsched.autoscale.estimators.Estimates` of the ``i``-th row."""
         a = self.amounts[i]
         return Estimates(
             target=Amounts(int(a[0]), int(a[3])),
@@ -768,7 +767,7 @@ class BatchDecisions:
 
 
 def decide_all(estimates: BatchEstimates, current: np.ndarray, config: AutoSetResources) -> BatchDecisions:
-    """:func:`autoscale.vertical.decide_vertical` for every row.
+    """:func:`tfsched.autoscale.vertical.decide_vertical` for every row.
 
     ``current`` is ``[n × 4]`` int64: TFLOPS request, TFLOPS limit (milli), VRAM request, VRAM limit (bytes).
     """

@@ -1,8 +1,8 @@
 """``tfsched recommend``: what the autoscaler would recommend for a usage trace.
 
-An edge around the pure core: it reads the trace (:mod:`autoscale.trace`) and
+An edge around the pure core: it reads the trace (:mod:`tfsched.autoscale.trace`) and
 an optional config, replays the samples into the usage histograms, runs
-:func:`autoscale.recommend.recommend` once at ``--now`` and prints the
+:func:`tfsched.autoscale.recommend.recommend` once at ``--now`` and prints the
 estimates, the recommendation, the replicas and the condition — a table, or
 with ``--json`` the CR status fields (camelCase) plus ``estimates`` and
 ``history``.
@@ -28,16 +28,15 @@ import numpy as np
 import orjson
 import yaml
 from pydantic import ValidationError
-
-from autoscale.bank import UsageBank
-from autoscale.estimators import ResourceAmounts, estimate
-from autoscale.histogram import from_unix_ns, to_unix_ns
-from autoscale.recommend import Recommendation, format_time, recommend
-from autoscale.replicas import ReplicaState, observed_utilization
-from autoscale.trace import TraceError, UsageRecord, parse_timestamp, read_trace
-from autoscale.vertical import Action, format_amount
-from clustermodel.autoscaling_config import AutoScalingConfig, Resources
-from clustermodel.quantity import QuantityError, parse_quantity
+from tfsched.autoscale.bank import UsageBank
+from tfsched.autoscale.estimators import ResourceAmounts, estimate
+from tfsched.autoscale.histogram import from_unix_ns, to_unix_ns
+from tfsched.autoscale.recommend import Recommendation, format_time, recommend
+from tfsched.autoscale.replicas import ReplicaState, observed_utilization
+from tfsched.autoscale.trace import TraceError, UsageRecord, parse_timestamp, read_trace
+from tfsched.autoscale.vertical import Action, format_amount
+from tfsched.clustermodel.autoscaling_config import AutoScalingConfig, Resources
+from tfsched.clustermodel.quantity import QuantityError, parse_quantity
 
 
 def _validation_message(exc: ValidationError, prefix: str) -> str:

@@ -5,9 +5,9 @@ Each interval, on the leader only:
 1. find the workloads (TensorFusionWorkloads, and pods that enable autoscaling
    for a workload that has no object yet, which gets one created);
 2. fetch the usage since the last fetch from Prometheus and feed the
-   histograms (:class:`autoscale.bank.UsageBank`); when Prometheus fails,
+   histograms (:class:`tfsched.autoscale.bank.UsageBank`); when Prometheus fails,
    nothing changes and each workload gets a condition saying why;
-3. per workload, run :func:`autoscale.recommend.recommend` and write
+3. per workload, run :func:`tfsched.autoscale.recommend.recommend` and write
    ``status`` through the status subresource;
 4. when applying is enabled, resize worker pods in place where the new request
    fits on the GPUs they hold (through the same ledger bind uses), evict one
@@ -32,24 +32,30 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 from pydantic import ValidationError
-
-from autoscale.bank import NONE_NS, UsageBank, estimate_all
-from autoscale.estimators import Estimates
-from autoscale.histogram import DecayingHistogram
-from autoscale.prometheus import MetricsUnavailable, PrometheusSource, UsageSample
-from autoscale.recommend import Condition, PreviousStatus, Recommendation, format_time, recommend, transition_time
-from autoscale.replicas import ReplicaState
-from autoscale.settings import AutoscaleSettings
-from autoscale.usage import HALF_LIFE, TFLOPS_OPTIONS, VRAM_OPTIONS
-from clustermodel import annotations as ann
-from clustermodel.autoscaling_config import AutoScalingConfig, AutoSetResources, Resources, ResourceValues
-from clustermodel.cache import Kind, Obj
-from clustermodel.events import record_event
-from clustermodel.gpurequest import GPURequest, RequestError, parse_gpu_request
-from clustermodel.kube import KubeApiError, KubeClient, PatchType, pod_path
-from clustermodel.quantity import format_bytes, format_tflops
-from extender.ledger import NoFit
-from extender.state import ClusterState
+from tfsched.autoscale.bank import NONE_NS, UsageBank, estimate_all
+from tfsched.autoscale.estimators import Estimates
+from tfsched.autoscale.histogram import DecayingHistogram
+from tfsched.autoscale.prometheus import MetricsUnavailable, PrometheusSource, UsageSample
+from tfsched.autoscale.recommend import (
+    Condition,
+    PreviousStatus,
+    Recommendation,
+    format_time,
+    recommend,
+    transition_time,
+)
+from tfsched.autoscale.replicas import ReplicaState
+from tfsched.autoscale.settings import AutoscaleSettings
+from tfsched.autoscale.usage import HALF_LIFE, TFLOPS_OPTIONS, VRAM_OPTIONS
+from tfsched.clustermodel import annotations as ann
+from tfsched.clustermodel.autoscaling_config import AutoScalingConfig, AutoSetResources, Resources, ResourceValues
+from tfsched.clustermodel.cache import Kind, Obj
+from tfsched.clustermodel.events import record_event
+from tfsched.clustermodel.gpurequest import GPURequest, RequestError, parse_gpu_request
+from tfsched.clustermodel.kube import KubeApiError, KubeClient, PatchType, pod_path
+from tfsched.clustermodel.quantity import format_bytes, format_tflops
+from tfsched.extender.ledger import NoFit
+from tfsched.extender.state import ClusterState
 
 log = logging.getLogger(__name__)
 

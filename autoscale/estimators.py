@@ -16,8 +16,8 @@ Rounding (as VPA's ``ResourceAmount``): amounts are integers — TFLOPS in
 (percentile × unit, the margin on its own before it is added, the scaled
 value), clamped to [0, 1e14].  ``0 × ∞`` (a zero estimate scaled by the
 infinite multiplier of an empty history) is 0 where Go's conversion of NaN is
-undefined.  Powers use Go's ``math.Pow`` (:mod:`autoscale.gomath`).  The numeric steps
-are ``register_jitable`` so the batch path (:mod:`autoscale.bank`) runs the
+undefined.  Powers use Go's ``math.Pow`` (:mod:`tfsched.autoscale.gomath`).  The numeric steps
+are ``register_jitable`` so the batch path (:mod:`tfsched.autoscale.bank`) runs the
 same code.
 """
 
@@ -29,13 +29,12 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Literal, Protocol
 
 from numba.extending import register_jitable
-
-from autoscale.gomath import go_pow
-from autoscale.histogram import duration_ns
+from tfsched.autoscale.gomath import go_pow
+from tfsched.autoscale.histogram import duration_ns
 
 if TYPE_CHECKING:
-    from clustermodel.autoscaling_config import AutoSetResources, ResourceValues
-    from clustermodel.autoscaling_config import Resources as ResourcesModel
+    from tfsched.clustermodel.autoscaling_config import AutoSetResources, ResourceValues
+    from tfsched.clustermodel.autoscaling_config import Resources as ResourcesModel
 
 ResourceName = Literal["tflops", "vram"]
 RESOURCES: tuple[ResourceName, ResourceName] = ("tflops", "vram")
@@ -120,7 +119,7 @@ class Amounts:
         return cls(tflops_to_milli(values.tflops), math.ceil(values.vram))
 
     def to_values(self) -> ResourceValues:
-        from clustermodel.autoscaling_config import ResourceValues
+        from tfsched.clustermodel.autoscaling_config import ResourceValues
 
         return ResourceValues(tflops=self.tflops / TFLOPS_UNIT, vram=float(self.vram))
 
@@ -142,7 +141,7 @@ class ResourceAmounts:
         return cls(Amounts.from_values(resources.requests), Amounts.from_values(resources.limits))
 
     def to_model(self) -> ResourcesModel:
-        from clustermodel.autoscaling_config import Resources
+        from tfsched.clustermodel.autoscaling_config import Resources
 
         return Resources(requests=self.requests.to_values(), limits=self.limits.to_values())
 

@@ -18,7 +18,7 @@ Go on amd64 does not fuse multiply-add (GOAMD64=v1) and neither does numba
 without fastmath, so plain Python float arithmetic reproduces every rounding.
 These functions use only ``math`` calls numba understands and are registered
 with ``numba.extending.register_jitable``: Python code calls them as they are,
-and the batch kernels in :mod:`autoscale.bank` compile the very same source.
+and the batch kernels in :mod:`tfsched.autoscale.bank` compile the very same source.
 """
 
 from __future__ import annotations

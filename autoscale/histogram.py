@@ -7,7 +7,7 @@ This is the Kubernetes Vertical Pod Autoscaler recommender's
 and :class:`DecayingHistogram`.  Every number matches VPA's on linux/amd64:
 
 * bucket boundaries use Go's ``math.Log`` / ``math.Pow`` (see
-  :mod:`autoscale.gomath`), so a value that lands exactly on a boundary goes
+  :mod:`tfsched.autoscale.gomath`), so a value that lands exactly on a boundary goes
   to the same bucket and a percentile (the **end** of its bucket, never
   interpolated) is the same float;
 * a decaying sample's weight is multiplied by ``2**((t - ref) / halfLife)``
@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from autoscale.gomath import go_exp2, go_log, go_pow, go_round, ldexp
+from tfsched.autoscale.gomath import go_exp2, go_log, go_pow, go_round, ldexp
 
 MAX_CHECKPOINT_WEIGHT = 10000
 # VPA's maxDecayExponent: renormalise once the decay factor would pass 2**100.

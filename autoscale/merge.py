@@ -25,8 +25,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from autoscale.estimators import RESOURCES, Amounts, ResourceAmounts, ResourceName
-from autoscale.vertical import format_amount, proportional_limit
+from tfsched.autoscale.estimators import RESOURCES, Amounts, ResourceAmounts, ResourceName
+from tfsched.autoscale.vertical import format_amount, proportional_limit
 
 CAP_LABELS: dict[ResourceName, str] = {"tflops": "TFlops", "vram": "VRAM"}
 

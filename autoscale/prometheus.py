@@ -41,8 +41,7 @@ from typing import Annotated, Any, cast
 import aiohttp
 import orjson
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, field_validator
-
-from clustermodel.autoscaling_config import format_go_duration, parse_go_duration
+from tfsched.clustermodel.autoscaling_config import format_go_duration, parse_go_duration
 
 # The vGPU exporter's metric and label names: the one place they are spelled.
 TFLOPS_METRIC = "tensor_fusion_worker_compute_tflops"

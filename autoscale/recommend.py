@@ -1,9 +1,9 @@
 """One pure entry point: config + usage history + current state → a recommendation.
 
-:func:`recommend` runs the estimators (:mod:`autoscale.estimators`), the
-vertical decision (:mod:`autoscale.vertical`), the cron rules
-(:mod:`autoscale.cron`), the replica recommender (:mod:`autoscale.replicas`)
-and the merge (:mod:`autoscale.merge`), and returns a :class:`Recommendation`
+:func:`recommend` runs the estimators (:mod:`tfsched.autoscale.estimators`), the
+vertical decision (:mod:`tfsched.autoscale.vertical`), the cron rules
+(:mod:`tfsched.autoscale.cron`), the replica recommender (:mod:`tfsched.autoscale.replicas`)
+and the merge (:mod:`tfsched.autoscale.merge`), and returns a :class:`Recommendation`
 whose :meth:`Recommendation.to_status` is the TensorFusionWorkload status
 fragment in the CRD's camelCase:
 
@@ -20,7 +20,7 @@ fragment in the CRD's camelCase:
 No I/O and no clock: ``now`` is an argument, so is everything the cluster
 knows (current and original resources, the per-GPU cap, the previous status).
 Status quantities are exact: amounts are whole milli-TFLOPS and whole bytes
-(see :mod:`autoscale.estimators` for where they are truncated), written with
+(see :mod:`tfsched.autoscale.estimators` for where they are truncated), written with
 ``format_tflops`` and ``format_bytes``.
 
 What is applied: vertical proposals only when ``autoSetResources`` applies
@@ -37,18 +37,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 
-from autoscale.cron import CronEvaluation, evaluate_rules
-from autoscale.estimators import Amounts, Estimates, ResourceAmounts, UsageSummary, estimate
-from autoscale.merge import merge_resources
-from autoscale.replicas import ReplicaDecision, ReplicaState, recommend_replicas
-from autoscale.vertical import VerticalResult, decide_vertical, format_amount
-from clustermodel.annotations import (
+from tfsched.autoscale.cron import CronEvaluation, evaluate_rules
+from tfsched.autoscale.estimators import Amounts, Estimates, ResourceAmounts, UsageSummary, estimate
+from tfsched.autoscale.merge import merge_resources
+from tfsched.autoscale.replicas import ReplicaDecision, ReplicaState, recommend_replicas
+from tfsched.autoscale.vertical import VerticalResult, decide_vertical, format_amount
+from tfsched.clustermodel.annotations import (
     CONDITION_RECOMMENDATION_PROVIDED,
     REASON_OUT_OF_ESTIMATED_BOUND,
     REASON_RULE_ACTIVE,
     REASON_RULE_INACTIVE,
 )
-from clustermodel.autoscaling_config import AutoScalingConfig, CronScalingRule, Resources, ResourceValues
+from tfsched.clustermodel.autoscaling_config import AutoScalingConfig, CronScalingRule, Resources, ResourceValues
 
 # Not a TensorFusion reason: ours, for rules that cannot be evaluated together.
 REASON_CRON_RULE_CONFLICT = "CronScalingRuleConflict"
@@ -190,7 +190,7 @@ def recommend(
     is the per-GPU ceiling for scale-ups; ``previous`` carries the last
     status's active rule and conditions; cron expressions are read in ``tz``.
     ``estimates`` skips the estimators when the caller already has them (for
-    instance from :func:`autoscale.bank.estimate_all` for many workloads).
+    instance from :func:`tfsched.autoscale.bank.estimate_all` for many workloads).
     """
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")

@@ -34,7 +34,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from clustermodel.autoscaling_config import AutoSetReplicas
+from tfsched.clustermodel.autoscaling_config import AutoSetReplicas
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,8 @@ from datetime import timedelta
 from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
-
-from autoscale.prometheus import MetricsConfig
-from clustermodel.autoscaling_config import parse_go_duration
+from tfsched.autoscale.prometheus import MetricsConfig
+from tfsched.clustermodel.autoscaling_config import parse_go_duration
 
 
 def _duration(value: Any) -> timedelta:

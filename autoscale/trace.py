@@ -30,8 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-
-from clustermodel.quantity import QuantityError, parse_quantity
+from tfsched.clustermodel.quantity import QuantityError, parse_quantity
 
 COLUMNS = ("timestamp", "worker", "tflops", "vram")
 MAX_REPORTED_ERRORS = 20

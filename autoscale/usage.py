@@ -30,7 +30,7 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from autoscale.histogram import (
+from tfsched.autoscale.histogram import (
     DecayingHistogram,
     HistogramOptions,
     duration_ns,

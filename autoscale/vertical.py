@@ -23,8 +23,8 @@ request by at most that fraction of the current request — up to
 
 The condition message is TensorFusion's: ``TFLOPS scaled up due to (20)
 below lower bound (100), VRAM scaled down due to (40Gi) above upper bound
-(20Gi)``; values are formatted with :func:`clustermodel.quantity.format_tflops`
-and :func:`clustermodel.quantity.format_bytes`.
+(20Gi)``; values are formatted with :func:`tfsched.clustermodel.quantity.format_tflops`
+and :func:`tfsched.clustermodel.quantity.format_bytes`.
 """
 
 from __future__ import annotations
@@ -33,9 +33,9 @@ import math
 from dataclasses import dataclass, field
 from enum import IntEnum
 
-from autoscale.estimators import RESOURCES, TFLOPS_UNIT, Estimates, ResourceAmounts, ResourceName
-from clustermodel.autoscaling_config import AutoSetResources
-from clustermodel.quantity import format_bytes, format_tflops
+from tfsched.autoscale.estimators import RESOURCES, TFLOPS_UNIT, Estimates, ResourceAmounts, ResourceName
+from tfsched.clustermodel.autoscaling_config import AutoSetResources
+from tfsched.clustermodel.quantity import format_bytes, format_tflops
 
 LABELS: dict[ResourceName, str] = {"tflops": "TFLOPS", "vram": "VRAM"}
 

@@ -17,12 +17,11 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
-
-from autoscale.bank import HistogramBank, UsageBank, decide_all, estimate_all
-from autoscale.histogram import to_unix_ns
-from autoscale.recommend import recommend
-from autoscale.usage import TFLOPS_OPTIONS
-from clustermodel.autoscaling_config import AutoScalingConfig, Resources
+from tfsched.autoscale.bank import HistogramBank, UsageBank, decide_all, estimate_all
+from tfsched.autoscale.histogram import to_unix_ns
+from tfsched.autoscale.recommend import recommend
+from tfsched.autoscale.usage import TFLOPS_OPTIONS
+from tfsched.clustermodel.autoscaling_config import AutoScalingConfig, Resources
 
 GI = 2**30
 START = datetime(2025, 10, 1, tzinfo=UTC)

@@ -4,7 +4,7 @@ Goal: ≤ 5 s per interval and ≤ 1 GB of memory.
 
 Setup, all synthetic and deterministic (``--seed``):
 
-- a :class:`~extender.state.ClusterState` built in memory: N nodes × 8 GPUs
+- a :class:`~tfsched.extender.state.ClusterState` built in memory: N nodes × 8 GPUs
   (312 TFLOPS, 80 GiB each), ``--workloads`` TensorFusionWorkloads with
   ``autoSetResources {enable: true, targetResource: all, confidenceInterval: 1h}``
   and 2 worker pods each, bound to GPUs with room (one pod per GPU by default),
@@ -70,18 +70,17 @@ from typing import Any
 
 import orjson
 import psutil
-
-from autoscale.bank import UsageBank
-from autoscale.controller import Autoscaler, Clock
-from autoscale.prometheus import MetricsConfig, PrometheusSource, parse_duration
-from autoscale.recommend import recommend
-from autoscale.settings import AutoscaleSettings
-from clustermodel import annotations as ann
-from clustermodel.autoscaling_config import AutoScalingConfig, Resources
-from clustermodel.cache import EventType, Kind
-from clustermodel.kube import KubeApiError, PatchType
-from clustermodel.objects import gpu_name, gpu_object, gpu_pod, node_object
-from extender.state import ClusterState
+from tfsched.autoscale.bank import UsageBank
+from tfsched.autoscale.controller import Autoscaler, Clock
+from tfsched.autoscale.prometheus import MetricsConfig, PrometheusSource, parse_duration
+from tfsched.autoscale.recommend import recommend
+from tfsched.autoscale.settings import AutoscaleSettings
+from tfsched.clustermodel import annotations as ann
+from tfsched.clustermodel.autoscaling_config import AutoScalingConfig, Resources
+from tfsched.clustermodel.cache import EventType, Kind
+from tfsched.clustermodel.kube import KubeApiError, PatchType
+from tfsched.clustermodel.objects import gpu_name, gpu_object, gpu_pod, node_object
+from tfsched.extender.state import ClusterState
 
 GiB = 2**30
 GOAL_SECONDS = 5.0

@@ -17,8 +17,7 @@ import statistics
 import time
 
 import orjson
-
-from autoscale.prometheus import NAMESPACE_LABEL, POD_LABEL, SampleMerger
+from tfsched.autoscale.prometheus import NAMESPACE_LABEL, POD_LABEL, SampleMerger
 
 START = 1_760_000_000.0
 

@@ -46,16 +46,15 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import tfsched.devcluster.cluster as devcluster_module
 import yaml
-
-import devcluster.cluster as devcluster_module
-from clustermodel import annotations as ann
-from clustermodel.kube import KubeApiError, KubeClient
-from clustermodel.objects import gpu_pod
-from clustermodel.quantity import parse_quantity
-from devcluster.binaries import ensure_binaries
-from devcluster.cluster import DevCluster
-from devcluster.spec import ClusterSpec
+from tfsched.clustermodel import annotations as ann
+from tfsched.clustermodel.kube import KubeApiError, KubeClient
+from tfsched.clustermodel.objects import gpu_pod
+from tfsched.clustermodel.quantity import parse_quantity
+from tfsched.devcluster.binaries import ensure_binaries
+from tfsched.devcluster.cluster import DevCluster
+from tfsched.devcluster.spec import ClusterSpec
 
 GiB = 2**30
 GPU_TFLOPS, GPU_VRAM = 312, "80Gi"

@@ -11,7 +11,7 @@ not know are ignored, as the API server would prune them.
 Percentiles and fractions accept numbers or numeric strings (upstream stores
 them as strings); durations accept Go duration strings such as ``24h``,
 ``30m``, ``1h30m`` or ``500ms``; quantities go through
-:func:`clustermodel.quantity.parse_quantity`.  Every validation error names
+:func:`tfsched.clustermodel.quantity.parse_quantity`.  Every validation error names
 the offending field.
 
 tfsched extensions (absent upstream, all optional): ``autoSetResources.maxStepFraction``
@@ -36,8 +36,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-
-from clustermodel.quantity import QuantityError, format_bytes, format_tflops, parse_quantity
+from tfsched.clustermodel.quantity import QuantityError, format_bytes, format_tflops, parse_quantity
 
 # ---------------------------------------------------------------------------
 # Scalar field types

@@ -15,8 +15,7 @@ from typing import Any
 
 import orjson
 import yaml
-
-from clustermodel import annotations as ann
+from tfsched.clustermodel import annotations as ann
 
 Obj = dict[str, Any]
 Key = tuple[str, str]  # (namespace, name); namespace "" for cluster-scoped kinds

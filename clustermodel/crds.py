@@ -2,7 +2,7 @@
 
 The CRD manifests live in ``deploy/crds/`` (:func:`crd_paths`); these pydantic
 models cover the parts the Python side reads.  Quantities become floats in base
-units through :func:`clustermodel.quantity.parse_quantity` (TFLOPS, bytes).
+units through :func:`tfsched.clustermodel.quantity.parse_quantity` (TFLOPS, bytes).
 Field names follow the Kubernetes JSON (camelCase aliases); unknown fields are
 ignored so newer upstream objects still parse.
 
@@ -19,10 +19,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
-
-from clustermodel import annotations as ann
-from clustermodel.autoscaling_config import AutoScalingConfig, CronScalingRule, Resources, ResourceValues
-from clustermodel.quantity import parse_quantity
+from tfsched.clustermodel import annotations as ann
+from tfsched.clustermodel.autoscaling_config import AutoScalingConfig, CronScalingRule, Resources, ResourceValues
+from tfsched.clustermodel.quantity import parse_quantity
 
 __all__ = [
     "GPU",
@@ -216,7 +215,7 @@ class WorkloadSpec(CRModel):
     """The spec shared by TensorFusionWorkload and WorkloadProfile.
 
     ``resources`` and ``autoScalingConfig`` are the models of
-    :mod:`clustermodel.autoscaling_config` (which also accepts upstream's
+    :mod:`tfsched.clustermodel.autoscaling_config` (which also accepts upstream's
     lower-case percentile spellings).
     """
 

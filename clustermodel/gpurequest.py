@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from clustermodel import annotations as ann
-from clustermodel.quantity import QuantityError, parse_quantity
+from tfsched.clustermodel import annotations as ann
+from tfsched.clustermodel.quantity import QuantityError, parse_quantity
 
 MAX_GPU_COUNT = 128
 

@@ -14,9 +14,9 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from clustermodel import annotations as ann
-from clustermodel.cache import ClusterCache, EventType, Kind, Obj, key_of
-from clustermodel.kube import KubeApiError, KubeClient
+from tfsched.clustermodel import annotations as ann
+from tfsched.clustermodel.cache import ClusterCache, EventType, Kind, Obj, key_of
+from tfsched.clustermodel.kube import KubeApiError, KubeClient
 
 log = logging.getLogger(__name__)
 

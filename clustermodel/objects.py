@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from clustermodel import annotations as ann
-from clustermodel.quantity import format_bytes, format_tflops
+from tfsched.clustermodel import annotations as ann
+from tfsched.clustermodel.quantity import format_bytes, format_tflops
 
 Obj = dict[str, Any]
 

@@ -7,8 +7,7 @@ import time
 from pathlib import Path
 
 import click
-
-from devcluster.binaries import REPO
+from tfsched.devcluster.binaries import REPO
 
 DEFAULT_DIR = Path(os.environ.get("TFSCHED_DEVCLUSTER_DIR", ".devcluster"))
 DEFAULT_SPEC = REPO / "examples" / "cluster.yaml"
@@ -29,10 +28,10 @@ def _say(message: str) -> None:
 
 
 def _up(root: Path, spec_path: Path, autoscale_interval: str = "1m") -> None:
-    from clustermodel.yamlfile import YamlFileError
-    from devcluster.binaries import BinariesError, ensure_binaries
-    from devcluster.cluster import DevCluster, DevClusterError
-    from devcluster.spec import load_spec
+    from tfsched.clustermodel.yamlfile import YamlFileError
+    from tfsched.devcluster.binaries import BinariesError, ensure_binaries
+    from tfsched.devcluster.cluster import DevCluster, DevClusterError
+    from tfsched.devcluster.spec import load_spec
 
     try:
         spec = load_spec(spec_path)
@@ -80,7 +79,7 @@ def up(root: Path, spec_path: Path) -> None:
 @dir_option
 def down(root: Path) -> None:
     """Stop exactly the processes 'up' started and remove the state folder."""
-    from devcluster.cluster import DevCluster, DevClusterError
+    from tfsched.devcluster.cluster import DevCluster, DevClusterError
 
     try:
         cluster = DevCluster.load(root.resolve())
@@ -93,7 +92,7 @@ def down(root: Path) -> None:
 @dir_option
 def status(root: Path) -> None:
     """Which processes run, with their log files."""
-    from devcluster.cluster import DevCluster, DevClusterError
+    from tfsched.devcluster.cluster import DevCluster, DevClusterError
 
     try:
         cluster = DevCluster.load(root.resolve())
@@ -107,7 +106,7 @@ def status(root: Path) -> None:
 @dir_option
 def env(root: Path) -> None:
     """Shell exports for kubectl against the cluster: eval "$(tfsched devcluster env)"."""
-    from devcluster.cluster import DevCluster, DevClusterError
+    from tfsched.devcluster.cluster import DevCluster, DevClusterError
 
     try:
         click.echo(DevCluster.load(root.resolve()).env(), nl=False)
@@ -137,8 +136,8 @@ def demo(root: Path, timeout: int) -> None:
     """Bring the devcluster up (if needed), apply the demo workloads, show where
     each pod landed and on which GPUs, then feed synthetic GPU usage and show the
     autoscaler's recommendation being applied."""
-    from devcluster.cluster import DevCluster, DevClusterError
-    from devcluster.processes import wait_until
+    from tfsched.devcluster.cluster import DevCluster, DevClusterError
+    from tfsched.devcluster.processes import wait_until
 
     root = root.resolve()
     if not (root / "state.json").exists():

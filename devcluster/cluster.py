@@ -20,10 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
-from devcluster import processes
-from devcluster.binaries import REPO
-from devcluster.processes import ProcessRecord
+from tfsched.devcluster import processes
+from tfsched.devcluster.binaries import REPO
+from tfsched.devcluster.processes import ProcessRecord
 
 SCHEDULER_CONFIG = REPO / "config" / "scheduler-config.yaml"
 CRD_DIR = REPO / "deploy" / "crds"
@@ -293,7 +292,7 @@ class DevCluster:
         return self.root / "tfsched.yaml"
 
     def _start_metrics(self, say) -> None:
-        from devcluster.usage_exporter import start_usage_exporter
+        from tfsched.devcluster.usage_exporter import start_usage_exporter
 
         say(f"starting the usage exporter on {self.usage_url} and Prometheus on {self.prometheus_url}")
         self.records["usage-exporter"] = start_usage_exporter(self.ports["exporter"], self.log("usage-exporter"))
@@ -302,7 +301,7 @@ class DevCluster:
 
     def start_prometheus(self) -> None:
         """Start (or restart, keeping its data) Prometheus scraping the usage exporter every second."""
-        from devcluster.prometheus import start_prometheus
+        from tfsched.devcluster.prometheus import start_prometheus
 
         self.records["prometheus"] = start_prometheus(
             self.root,
@@ -374,7 +373,7 @@ class DevCluster:
         say("starting the fake kubelet")
         self._start(
             "fake-kubelet",
-            [sys.executable, "-m", "devcluster.kubelet", f"--kubeconfig={self.kubeconfig}"],
+            [sys.executable, "-m", "tfsched.devcluster.kubelet", f"--kubeconfig={self.kubeconfig}"],
         )
 
     # -- nodes -------------------------------------------------------------------
@@ -383,7 +382,7 @@ class DevCluster:
         """Create fake nodes and their GPU objects (status included)."""
         import asyncio
 
-        from devcluster.nodes import create_nodes_and_gpus
+        from tfsched.devcluster.nodes import create_nodes_and_gpus
 
         asyncio.run(create_nodes_and_gpus(str(self.kubeconfig), nodes, gpus))
 

@@ -14,7 +14,7 @@ import asyncio
 import logging
 from datetime import UTC, datetime
 
-from clustermodel.kube import KubeApiError, KubeClient, PatchType, pod_path
+from tfsched.clustermodel.kube import KubeApiError, KubeClient, PatchType, pod_path
 
 log = logging.getLogger("fake-kubelet")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from clustermodel import annotations as ann
-from clustermodel.kube import KubeApiError, KubeClient, PatchType
+from tfsched.clustermodel import annotations as ann
+from tfsched.clustermodel.kube import KubeApiError, KubeClient, PatchType
 
 GPUS_PATH = f"/apis/{ann.GROUP_VERSION}/{ann.GPU_PLURAL}"
 

@@ -11,9 +11,8 @@ import shutil
 from pathlib import Path
 
 import yaml
-
-from devcluster import processes
-from devcluster.processes import ProcessRecord
+from tfsched.devcluster import processes
+from tfsched.devcluster.processes import ProcessRecord
 
 JOB_NAME = "tfsched-usage"
 DEBIAN_BINARY = Path("/usr/bin/prometheus")

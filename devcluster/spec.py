@@ -6,10 +6,9 @@ from pathlib import Path
 from typing import Annotated
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
-
-from clustermodel.objects import Obj, gpu_object, node_object
-from clustermodel.quantity import parse_quantity
-from clustermodel.yamlfile import load_yaml_model
+from tfsched.clustermodel.objects import Obj, gpu_object, node_object
+from tfsched.clustermodel.quantity import parse_quantity
+from tfsched.clustermodel.yamlfile import load_yaml_model
 
 Quantity = Annotated[float, BeforeValidator(parse_quantity)]
 
@@ -57,5 +56,5 @@ class ClusterSpec(BaseModel):
 
 
 def load_spec(path: Path) -> ClusterSpec:
-    """Raises :class:`clustermodel.yamlfile.YamlFileError` naming the field."""
+    """Raises :class:`tfsched.clustermodel.yamlfile.YamlFileError` naming the field."""
     return load_yaml_model(path, ClusterSpec, "cluster spec")

@@ -1,7 +1,7 @@
 """A synthetic vGPU usage exporter for the end-to-end tests and the demo.
 
 Serves the two gauges a vGPU exporter reports, one series per (namespace,
-pod, GPU), with the names :mod:`autoscale.prometheus` queries:
+pod, GPU), with the names :mod:`tfsched.autoscale.prometheus` queries:
 
 * ``GET /metrics`` — Prometheus text exposition format (0.0.4);
 * ``PUT /usage`` — set one series, or a list of them:
@@ -15,7 +15,7 @@ pod, GPU), with the names :mod:`autoscale.prometheus` queries:
 
 Bad requests get HTTP 400 with ``{"error": ...}`` naming the field.
 
-Run: ``python -m devcluster.usage_exporter --port P [--host 127.0.0.1]``.
+Run: ``python -m tfsched.devcluster.usage_exporter --port P [--host 127.0.0.1]``.
 """
 
 from __future__ import annotations
@@ -29,11 +29,10 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-
-from autoscale.prometheus import GPU_LABEL, NAMESPACE_LABEL, POD_LABEL, TFLOPS_METRIC, VRAM_METRIC
-from clustermodel.quantity import QuantityError, parse_quantity
-from devcluster import processes
-from devcluster.processes import ProcessRecord
+from tfsched.autoscale.prometheus import GPU_LABEL, NAMESPACE_LABEL, POD_LABEL, TFLOPS_METRIC, VRAM_METRIC
+from tfsched.clustermodel.quantity import QuantityError, parse_quantity
+from tfsched.devcluster import processes
+from tfsched.devcluster.processes import ProcessRecord
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 TFLOPS_HELP = "TFLOPS a worker uses on one GPU."
@@ -247,12 +246,14 @@ def create_app(store: UsageStore | None = None) -> web.Application:
 
 def start_usage_exporter(port: int, log: Path, *, host: str = "127.0.0.1", timeout: float = 15.0) -> ProcessRecord:
     """Run the exporter as its own process and wait until it answers ``/healthz``."""
-    argv = [sys.executable, "-m", "devcluster.usage_exporter", "--host", host, "--port", str(port)]
+    argv = [sys.executable, "-m", "tfsched.devcluster.usage_exporter", "--host", host, "--port", str(port)]
     return processes.start_until_ready("usage-exporter", argv, log, f"http://{host}:{port}/healthz", timeout=timeout)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m devcluster.usage_exporter", description="synthetic vGPU usage")
+    parser = argparse.ArgumentParser(
+        prog="python -m tfsched.devcluster.usage_exporter", description="synthetic vGPU usage"
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args(argv)

@@ -22,13 +22,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-
-from clustermodel import annotations as ann
-from clustermodel.gpurequest import GPURequest, RequestError, parse_gpu_request
-from clustermodel.quantity import format_bytes
-from scoring.inventory import GPUSpec, Inventory, tflops_units, vram_units
-from scoring.kernels import pick_gpus_numba
-from scoring.modes import DEFAULT_TFLOPS_WEIGHT, DEFAULT_VRAM_WEIGHT, PlacementMode
+from tfsched.clustermodel import annotations as ann
+from tfsched.clustermodel.gpurequest import GPURequest, RequestError, parse_gpu_request
+from tfsched.clustermodel.quantity import format_bytes
+from tfsched.scoring.inventory import GPUSpec, Inventory, tflops_units, vram_units
+from tfsched.scoring.kernels import pick_gpus_numba
+from tfsched.scoring.modes import DEFAULT_TFLOPS_WEIGHT, DEFAULT_VRAM_WEIGHT, PlacementMode
 
 TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
 

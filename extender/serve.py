@@ -14,18 +14,18 @@ from typing import TYPE_CHECKING
 
 import orjson
 from aiohttp import web
-
-from clustermodel.cache import Kind, read_snapshot
-from clustermodel.informer import RESOURCES, Informer
-from clustermodel.kube import KubeClient
-from extender.app import create_app
-from extender.bind import ApiPodWriter, Binder, MemoryPodWriter
-from extender.state import ClusterState, keep_pod
-from scoring.kernels import warm_up
+from tfsched.clustermodel.cache import Kind, read_snapshot
+from tfsched.clustermodel.informer import RESOURCES, Informer
+from tfsched.clustermodel.kube import KubeClient
+from tfsched.extender.app import create_app
+from tfsched.extender.bind import ApiPodWriter, Binder, MemoryPodWriter
+from tfsched.extender.state import ClusterState, keep_pod
+from tfsched.scoring.kernels import warm_up
 
 if TYPE_CHECKING:
-    from autoscale.controller import Autoscaler
-    from clustermodel.leader import LeaderElector
+    from tfsched.autoscale.controller import Autoscaler
+    from tfsched.clustermodel.leader import LeaderElector
+
     from tfsched.config import ServeConfig
 
 log = logging.getLogger(__name__)
@@ -135,9 +135,9 @@ async def build_server(
     server = Server(state, Binder(state, ApiPodWriter(client)), client=client, test_hooks=test_hooks)
     settings = config.autoscaling
     if settings.enabled:
-        from autoscale.controller import Autoscaler
-        from autoscale.prometheus import PrometheusSource
-        from clustermodel.leader import LeaderElector
+        from tfsched.autoscale.controller import Autoscaler
+        from tfsched.autoscale.prometheus import PrometheusSource
+        from tfsched.clustermodel.leader import LeaderElector
 
         server.autoscaler = Autoscaler(state, client, PrometheusSource(settings.metrics), settings)
         election = settings.leader_election

@@ -14,8 +14,7 @@ from typing import Any
 
 import numpy as np
 import orjson
-
-from extender.nodelist import NodeList
+from tfsched.extender.nodelist import NodeList
 
 
 class WireError(ValueError):

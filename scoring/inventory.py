@@ -4,7 +4,7 @@ One slot per GPU (capacity, usage, eligibility codes) and one row per node
 listing its GPU slots, so the kernels index plain arrays.  Names map to
 indices through dicts kept beside the arrays; slots of deleted GPUs are
 reused.  Units: TFLOPS in milli-TFLOPS, VRAM in bytes, both whole numbers
-held in float64 (see :mod:`scoring.kernels`).
+held in float64 (see :mod:`tfsched.scoring.kernels`).
 
 The inventory holds *capacity and usage numbers only*.  Who holds which share
 is the ledger's business (``extender.ledger``), which is the one writer of

@@ -19,11 +19,10 @@ from typing import Any
 import pytest
 import yaml
 from pydantic import ValidationError
-
-from clustermodel import annotations as ann
-from clustermodel import crds
-from clustermodel.autoscaling_config import AutoScalingConfig
-from clustermodel.quantity import parse_quantity
+from tfsched.clustermodel import annotations as ann
+from tfsched.clustermodel import crds
+from tfsched.clustermodel.autoscaling_config import AutoScalingConfig
+from tfsched.clustermodel.quantity import parse_quantity
 
 ROOT = Path(__file__).resolve().parent.parent
 CRD_DIR = ROOT / "deploy" / "crds"

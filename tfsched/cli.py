@@ -49,10 +49,10 @@ def serve(
 ) -> None:
     """Serve the scheduler extender (filter, prioritize, bind) and, against a
     cluster, the autoscale loop (on the leader)."""
-    from clustermodel.cache import SnapshotError
-    from clustermodel.yamlfile import YamlFileError
-    from extender.serve import build_server, serve_forever
+    from tfsched.clustermodel.cache import SnapshotError
+    from tfsched.clustermodel.yamlfile import YamlFileError
     from tfsched.config import load_config
+    from tfsched.extender.serve import build_server, serve_forever
 
     try:
         config = load_config(config_path)
@@ -73,11 +73,11 @@ def serve(
 
 def _add_commands() -> None:
     """Commands whose modules live in other packages."""
-    from devcluster.cli import demo, devcluster
+    from tfsched.devcluster.cli import demo, devcluster
 
     main.add_command(devcluster)
     main.add_command(demo)
-    from autoscale.cli import recommend_command
+    from tfsched.autoscale.cli import recommend_command
 
     main.add_command(recommend_command, "recommend")
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from autoscale.settings import AutoscaleSettings
-from clustermodel.yamlfile import load_yaml_model
-from extender.config import SchedulingConfig
+from tfsched.autoscale.settings import AutoscaleSettings
+from tfsched.clustermodel.yamlfile import load_yaml_model
+from tfsched.extender.config import SchedulingConfig
 
 
 class ServeConfig(BaseModel):
@@ -18,5 +18,5 @@ class ServeConfig(BaseModel):
 
 
 def load_config(path: Path | None) -> ServeConfig:
-    """Raises :class:`clustermodel.yamlfile.YamlFileError` naming the field."""
+    """Raises :class:`tfsched.clustermodel.yamlfile.YamlFileError` naming the field."""
     return ServeConfig() if path is None else load_yaml_model(path, ServeConfig, "tfsched config")

@@ -8,13 +8,12 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from autoscale.bank import NONE_NS, HistogramBank, UsageBank, decide_all, estimate_all
-from autoscale.estimators import Amounts, ResourceAmounts, estimate
-from autoscale.histogram import DecayingHistogram, to_unix_ns
-from autoscale.usage import TFLOPS_OPTIONS, VRAM_OPTIONS, WorkloadUsage
-from autoscale.vertical import decide_vertical
-from clustermodel.autoscaling_config import AutoSetResources
+from tfsched.autoscale.bank import NONE_NS, HistogramBank, UsageBank, decide_all, estimate_all
+from tfsched.autoscale.estimators import Amounts, ResourceAmounts, estimate
+from tfsched.autoscale.histogram import DecayingHistogram, to_unix_ns
+from tfsched.autoscale.usage import TFLOPS_OPTIONS, VRAM_OPTIONS, WorkloadUsage
+from tfsched.autoscale.vertical import decide_vertical
+from tfsched.clustermodel.autoscaling_config import AutoSetResources
 
 T0 = to_unix_ns(datetime(2025, 6, 1, 7, 13, tzinfo=UTC))
 HOUR_NS = 3600 * 10**9

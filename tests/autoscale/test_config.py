@@ -7,8 +7,7 @@ from datetime import timedelta
 import pytest
 import yaml
 from pydantic import ValidationError
-
-from clustermodel.autoscaling_config import (
+from tfsched.clustermodel.autoscaling_config import (
     AutoScalingConfig,
     AutoSetReplicas,
     AutoSetResources,

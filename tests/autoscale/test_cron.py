@@ -7,11 +7,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from pydantic import ValidationError
-
-from autoscale.cron import MULTIPLE_ACTIVE_ERROR, evaluate_rules, is_active
-from autoscale.recommend import PreviousStatus, recommend
-from autoscale.usage import WorkloadUsage
-from clustermodel.autoscaling_config import AutoScalingConfig, CronScalingRule, Resources, ResourceValues
+from tfsched.autoscale.cron import MULTIPLE_ACTIVE_ERROR, evaluate_rules, is_active
+from tfsched.autoscale.recommend import PreviousStatus, recommend
+from tfsched.autoscale.usage import WorkloadUsage
+from tfsched.clustermodel.autoscaling_config import AutoScalingConfig, CronScalingRule, Resources, ResourceValues
 
 # 2025-10-09 is a Thursday.
 THURSDAY = datetime(2025, 10, 9, 9, 16, 46, tzinfo=UTC)

@@ -5,15 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-
-from autoscale.histogram import (
+from tfsched.autoscale.histogram import (
     DecayingHistogram,
     HistogramOptions,
     from_unix_ns,
     go_round_time_ns,
     to_unix_ns,
 )
-from autoscale.usage import TFLOPS_OPTIONS, VRAM_OPTIONS
+from tfsched.autoscale.usage import TFLOPS_OPTIONS, VRAM_OPTIONS
 
 VALUE_EPSILON = 1e-15
 OPTIONS = HistogramOptions.linear(10.0, 1.0, 1e-15)

@@ -7,8 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pytest
-
-from autoscale.estimators import (
+from tfsched.autoscale.estimators import (
     MAX_RESOURCE_AMOUNT,
     Amounts,
     ConfidenceMultiplier,
@@ -22,9 +21,9 @@ from autoscale.estimators import (
     estimate,
     go_minutes,
 )
-from autoscale.histogram import Histogram, HistogramOptions
-from autoscale.usage import WorkloadUsage
-from clustermodel.autoscaling_config import AutoSetResources
+from tfsched.autoscale.histogram import Histogram, HistogramOptions
+from tfsched.autoscale.usage import WorkloadUsage
+from tfsched.clustermodel.autoscaling_config import AutoSetResources
 
 # VPA's CPU (cores) and memory options stand in for TFLOPS and VRAM: same code path.
 CPU_OPTIONS = HistogramOptions.exponential(1000.0, 0.01, 1.05, 1e-4)

@@ -5,9 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-
-from autoscale.gomath import go_exp2, go_log, go_pow, go_round
-from autoscale.histogram import MAX_CHECKPOINT_WEIGHT, CheckpointError, Histogram, HistogramOptions
+from tfsched.autoscale.gomath import go_exp2, go_log, go_pow, go_round
+from tfsched.autoscale.histogram import MAX_CHECKPOINT_WEIGHT, CheckpointError, Histogram, HistogramOptions
 
 VALUE_EPSILON = 1e-15
 WEIGHT_EPSILON = 1e-15

@@ -5,9 +5,8 @@ from __future__ import annotations
 import math
 
 import pytest
-
-from autoscale.histogram import HistogramOptions
-from autoscale.usage import TFLOPS_OPTIONS, VRAM_OPTIONS
+from tfsched.autoscale.histogram import HistogramOptions
+from tfsched.autoscale.usage import TFLOPS_OPTIONS, VRAM_OPTIONS
 
 EPSILON = 0.001
 

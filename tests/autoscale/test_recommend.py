@@ -5,15 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
-
-from autoscale.bank import UsageBank, estimate_all
-from autoscale.estimators import Amounts, ResourceAmounts
-from autoscale.histogram import to_unix_ns
-from autoscale.merge import merge_resources
-from autoscale.recommend import PreviousStatus, recommend
-from autoscale.replicas import ReplicaState
-from autoscale.usage import WorkloadUsage
-from clustermodel.autoscaling_config import AutoScalingConfig, Resources, ResourceValues
+from tfsched.autoscale.bank import UsageBank, estimate_all
+from tfsched.autoscale.estimators import Amounts, ResourceAmounts
+from tfsched.autoscale.histogram import to_unix_ns
+from tfsched.autoscale.merge import merge_resources
+from tfsched.autoscale.recommend import PreviousStatus, recommend
+from tfsched.autoscale.replicas import ReplicaState
+from tfsched.autoscale.usage import WorkloadUsage
+from tfsched.clustermodel.autoscaling_config import AutoScalingConfig, Resources, ResourceValues
 
 GI = 2**30
 NOW = datetime(2025, 10, 9, 9, 16, 46, tzinfo=UTC)  # a Thursday

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from tfsched.autoscale.cli import recommend_command
+from tfsched.autoscale.trace import TraceError, parse_trace, read_trace
+from tfsched.clustermodel.quantity import format_bytes, format_tflops
 
-from autoscale.cli import recommend_command
-from autoscale.trace import TraceError, parse_trace, read_trace
-from clustermodel.quantity import format_bytes, format_tflops
 from tfsched.cli import main
 
 GI = 2**30

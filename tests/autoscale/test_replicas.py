@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from autoscale.replicas import ReplicaState, observed_utilization, recommend_replicas, step_size
-from clustermodel.autoscaling_config import AutoSetReplicas
+from tfsched.autoscale.replicas import ReplicaState, observed_utilization, recommend_replicas, step_size
+from tfsched.clustermodel.autoscaling_config import AutoSetReplicas
 
 NOW = datetime(2025, 10, 9, 12, 0, tzinfo=UTC)
 

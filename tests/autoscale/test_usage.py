@@ -6,9 +6,8 @@ import math
 from datetime import UTC, datetime, timedelta
 
 import pytest
-
-from autoscale.histogram import to_unix_ns
-from autoscale.usage import TFLOPS_SAMPLE_WEIGHT, WorkloadUsage, next_window_end
+from tfsched.autoscale.histogram import to_unix_ns
+from tfsched.autoscale.usage import TFLOPS_SAMPLE_WEIGHT, WorkloadUsage, next_window_end
 
 T0 = datetime(2025, 3, 1, tzinfo=UTC)
 DAY = timedelta(hours=24)

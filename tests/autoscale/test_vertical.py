@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from autoscale.estimators import Amounts, Estimates, ResourceAmounts
-from autoscale.vertical import Action, decide_vertical, proportional_limit, step_capped
-from clustermodel.autoscaling_config import AutoSetResources, Resources
+from tfsched.autoscale.estimators import Amounts, Estimates, ResourceAmounts
+from tfsched.autoscale.vertical import Action, decide_vertical, proportional_limit, step_capped
+from tfsched.clustermodel.autoscaling_config import AutoSetResources, Resources
 
 GI = 2**30
 

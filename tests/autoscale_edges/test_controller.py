@@ -10,16 +10,15 @@ import copy
 from datetime import UTC, datetime, timedelta
 
 import pytest
-
-from autoscale.controller import Autoscaler, Clock
-from autoscale.prometheus import MetricsUnavailable, UsageSample
-from autoscale.settings import AutoscaleSettings
-from clustermodel import annotations as ann
-from clustermodel.cache import EventType, Kind
-from clustermodel.gpurequest import parse_gpu_request
-from clustermodel.kube import KubeApiError
-from clustermodel.objects import gpu_object, gpu_pod, node_object
-from extender.state import ClusterState
+from tfsched.autoscale.controller import Autoscaler, Clock
+from tfsched.autoscale.prometheus import MetricsUnavailable, UsageSample
+from tfsched.autoscale.settings import AutoscaleSettings
+from tfsched.clustermodel import annotations as ann
+from tfsched.clustermodel.cache import EventType, Kind
+from tfsched.clustermodel.gpurequest import parse_gpu_request
+from tfsched.clustermodel.kube import KubeApiError
+from tfsched.clustermodel.objects import gpu_object, gpu_pod, node_object
+from tfsched.extender.state import ClusterState
 
 GiB = 2**30
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
@@ -137,7 +136,7 @@ def _setup(target: str = "all", *, gpu_vram: str = "80Gi", filler_vram: str | No
         pod["metadata"]["resourceVersion"] = "1"
     if filler_vram:
         pods.append(gpu_pod("filler", namespace="ns", vram=filler_vram, node="n0", gpu_ids=["n0-gpu-0"], uid="f"))
-    from clustermodel.quantity import parse_quantity
+    from tfsched.clustermodel.quantity import parse_quantity
 
     gpus = [gpu_object("n0", i, tflops=312, vram=parse_quantity(gpu_vram)) for i in range(2)]
     state.load({Kind.NODE: [node_object("n0")], Kind.GPU: gpus, Kind.POD: pods, Kind.WORKLOAD: [_workload(target)]})
@@ -263,7 +262,7 @@ async def test_unreadable_checkpoint_starts_afresh(bad):
 
 
 async def test_batch_estimates_equal_the_per_workload_estimators():
-    from autoscale.estimators import estimate
+    from tfsched.autoscale.estimators import estimate
 
     _state, _kube, source, loop, _ = _setup(target="")
     source.pending = _usage(6, 3 * GiB) + _usage(9, 5 * GiB, minutes=7)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import copy
 from datetime import timedelta
 
-from clustermodel.kube import KubeApiError
-from clustermodel.leader import LeaderElector
+from tfsched.clustermodel.kube import KubeApiError
+from tfsched.clustermodel.leader import LeaderElector
 
 
 class LeaseStore:

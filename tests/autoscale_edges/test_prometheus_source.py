@@ -15,8 +15,7 @@ import aiohttp
 import orjson
 import pytest
 from aiohttp import web
-
-from autoscale.prometheus import (
+from tfsched.autoscale.prometheus import (
     DEFAULT_TFLOPS_QUERY,
     DEFAULT_VRAM_QUERY,
     MAX_STEPS_PER_QUERY,
@@ -32,7 +31,7 @@ from autoscale.prometheus import (
     parse_duration,
     split_range,
 )
-from devcluster.processes import free_port
+from tfsched.devcluster.processes import free_port
 
 T0 = 1_760_000_000  # 2025-10-09T08:53:20Z
 GI = 2**30

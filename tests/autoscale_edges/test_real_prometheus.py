@@ -20,12 +20,17 @@ from pathlib import Path
 import aiohttp
 import pytest
 import yaml
-
-from autoscale.prometheus import REASON_UNREACHABLE, MetricsConfig, MetricsUnavailable, PrometheusSource, UsageSample
-from devcluster import processes
-from devcluster.processes import ProcessRecord
-from devcluster.prometheus import prometheus_binary, start_prometheus, write_config
-from devcluster.usage_exporter import start_usage_exporter
+from tfsched.autoscale.prometheus import (
+    REASON_UNREACHABLE,
+    MetricsConfig,
+    MetricsUnavailable,
+    PrometheusSource,
+    UsageSample,
+)
+from tfsched.devcluster import processes
+from tfsched.devcluster.processes import ProcessRecord
+from tfsched.devcluster.prometheus import prometheus_binary, start_prometheus, write_config
+from tfsched.devcluster.usage_exporter import start_usage_exporter
 
 GI = 2**30
 

@@ -6,9 +6,8 @@ from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-
-from autoscale.prometheus import TFLOPS_METRIC, VRAM_METRIC
-from devcluster.usage_exporter import CONTENT_TYPE, UsageStore, create_app, format_value
+from tfsched.autoscale.prometheus import TFLOPS_METRIC, VRAM_METRIC
+from tfsched.devcluster.usage_exporter import CONTENT_TYPE, UsageStore, create_app, format_value
 
 HEADER_TFLOPS = (
     "# HELP tensor_fusion_worker_compute_tflops TFLOPS a worker uses on one GPU.\n"

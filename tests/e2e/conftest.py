@@ -16,11 +16,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from clustermodel.objects import gpu_pod
-from devcluster.binaries import ensure_binaries
-from devcluster.cluster import DevCluster
-from devcluster.spec import ClusterSpec
+from tfsched.clustermodel.objects import gpu_pod
+from tfsched.devcluster.binaries import ensure_binaries
+from tfsched.devcluster.cluster import DevCluster
+from tfsched.devcluster.spec import ClusterSpec
 
 # 4 small nodes × 2 GPUs and 2 big nodes × 4 GPUs.
 E2E_SPEC = {

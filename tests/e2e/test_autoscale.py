@@ -9,9 +9,8 @@ import time
 from datetime import UTC, datetime
 
 import pytest
-
-from clustermodel import annotations as ann
-from clustermodel.gpurequest import parse_gpu_request
+from tfsched.clustermodel import annotations as ann
+from tfsched.clustermodel.gpurequest import parse_gpu_request
 
 from .conftest import Cluster, clear_usage, set_clock, set_usage, tick
 from .test_scheduling import assert_no_overcommit, bound, gpu_ids
@@ -274,7 +273,7 @@ def test_recommendation_that_no_longer_fits_reschedules_the_pod(cluster: Cluster
 
 
 def _free_vram(cluster: Cluster, gpu: str) -> float:
-    from clustermodel.quantity import parse_quantity
+    from tfsched.clustermodel.quantity import parse_quantity
 
     capacity = parse_quantity(cluster.gpus()[gpu]["status"]["capacity"]["vram"])
     used = 0.0

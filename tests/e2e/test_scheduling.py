@@ -7,10 +7,9 @@ import time
 from collections import defaultdict
 
 import pytest
-
-from clustermodel import annotations as ann
-from clustermodel.gpurequest import parse_gpu_request
-from clustermodel.quantity import parse_quantity
+from tfsched.clustermodel import annotations as ann
+from tfsched.clustermodel.gpurequest import parse_gpu_request
+from tfsched.clustermodel.quantity import parse_quantity
 
 from .conftest import Cluster, make_pod
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-
-from clustermodel import annotations as ann
-from clustermodel.cache import Kind
-from clustermodel.objects import gpu_pod
-from extender.bind import Binder, BindError, MemoryPodWriter
+from tfsched.clustermodel import annotations as ann
+from tfsched.clustermodel.cache import Kind
+from tfsched.clustermodel.objects import gpu_pod
+from tfsched.extender.bind import Binder, BindError, MemoryPodWriter
 
 from .conftest import GiB, make_state
 

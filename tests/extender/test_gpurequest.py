@@ -1,9 +1,8 @@
 from __future__ import annotations
 
 import pytest
-
-from clustermodel import annotations as ann
-from clustermodel.gpurequest import (
+from tfsched.clustermodel import annotations as ann
+from tfsched.clustermodel.gpurequest import (
     RequestError,
     apply_override,
     is_gpu_pod,

@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from scoring.kernels import (
+from tfsched.scoring.kernels import (
     fit_nodes_numba,
     fit_nodes_numpy,
     pick_gpus_numba,
@@ -14,7 +13,7 @@ from scoring.kernels import (
     score_nodes_numba,
     score_nodes_numpy,
 )
-from scoring.modes import FIT_NO_TFLOPS, FIT_NO_VRAM, FIT_OK, FIT_TOO_FEW_GPUS
+from tfsched.scoring.modes import FIT_NO_TFLOPS, FIT_NO_VRAM, FIT_OK, FIT_TOO_FEW_GPUS
 
 
 @st.composite

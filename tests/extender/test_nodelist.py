@@ -4,9 +4,8 @@ import numpy as np
 import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from extender.nodelist import NodeListCache
-from scoring.inventory import Inventory
+from tfsched.extender.nodelist import NodeListCache
+from tfsched.scoring.inventory import Inventory
 
 NAMES = [f"node-{i}.zone-a" for i in range(30)]
 

@@ -6,12 +6,11 @@ import asyncio
 
 import orjson
 import pytest
-
-from clustermodel import annotations as ann
-from clustermodel.cache import Kind
-from clustermodel.objects import gpu_pod, node_object
-from extender.config import SchedulingConfig
-from scoring.modes import PlacementMode
+from tfsched.clustermodel import annotations as ann
+from tfsched.clustermodel.cache import Kind
+from tfsched.clustermodel.objects import gpu_pod, node_object
+from tfsched.extender.config import SchedulingConfig
+from tfsched.scoring.modes import PlacementMode
 
 from .conftest import GiB, make_state
 

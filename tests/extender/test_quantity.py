@@ -3,8 +3,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
-from clustermodel.quantity import QuantityError, format_bytes, format_tflops, parse_quantity
+from tfsched.clustermodel.quantity import QuantityError, format_bytes, format_tflops, parse_quantity
 
 
 @pytest.mark.parametrize(

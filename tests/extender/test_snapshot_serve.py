@@ -11,9 +11,8 @@ import urllib.request
 import orjson
 import pytest
 import yaml
-
-from clustermodel import annotations as ann
-from clustermodel.objects import gpu_object, gpu_pod, node_object
+from tfsched.clustermodel import annotations as ann
+from tfsched.clustermodel.objects import gpu_object, gpu_pod, node_object
 
 GiB = 2**30
 
