@@ -32,6 +32,8 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 from pydantic import ValidationError
+from tfsched.allocation.ledger import NoFit
+from tfsched.allocation.state import ClusterState
 from tfsched.autoscale.bank import NONE_NS, UsageBank, estimate_all
 from tfsched.autoscale.estimators import Estimates
 from tfsched.autoscale.histogram import DecayingHistogram
@@ -50,12 +52,10 @@ from tfsched.autoscale.usage import HALF_LIFE, TFLOPS_OPTIONS, VRAM_OPTIONS
 from tfsched.clustermodel import annotations as ann
 from tfsched.clustermodel.autoscaling_config import AutoScalingConfig, AutoSetResources, Resources, ResourceValues
 from tfsched.clustermodel.cache import Kind, Obj
-from tfsched.clustermodel.events import record_event
 from tfsched.clustermodel.gpurequest import GPURequest, RequestError, parse_gpu_request
-from tfsched.clustermodel.kube import KubeApiError, KubeClient, PatchType, pod_path
 from tfsched.clustermodel.quantity import format_bytes, format_tflops
-from tfsched.extender.ledger import NoFit
-from tfsched.extender.state import ClusterState
+from tfsched.kubeapi.client import KubeApiError, KubeClient, PatchType, pod_path
+from tfsched.kubeapi.events import record_event
 
 log = logging.getLogger(__name__)
 

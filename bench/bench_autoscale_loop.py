@@ -4,7 +4,7 @@ Goal: ≤ 5 s per interval and ≤ 1 GB of memory.
 
 Setup, all synthetic and deterministic (``--seed``):
 
-- a :class:`~tfsched.extender.state.ClusterState` built in memory: N nodes × 8 GPUs
+- a :class:`~tfsched.allocation.state.ClusterState` built in memory: N nodes × 8 GPUs
   (312 TFLOPS, 80 GiB each), ``--workloads`` TensorFusionWorkloads with
   ``autoSetResources {enable: true, targetResource: all, confidenceInterval: 1h}``
   and 2 worker pods each, bound to GPUs with room (one pod per GPU by default),
@@ -70,6 +70,7 @@ from typing import Any
 
 import orjson
 import psutil
+from tfsched.allocation.state import ClusterState
 from tfsched.autoscale.bank import UsageBank
 from tfsched.autoscale.controller import Autoscaler, Clock
 from tfsched.autoscale.prometheus import MetricsConfig, PrometheusSource, parse_duration
@@ -78,9 +79,8 @@ from tfsched.autoscale.settings import AutoscaleSettings
 from tfsched.clustermodel import annotations as ann
 from tfsched.clustermodel.autoscaling_config import AutoScalingConfig, Resources
 from tfsched.clustermodel.cache import EventType, Kind
-from tfsched.clustermodel.kube import KubeApiError, PatchType
 from tfsched.clustermodel.objects import gpu_name, gpu_object, gpu_pod, node_object
-from tfsched.extender.state import ClusterState
+from tfsched.kubeapi.client import KubeApiError, PatchType
 
 GiB = 2**30
 GOAL_SECONDS = 5.0

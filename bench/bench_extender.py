@@ -31,11 +31,11 @@ from pathlib import Path
 import numpy as np
 import orjson
 import psutil
+from tfsched.allocation.state import ClusterState
 from tfsched.clustermodel import annotations as ann
 from tfsched.clustermodel.cache import Kind
 from tfsched.clustermodel.objects import gpu_name, gpu_object, gpu_pod, node_object
 from tfsched.extender.placement import effective_request
-from tfsched.extender.state import ClusterState
 from tfsched.scoring.inventory import tflops_units, vram_units
 from tfsched.scoring.kernels import fit_nodes_numba, fit_nodes_numpy, score_nodes_numba, score_nodes_numpy
 

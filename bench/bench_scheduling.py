@@ -49,12 +49,12 @@ import psutil
 import tfsched.devcluster.cluster as devcluster_module
 import yaml
 from tfsched.clustermodel import annotations as ann
-from tfsched.clustermodel.kube import KubeApiError, KubeClient
 from tfsched.clustermodel.objects import gpu_pod
 from tfsched.clustermodel.quantity import parse_quantity
 from tfsched.devcluster.binaries import ensure_binaries
 from tfsched.devcluster.cluster import DevCluster
 from tfsched.devcluster.spec import ClusterSpec
+from tfsched.kubeapi.client import KubeApiError, KubeClient
 
 GiB = 2**30
 GPU_TFLOPS, GPU_VRAM = 312, "80Gi"

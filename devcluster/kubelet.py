@@ -14,7 +14,7 @@ import asyncio
 import logging
 from datetime import UTC, datetime
 
-from tfsched.clustermodel.kube import KubeApiError, KubeClient, PatchType, pod_path
+from tfsched.kubeapi.client import KubeApiError, KubeClient, PatchType, pod_path
 
 log = logging.getLogger("fake-kubelet")
 

@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 from tfsched.clustermodel import annotations as ann
-from tfsched.clustermodel.kube import KubeApiError, KubeClient, PatchType
+from tfsched.kubeapi.client import KubeApiError, KubeClient, PatchType
 
 GPUS_PATH = f"/apis/{ann.GROUP_VERSION}/{ann.GPU_PLURAL}"
 

@@ -17,13 +17,13 @@ import numpy as np
 import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from tfsched.allocation.state import ClusterState
 from tfsched.clustermodel.gpurequest import RequestError, is_gpu_pod
 from tfsched.extender import wire
 from tfsched.extender.bind import Binder, BindError
 from tfsched.extender.metrics import ExtenderMetrics
 from tfsched.extender.nodelist import NodeListCache
 from tfsched.extender.placement import effective_request, filter_nodes, score_nodes
-from tfsched.extender.state import ClusterState
 
 log = logging.getLogger(__name__)
 

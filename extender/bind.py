@@ -15,14 +15,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
+from tfsched.allocation.ledger import NoFit
+from tfsched.allocation.state import ClusterState
 from tfsched.clustermodel import annotations as ann
 from tfsched.clustermodel.cache import EventType, Kind, Obj
 from tfsched.clustermodel.gpurequest import GPURequest, RequestError, parse_gpu_request
-from tfsched.clustermodel.kube import KubeApiError, KubeClient, pod_path
 from tfsched.clustermodel.quantity import format_bytes, format_tflops, parse_quantity
-from tfsched.extender.ledger import NoFit
 from tfsched.extender.placement import effective_request
-from tfsched.extender.state import ClusterState
+from tfsched.kubeapi.client import KubeApiError, KubeClient, pod_path
 
 log = logging.getLogger(__name__)
 

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from tfsched.allocation.state import ClusterState
 from tfsched.clustermodel.gpurequest import GPURequest, apply_override, parse_gpu_request, workload_override
 from tfsched.clustermodel.quantity import format_bytes, format_tflops
-from tfsched.extender.state import ClusterState
 from tfsched.scoring.inventory import tflops_units, vram_units
 from tfsched.scoring.kernels import fit_nodes_numba, score_nodes_numba
 from tfsched.scoring.modes import (

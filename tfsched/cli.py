@@ -52,7 +52,7 @@ def serve(
     from tfsched.clustermodel.cache import SnapshotError
     from tfsched.clustermodel.yamlfile import YamlFileError
     from tfsched.config import load_config
-    from tfsched.extender.serve import build_server, serve_forever
+    from tfsched.server import build_server, serve_forever
 
     try:
         config = load_config(config_path)

@@ -6,9 +6,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tfsched.allocation.config import SchedulingConfig
 from tfsched.autoscale.settings import AutoscaleSettings
 from tfsched.clustermodel.yamlfile import load_yaml_model
-from tfsched.extender.config import SchedulingConfig
 
 
 class ServeConfig(BaseModel):

@@ -10,15 +10,15 @@ import copy
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from tfsched.allocation.state import ClusterState
 from tfsched.autoscale.controller import Autoscaler, Clock
 from tfsched.autoscale.prometheus import MetricsUnavailable, UsageSample
 from tfsched.autoscale.settings import AutoscaleSettings
 from tfsched.clustermodel import annotations as ann
 from tfsched.clustermodel.cache import EventType, Kind
 from tfsched.clustermodel.gpurequest import parse_gpu_request
-from tfsched.clustermodel.kube import KubeApiError
 from tfsched.clustermodel.objects import gpu_object, gpu_pod, node_object
-from tfsched.extender.state import ClusterState
+from tfsched.kubeapi.client import KubeApiError
 
 GiB = 2**30
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)

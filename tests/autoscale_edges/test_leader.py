@@ -5,8 +5,8 @@ from __future__ import annotations
 import copy
 from datetime import timedelta
 
-from tfsched.clustermodel.kube import KubeApiError
-from tfsched.clustermodel.leader import LeaderElector
+from tfsched.kubeapi.client import KubeApiError
+from tfsched.kubeapi.leader import LeaderElector
 
 
 class LeaseStore:

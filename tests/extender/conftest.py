@@ -1,12 +1,12 @@
 from __future__ import annotations
 
 import pytest
+from tfsched.allocation.config import SchedulingConfig
+from tfsched.allocation.state import ClusterState
 from tfsched.clustermodel.cache import Kind
 from tfsched.clustermodel.objects import gpu_object, node_object
 from tfsched.extender.app import create_app
 from tfsched.extender.bind import Binder, MemoryPodWriter
-from tfsched.extender.config import SchedulingConfig
-from tfsched.extender.state import ClusterState
 
 GiB = 2**30
 

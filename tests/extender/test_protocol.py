@@ -6,10 +6,10 @@ import asyncio
 
 import orjson
 import pytest
+from tfsched.allocation.config import SchedulingConfig
 from tfsched.clustermodel import annotations as ann
 from tfsched.clustermodel.cache import Kind
 from tfsched.clustermodel.objects import gpu_pod, node_object
-from tfsched.extender.config import SchedulingConfig
 from tfsched.scoring.modes import PlacementMode
 
 from .conftest import GiB, make_state

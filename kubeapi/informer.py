@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from tfsched.clustermodel import annotations as ann
 from tfsched.clustermodel.cache import ClusterCache, EventType, Kind, Obj, key_of
-from tfsched.clustermodel.kube import KubeApiError, KubeClient
+from tfsched.kubeapi.client import KubeApiError, KubeClient
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from tfsched.clustermodel.kube import KubeClient
+from tfsched.kubeapi.client import KubeClient
 
 log = logging.getLogger(__name__)
 

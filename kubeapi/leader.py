@@ -13,7 +13,7 @@ import os
 import socket
 from datetime import UTC, datetime, timedelta
 
-from tfsched.clustermodel.kube import KubeApiError, KubeClient
+from tfsched.kubeapi.client import KubeApiError, KubeClient
 
 log = logging.getLogger(__name__)
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from tfsched.allocation.config import SchedulingConfig
+from tfsched.allocation.ledger import Ledger
 from tfsched.clustermodel import annotations as ann
 from tfsched.clustermodel.cache import ClusterCache, EventType, Kind, Obj
 from tfsched.clustermodel.gpurequest import is_gpu_pod
 from tfsched.clustermodel.quantity import QuantityError, parse_quantity
-from tfsched.extender.config import SchedulingConfig
-from tfsched.extender.ledger import Ledger
 from tfsched.scoring.inventory import GPUSpec, Inventory
 
 log = logging.getLogger(__name__)

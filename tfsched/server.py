@@ -14,19 +14,19 @@ from typing import TYPE_CHECKING
 
 import orjson
 from aiohttp import web
+
+from tfsched.allocation.state import ClusterState, keep_pod
 from tfsched.clustermodel.cache import Kind, read_snapshot
-from tfsched.clustermodel.informer import RESOURCES, Informer
-from tfsched.clustermodel.kube import KubeClient
 from tfsched.extender.app import create_app
 from tfsched.extender.bind import ApiPodWriter, Binder, MemoryPodWriter
-from tfsched.extender.state import ClusterState, keep_pod
+from tfsched.kubeapi.client import KubeClient
+from tfsched.kubeapi.informer import RESOURCES, Informer
 from tfsched.scoring.kernels import warm_up
 
 if TYPE_CHECKING:
     from tfsched.autoscale.controller import Autoscaler
-    from tfsched.clustermodel.leader import LeaderElector
-
     from tfsched.config import ServeConfig
+    from tfsched.kubeapi.leader import LeaderElector
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +137,7 @@ async def build_server(
     if settings.enabled:
         from tfsched.autoscale.controller import Autoscaler
         from tfsched.autoscale.prometheus import PrometheusSource
-        from tfsched.clustermodel.leader import LeaderElector
+        from tfsched.kubeapi.leader import LeaderElector
 
         server.autoscaler = Autoscaler(state, client, PrometheusSource(settings.metrics), settings)
         election = settings.leader_election

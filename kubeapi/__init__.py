@@ -1,0 +1,1 @@
+"""Kubernetes I/O: the REST client, informers, leader election and events. No decisions."""
