@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from tfsched.clustermodel import annotations as ann
 from tfsched.clustermodel.gpurequest import GPURequest, RequestError, parse_gpu_request
-from tfsched.clustermodel.quantity import format_bytes
+from tfsched.clustermodel.quantity import MILLI_PER_TFLOPS, format_bytes
 from tfsched.scoring.inventory import GPUSpec, Inventory, tflops_units, vram_units
 from tfsched.scoring.kernels import pick_gpus_numba
 from tfsched.scoring.modes import DEFAULT_TFLOPS_WEIGHT, DEFAULT_VRAM_WEIGHT, PlacementMode
@@ -252,7 +252,8 @@ def _resize_shortfall(inv: Inventory, alloc: Allocation, tflops: float, percent:
         room_t = cap_t - inv.used_t[g] + alloc.tflops_on(cap_t)
         room_v = inv.cap_v[g] - inv.used_v[g] + alloc.vram
         if need_t > room_t:
-            return f"GPU {name} has room for {room_t / 1000:g} TFLOPS, the pod needs {need_t / 1000:g}"
+            room, need = room_t / MILLI_PER_TFLOPS, need_t / MILLI_PER_TFLOPS
+            return f"GPU {name} has room for {room:g} TFLOPS, the pod needs {need:g}"
         if vram > room_v:
             return f"GPU {name} has room for {format_bytes(room_v)} of VRAM, the pod needs {format_bytes(vram)}"
     return ""

@@ -49,8 +49,6 @@ from tfsched.autoscale.histogram import (
     MAX_HALF_LIFE,
     DecayingHistogram,
     HistogramOptions,
-    duration_ns,
-    to_unix_ns,
 )
 from tfsched.autoscale.usage import (
     HALF_LIFE,
@@ -61,6 +59,7 @@ from tfsched.autoscale.usage import (
     VRAM_PEAK_WEIGHT,
 )
 from tfsched.autoscale.vertical import Action
+from tfsched.clustermodel.times import duration_ns, to_unix_ns
 
 if TYPE_CHECKING:
     from datetime import timedelta

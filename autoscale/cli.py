@@ -30,13 +30,13 @@ import yaml
 from pydantic import ValidationError
 from tfsched.autoscale.bank import UsageBank
 from tfsched.autoscale.estimators import ResourceAmounts, estimate
-from tfsched.autoscale.histogram import from_unix_ns, to_unix_ns
-from tfsched.autoscale.recommend import Recommendation, format_time, recommend
+from tfsched.autoscale.recommend import Recommendation, recommend
 from tfsched.autoscale.replicas import ReplicaState, observed_utilization
 from tfsched.autoscale.trace import TraceError, UsageRecord, parse_timestamp, read_trace
 from tfsched.autoscale.vertical import Action, format_amount
 from tfsched.clustermodel.autoscaling_config import AutoScalingConfig, Resources
 from tfsched.clustermodel.quantity import QuantityError, parse_quantity
+from tfsched.clustermodel.times import format_time, from_unix_ns, to_unix_ns
 
 
 def _validation_message(exc: ValidationError, prefix: str) -> str:

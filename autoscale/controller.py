@@ -38,14 +38,7 @@ from tfsched.autoscale.bank import NONE_NS, UsageBank, estimate_all
 from tfsched.autoscale.estimators import Estimates
 from tfsched.autoscale.histogram import DecayingHistogram
 from tfsched.autoscale.prometheus import MetricsUnavailable, PrometheusSource, UsageSample
-from tfsched.autoscale.recommend import (
-    Condition,
-    PreviousStatus,
-    Recommendation,
-    format_time,
-    recommend,
-    transition_time,
-)
+from tfsched.autoscale.recommend import Condition, PreviousStatus, Recommendation, recommend, transition_time
 from tfsched.autoscale.replicas import ReplicaState
 from tfsched.autoscale.settings import AutoscaleSettings
 from tfsched.autoscale.usage import HALF_LIFE, TFLOPS_OPTIONS, VRAM_OPTIONS
@@ -53,7 +46,8 @@ from tfsched.clustermodel import annotations as ann
 from tfsched.clustermodel.autoscaling_config import AutoScalingConfig, AutoSetResources, Resources, ResourceValues
 from tfsched.clustermodel.cache import Kind, Obj
 from tfsched.clustermodel.gpurequest import GPURequest, RequestError, parse_gpu_request
-from tfsched.clustermodel.quantity import format_bytes, format_tflops
+from tfsched.clustermodel.quantity import MILLI_PER_TFLOPS, format_bytes, format_tflops
+from tfsched.clustermodel.times import format_micro_time, format_time, from_unix_ns, parse_time_or_none, to_unix_ns
 from tfsched.kubeapi.client import KubeApiError, KubeClient, PatchType, pod_path
 from tfsched.kubeapi.events import record_event
 
@@ -270,12 +264,12 @@ class Autoscaler:
                 histogram = DecayingHistogram(options, HALF_LIFE)
                 histogram.load_from_checkpoint(checkpoint.get(key))
                 bank.load_histogram(tracked.row, histogram)
-            first = _parse_time(checkpoint.get("firstSampleStart"))
-            last = _parse_time(checkpoint.get("lastSampleStart"))
+            first = parse_time_or_none(checkpoint.get("firstSampleStart"))
+            last = parse_time_or_none(checkpoint.get("lastSampleStart"))
             if first is not None and last is not None:
-                self.bank.first[tracked.row] = _ns(first)
-                self.bank.last[tracked.row] = _ns(last)
-                tracked.cutoff_ns = _ns(last)
+                self.bank.first[tracked.row] = to_unix_ns(first)
+                self.bank.last[tracked.row] = to_unix_ns(last)
+                tracked.cutoff_ns = to_unix_ns(last)
             self.bank.count[tracked.row] = int(checkpoint.get("totalSamplesCount") or 0)
             log.info("workload %s/%s: restored histograms from its checkpoint", *workload.key)
         except Exception as exc:  # a bad checkpoint must not stop the loop: start afresh
@@ -310,7 +304,7 @@ class Autoscaler:
             cutoffs.append(target[0].cutoff_ns)
         if not kept:
             return 0
-        times = np.fromiter((_ns(s.time) for s in kept), np.int64, len(kept))
+        times = np.fromiter((to_unix_ns(s.time) for s in kept), np.int64, len(kept))
         tflops = np.fromiter((np.nan if s.tflops is None else s.tflops for s in kept), np.float64, len(kept))
         vram = np.fromiter((np.nan if s.vram is None else s.vram for s in kept), np.float64, len(kept))
         slot_array = np.frombuffer(slots, np.int64)
@@ -438,7 +432,9 @@ class Autoscaler:
         usable = inv.usable
         if not usable.any():
             return ResourceValues(tflops=0.0, vram=0.0)
-        return ResourceValues(tflops=float(inv.cap_t[usable].max()) / 1000.0, vram=float(inv.cap_v[usable].max()))
+        return ResourceValues(
+            tflops=float(inv.cap_t[usable].max()) / MILLI_PER_TFLOPS, vram=float(inv.cap_v[usable].max())
+        )
 
     def _replica_state(
         self, workload: Workload, tracked: Tracked, now: datetime, replicas: int | None
@@ -717,8 +713,8 @@ class Autoscaler:
             "vram": self.bank.vram.to_histogram(row).save_to_checkpoint(),
             # Microseconds, not metav1.Time's whole seconds: the confidence of the
             # bounds depends on the span, and a restart must not move them.
-            "firstSampleStart": None if first == NONE_NS else _precise_time(first),
-            "lastSampleStart": None if last == NONE_NS else _precise_time(last),
+            "firstSampleStart": None if first == NONE_NS else format_micro_time(from_unix_ns(first)),
+            "lastSampleStart": None if last == NONE_NS else format_micro_time(from_unix_ns(last)),
             "totalSamplesCount": int(self.bank.count[row]),
         }
 
@@ -782,10 +778,6 @@ def metrics_available_condition(old: Mapping[str, Any], now: datetime, ok: bool,
     ).to_dict()
 
 
-def _ns(moment: datetime) -> int:
-    return int(moment.timestamp() * 1_000_000) * 1000
-
-
 def _align(moment: datetime, step: timedelta) -> datetime:
     """The first multiple of ``step`` (since the epoch) at or after ``moment``."""
     step_us = max(int(step.total_seconds() * 1_000_000), 1)
@@ -797,17 +789,3 @@ def _align_down(moment: datetime, step: timedelta) -> datetime:
     step_us = max(int(step.total_seconds() * 1_000_000), 1)
     us = int(moment.timestamp() * 1_000_000)
     return datetime.fromtimestamp(us // step_us * step_us / 1e6, UTC)
-
-
-def _precise_time(ns: int) -> str:
-    moment = datetime.fromtimestamp(ns // 1000 / 1e6, UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _parse_time(text: Any) -> datetime | None:
-    if not isinstance(text, str) or not text:
-        return None
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None

@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, Literal, Protocol
 
 from numba.extending import register_jitable
 from tfsched.autoscale.gomath import go_pow
-from tfsched.autoscale.histogram import duration_ns
+from tfsched.clustermodel.quantity import MILLI_PER_TFLOPS, milli_tflops, whole_bytes
+from tfsched.clustermodel.times import duration_ns
 
 if TYPE_CHECKING:
     from tfsched.clustermodel.autoscaling_config import AutoSetResources, ResourceValues
@@ -41,7 +42,7 @@ RESOURCES: tuple[ResourceName, ResourceName] = ("tflops", "vram")
 
 MAX_RESOURCE_AMOUNT = 10**14
 # Histogram values are TFLOPS and bytes; amounts are milli-TFLOPS and bytes.
-TFLOPS_UNIT = 1000.0
+TFLOPS_UNIT = float(MILLI_PER_TFLOPS)
 VRAM_UNIT = 1.0
 UPPER_BOUND_MULTIPLIER = (1.0, 1.0)
 LOWER_BOUND_MULTIPLIER = (0.001, -2.0)
@@ -116,17 +117,12 @@ class Amounts:
     @classmethod
     def from_values(cls, values: ResourceValues) -> Amounts:
         """From quantities in TFLOPS and bytes, rounding up so an amount never asks for less."""
-        return cls(tflops_to_milli(values.tflops), math.ceil(values.vram))
+        return cls(milli_tflops(values.tflops), whole_bytes(values.vram))
 
     def to_values(self) -> ResourceValues:
         from tfsched.clustermodel.autoscaling_config import ResourceValues
 
         return ResourceValues(tflops=self.tflops / TFLOPS_UNIT, vram=float(self.vram))
-
-
-def tflops_to_milli(tflops: float) -> int:
-    """TFLOPS to whole milli-TFLOPS, rounding up (the ``round`` hides float noise like 12.3450000001)."""
-    return math.ceil(round(tflops * TFLOPS_UNIT, 6))
 
 
 @dataclass(frozen=True)

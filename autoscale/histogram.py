@@ -34,10 +34,18 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from tfsched.autoscale.gomath import go_exp2, go_log, go_pow, go_round, ldexp
+from tfsched.clustermodel.times import (
+    NS_PER_SECOND,
+    duration_ns,
+    format_time,
+    from_unix_ns,
+    parse_time,
+    to_unix_ns,
+)
 
 MAX_CHECKPOINT_WEIGHT = 10000
 # VPA's maxDecayExponent: renormalise once the decay factor would pass 2**100.
@@ -47,34 +55,14 @@ MAX_DECAY_EXPONENT = 100
 # nanosecond representation of the batch path cannot express.
 MAX_HALF_LIFE = timedelta(days=3650)
 
-_NS_PER_SECOND = 1_000_000_000
-UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Nanoseconds from Go's zero time (0001-01-01T00:00:00Z) to the Unix epoch.
-GO_ZERO_TO_UNIX_NS = 62_135_596_800 * _NS_PER_SECOND
+GO_ZERO_TO_UNIX_NS = 62_135_596_800 * NS_PER_SECOND
 _MIN_DURATION = -(1 << 63)
 _MAX_DURATION = (1 << 63) - 1
 
 
 class CheckpointError(ValueError):
     """A histogram checkpoint that cannot be loaded."""
-
-
-def to_unix_ns(moment: datetime) -> int:
-    """Integer nanoseconds since the Unix epoch of a timezone-aware datetime."""
-    if moment.tzinfo is None or moment.utcoffset() is None:
-        raise ValueError(f"naive datetime {moment.isoformat()}: times must carry a time zone")
-    delta = moment - UNIX_EPOCH
-    return (delta.days * 86_400 + delta.seconds) * _NS_PER_SECOND + delta.microseconds * 1000
-
-
-def from_unix_ns(ns: int) -> datetime:
-    """The UTC datetime of integer Unix nanoseconds (truncated to microseconds)."""
-    return UNIX_EPOCH + timedelta(microseconds=ns // 1000)
-
-
-def duration_ns(value: timedelta) -> int:
-    """Integer nanoseconds of a timedelta (Go's ``time.Duration``)."""
-    return (value.days * 86_400 + value.seconds) * _NS_PER_SECOND + value.microseconds * 1000
 
 
 def _saturate(ns: int) -> int:
@@ -96,8 +84,7 @@ def format_checkpoint_time(unix_ns: int | None) -> str | None:
     """``metav1.Time`` JSON: RFC 3339 in UTC with whole seconds; ``None`` for the zero time."""
     if unix_ns is None:
         return None
-    seconds = unix_ns // _NS_PER_SECOND
-    return (UNIX_EPOCH + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return format_time(from_unix_ns(unix_ns // NS_PER_SECOND * NS_PER_SECOND))
 
 
 def parse_checkpoint_time(text: str | None) -> int | None:
@@ -107,12 +94,9 @@ def parse_checkpoint_time(text: str | None) -> int | None:
     if not isinstance(text, str):
         raise CheckpointError(f"referenceTimestamp {text!r} is not an RFC 3339 string")
     try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+        return to_unix_ns(parse_time(text))
     except ValueError as exc:
-        raise CheckpointError(f"referenceTimestamp {text!r} is not RFC 3339") from exc
-    if moment.tzinfo is None:
-        raise CheckpointError(f"referenceTimestamp {text!r} has no time zone")
-    return to_unix_ns(moment)
+        raise CheckpointError(f"referenceTimestamp: {exc}") from None
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,6 @@ import contextlib
 import gc
 import math
 import os
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -41,7 +40,7 @@ from typing import Annotated, Any, cast
 import aiohttp
 import orjson
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, field_validator
-from tfsched.clustermodel.autoscaling_config import format_go_duration, parse_go_duration
+from tfsched.clustermodel.times import format_go_duration, parse_duration
 
 # The vGPU exporter's metric and label names: the one place they are spelled.
 TFLOPS_METRIC = "tensor_fusion_worker_compute_tflops"
@@ -71,39 +70,6 @@ _MAX_ERROR_TEXT = 300
 # ---------------------------------------------------------------------------
 # Configuration
 # ---------------------------------------------------------------------------
-
-# Prometheus-style day/week prefix (``7d``, ``1w2d``) in front of a Go duration.
-_DAYS_WEEKS = re.compile(r"^(?:(\d+)w)?(?:(\d+)d)?(.*)$")
-
-
-def parse_duration(value: Any) -> timedelta:
-    """A Go duration (``60s``, ``1h30m``), with Prometheus' ``d``/``w`` (``7d``), or seconds (``60``, ``"1.5"``)."""
-    if isinstance(value, timedelta):
-        return value
-    if isinstance(value, bool):
-        raise ValueError(f"invalid duration {value!r}")
-    if isinstance(value, (int, float)):
-        if not math.isfinite(value):
-            raise ValueError(f"invalid duration {value!r}: not finite")
-        return timedelta(seconds=value)
-    if not isinstance(value, str):
-        raise ValueError(f"invalid duration {value!r}: expected a duration such as '60s' or '7d'")
-    text = value.strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        pass
-    else:
-        if not math.isfinite(seconds):
-            raise ValueError(f"invalid duration {value!r}: not finite")
-        return timedelta(seconds=seconds)
-    match = _DAYS_WEEKS.match(text)
-    weeks, days, rest = (match[1], match[2], match[3]) if match else (None, None, text)
-    if weeks is None and days is None:
-        return parse_go_duration(text)
-    extra = timedelta(weeks=int(weeks or 0), days=int(days or 0))
-    return extra + (parse_go_duration(rest) if rest else timedelta(0))
-
 
 def _positive_duration(value: Any) -> timedelta:
     duration = parse_duration(value)

@@ -49,14 +49,10 @@ from tfsched.clustermodel.annotations import (
     REASON_RULE_INACTIVE,
 )
 from tfsched.clustermodel.autoscaling_config import AutoScalingConfig, CronScalingRule, Resources, ResourceValues
+from tfsched.clustermodel.times import format_time, parse_time_or_none
 
 # Not a TensorFusion reason: ours, for rules that cannot be evaluated together.
 REASON_CRON_RULE_CONFLICT = "CronScalingRuleConflict"
-
-
-def format_time(moment: datetime) -> str:
-    """Kubernetes ``metav1.Time``: RFC 3339, UTC, whole seconds."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True)
@@ -158,14 +154,8 @@ def transition_time(previous: Sequence[Mapping[str, Any]], condition_type: str, 
     while the status stays the same (like meta.SetStatusCondition), else ``now``."""
     for old in previous:
         if old.get("type") == condition_type and old.get("status") == status:
-            stamp = old.get("lastTransitionTime")
-            if isinstance(stamp, datetime):
-                return stamp
-            if isinstance(stamp, str):
-                try:
-                    return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-                except ValueError:
-                    break
+            stamp = parse_time_or_none(old.get("lastTransitionTime"))
+            return stamp if stamp is not None else now
     return now
 
 

@@ -3,23 +3,13 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from tfsched.autoscale.prometheus import MetricsConfig
-from tfsched.clustermodel.autoscaling_config import parse_go_duration
+from tfsched.clustermodel.times import parse_positive_duration
 
-
-def _duration(value: Any) -> timedelta:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return timedelta(seconds=value)
-    duration = parse_go_duration(value)
-    if duration <= timedelta(0):
-        raise ValueError(f"duration {value!r} must be positive")
-    return duration
-
-
-Duration = Annotated[timedelta, BeforeValidator(_duration)]
+Duration = Annotated[timedelta, BeforeValidator(parse_positive_duration)]
 
 
 class LeaderElectionSettings(BaseModel):

@@ -31,6 +31,7 @@ from typing import Any
 
 import orjson
 from tfsched.clustermodel.quantity import QuantityError, parse_quantity
+from tfsched.clustermodel.times import parse_time
 
 COLUMNS = ("timestamp", "worker", "tflops", "vram")
 MAX_REPORTED_ERRORS = 20
@@ -69,12 +70,9 @@ def parse_timestamp(value: Any) -> datetime:
     except ValueError:
         pass
     try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        raise ValueError(f"bad timestamp {value!r}: expected RFC 3339 or Unix seconds") from None
-    if moment.tzinfo is None:
-        raise ValueError(f"bad timestamp {value!r}: RFC 3339 needs a zone such as Z or +02:00")
-    return moment.astimezone(UTC)
+        return parse_time(text)
+    except ValueError as exc:
+        raise ValueError(f"bad timestamp: {exc}") from None
 
 
 def _from_unix(seconds: float, original: Any) -> datetime:

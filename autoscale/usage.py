@@ -30,13 +30,8 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from tfsched.autoscale.histogram import (
-    DecayingHistogram,
-    HistogramOptions,
-    duration_ns,
-    from_unix_ns,
-    to_unix_ns,
-)
+from tfsched.autoscale.histogram import DecayingHistogram, HistogramOptions
+from tfsched.clustermodel.times import duration_ns, from_unix_ns, to_unix_ns
 
 EPSILON = 1e-4
 BUCKET_GROWTH_RATIO = 1.05

@@ -18,10 +18,10 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 from tfsched.autoscale.bank import HistogramBank, UsageBank, decide_all, estimate_all
-from tfsched.autoscale.histogram import to_unix_ns
 from tfsched.autoscale.recommend import recommend
 from tfsched.autoscale.usage import TFLOPS_OPTIONS
 from tfsched.clustermodel.autoscaling_config import AutoScalingConfig, Resources
+from tfsched.clustermodel.times import to_unix_ns
 
 GI = 2**30
 START = datetime(2025, 10, 1, tzinfo=UTC)

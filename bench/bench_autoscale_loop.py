@@ -73,13 +73,14 @@ import psutil
 from tfsched.allocation.state import ClusterState
 from tfsched.autoscale.bank import UsageBank
 from tfsched.autoscale.controller import Autoscaler, Clock
-from tfsched.autoscale.prometheus import MetricsConfig, PrometheusSource, parse_duration
+from tfsched.autoscale.prometheus import MetricsConfig, PrometheusSource
 from tfsched.autoscale.recommend import recommend
 from tfsched.autoscale.settings import AutoscaleSettings
 from tfsched.clustermodel import annotations as ann
 from tfsched.clustermodel.autoscaling_config import AutoScalingConfig, Resources
 from tfsched.clustermodel.cache import EventType, Kind
 from tfsched.clustermodel.objects import gpu_name, gpu_object, gpu_pod, node_object
+from tfsched.clustermodel.times import parse_duration
 from tfsched.kubeapi.client import KubeApiError, PatchType
 
 GiB = 2**30

@@ -9,8 +9,8 @@ the docs use (``model_dump(by_alias=True)`` or :meth:`to_dict`).  Keys we do
 not know are ignored, as the API server would prune them.
 
 Percentiles and fractions accept numbers or numeric strings (upstream stores
-them as strings); durations accept Go duration strings such as ``24h``,
-``30m``, ``1h30m`` or ``500ms``; quantities go through
+them as strings); durations follow :func:`tfsched.clustermodel.times.parse_duration`
+(``24h``, ``1h30m``, ``7d``, or seconds); quantities go through
 :func:`tfsched.clustermodel.quantity.parse_quantity`.  Every validation error names
 the offending field.
 
@@ -21,7 +21,6 @@ and ``autoSetReplicas.minReplicas``, ``maxReplicas`` and ``tolerance``.
 from __future__ import annotations
 
 import math
-import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
@@ -37,77 +36,11 @@ from pydantic import (
     model_validator,
 )
 from tfsched.clustermodel.quantity import QuantityError, format_bytes, format_tflops, parse_quantity
+from tfsched.clustermodel.times import format_go_duration, parse_non_negative_duration, parse_positive_duration
 
 # ---------------------------------------------------------------------------
 # Scalar field types
 # ---------------------------------------------------------------------------
-
-_GO_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
-_GO_UNITS_NS = {
-    "ns": 1,
-    "us": 1_000,
-    "µs": 1_000,
-    "μs": 1_000,
-    "ms": 1_000_000,
-    "s": 1_000_000_000,
-    "m": 60_000_000_000,
-    "h": 3_600_000_000_000,
-}
-
-
-def parse_go_duration(value: Any) -> timedelta:
-    """Parse a Go duration (``24h``, ``1h30m``, ``1.5s``, ``0``) or a timedelta."""
-    if isinstance(value, timedelta):
-        return value
-    if isinstance(value, bool) or not isinstance(value, str):
-        raise ValueError(f"invalid duration {value!r}: expected a Go duration such as '24h' or '30m'")
-    text = value.strip()
-    if text in ("0", "+0", "-0"):
-        return timedelta(0)
-    sign = 1
-    body = text
-    if not body:
-        raise ValueError(f"invalid duration {value!r}: empty")
-    if body[:1] in "+-":
-        sign = -1 if body[0] == "-" else 1
-        body = body[1:]
-    position = 0
-    total_ns = 0.0
-    while position < len(body):
-        match = _GO_DURATION_PART.match(body, position)
-        if match is None:
-            raise ValueError(f"invalid duration {value!r}: expected a Go duration such as '24h' or '30m'")
-        total_ns += float(match.group(1)) * _GO_UNITS_NS[match.group(2)]
-        position = match.end()
-    if position == 0:
-        raise ValueError(f"invalid duration {value!r}: empty")
-    return timedelta(microseconds=sign * total_ns / 1000)
-
-
-def format_go_duration(value: timedelta) -> str:
-    """Compact Go-style duration: ``24h``, ``1h30m``, ``90s``, ``500ms``, ``0s``."""
-    total_us = value // timedelta(microseconds=1)
-    if total_us == 0:
-        return "0s"
-    sign = "-" if total_us < 0 else ""
-    total_us = abs(total_us)
-    hours, rest = divmod(total_us, 3_600_000_000)
-    minutes, rest = divmod(rest, 60_000_000)
-    seconds, micros = divmod(rest, 1_000_000)
-    parts = []
-    if hours:
-        parts.append(f"{hours}h")
-    if minutes:
-        parts.append(f"{minutes}m")
-    if micros:
-        if micros % 1000 == 0 and not (hours or minutes or seconds):
-            parts.append(f"{micros // 1000}ms")
-        else:
-            parts.append(f"{seconds}.{micros:06d}".rstrip("0") + "s")
-    elif seconds:
-        parts.append(f"{seconds}s")
-    return sign + "".join(parts)
-
 
 def _to_float(value: Any) -> float:
     if isinstance(value, bool):
@@ -136,20 +69,6 @@ def _percentile(value: Any) -> float:
 def _percent_value(value: Any) -> float:
     text = value.strip().removesuffix("%") if isinstance(value, str) else value
     return _to_float(text)
-
-
-def _positive_duration(value: Any) -> timedelta:
-    duration = parse_go_duration(value)
-    if duration <= timedelta(0):
-        raise ValueError(f"duration {value!r} must be positive")
-    return duration
-
-
-def _non_negative_duration(value: Any) -> timedelta:
-    duration = parse_go_duration(value)
-    if duration < timedelta(0):
-        raise ValueError(f"duration {value!r} must not be negative")
-    return duration
 
 
 def _quantity(value: Any) -> float:
@@ -195,8 +114,8 @@ def _target_resource(value: Any) -> str:
 
 _dur = PlainSerializer(format_go_duration, return_type=str)
 Percentile = Annotated[float, BeforeValidator(_percentile)]
-PositiveDuration = Annotated[timedelta, BeforeValidator(_positive_duration), _dur]
-NonNegativeDuration = Annotated[timedelta, BeforeValidator(_non_negative_duration), _dur]
+PositiveDuration = Annotated[timedelta, BeforeValidator(parse_positive_duration), _dur]
+NonNegativeDuration = Annotated[timedelta, BeforeValidator(parse_non_negative_duration), _dur]
 TflopsQuantity = Annotated[float, BeforeValidator(_quantity), PlainSerializer(format_tflops, return_type=str)]
 VramQuantity = Annotated[float, BeforeValidator(_quantity), PlainSerializer(format_bytes, return_type=str)]
 ReplicaStep = Annotated[int | str, BeforeValidator(_step)]

@@ -70,6 +70,24 @@ def parse_quantity(value: str | int | float, *, allow_negative: bool = False) ->
     return number
 
 
+MILLI_PER_TFLOPS = 1000
+
+
+def milli_tflops(tflops: float) -> int:
+    """TFLOPS → whole milli-TFLOPS, rounded up: the one rounding rule for TFLOPS.
+
+    Requests are accounted, written back and recommended in these units, so a
+    value never asks for less than was computed (``round(…, 6)`` first, so
+    ``0.1 + 0.2`` is 300m and not 301m).
+    """
+    return math.ceil(round(tflops * MILLI_PER_TFLOPS, 6))
+
+
+def whole_bytes(vram: float) -> int:
+    """Bytes → whole bytes, rounded up: the one rounding rule for VRAM."""
+    return math.ceil(vram)
+
+
 def format_bytes(value: float) -> str:
     """Format a byte count exactly: ``10Gi``, ``512Mi``, or whole bytes.
 
@@ -79,7 +97,7 @@ def format_bytes(value: float) -> str:
     """
     if value <= 0:
         return "0"
-    whole = math.ceil(value)
+    whole = whole_bytes(value)
     for suffix, factor in (("Ti", 2**40), ("Gi", 2**30), ("Mi", 2**20), ("Ki", 2**10)):
         if whole % factor == 0:
             return f"{whole // factor}{suffix}"
@@ -94,7 +112,7 @@ def format_tflops(value: float) -> str:
     """
     if value <= 0:
         return "0"
-    millis = math.ceil(round(value * 1000, 6))
-    if millis % 1000 == 0:
-        return str(millis // 1000)
+    millis = milli_tflops(value)
+    if millis % MILLI_PER_TFLOPS == 0:
+        return str(millis // MILLI_PER_TFLOPS)
     return f"{millis}m"

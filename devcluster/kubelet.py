@@ -14,13 +14,10 @@ import asyncio
 import logging
 from datetime import UTC, datetime
 
+from tfsched.clustermodel.times import format_time
 from tfsched.kubeapi.client import KubeApiError, KubeClient, PatchType, pod_path
 
 log = logging.getLogger("fake-kubelet")
-
-
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 async def reconcile(client: KubeClient, pod: dict) -> None:
@@ -35,7 +32,7 @@ async def reconcile(client: KubeClient, pod: dict) -> None:
             return
         status = pod.get("status") or {}
         if status.get("phase") in (None, "Pending"):
-            now = _now()
+            now = format_time(datetime.now(UTC))
             conditions = [
                 {"type": t, "status": "True", "lastTransitionTime": now}
                 for t in ("PodScheduled", "Initialized", "ContainersReady", "Ready")

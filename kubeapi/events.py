@@ -8,15 +8,12 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from tfsched.clustermodel.times import format_time
 from tfsched.kubeapi.client import KubeClient
 
 log = logging.getLogger(__name__)
 
 COMPONENT = "tfsched"
-
-
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 async def record_event(
@@ -25,7 +22,7 @@ async def record_event(
     """Create an Event about ``obj``; failures are logged, never raised (events are best effort)."""
     meta = obj.get("metadata") or {}
     namespace = meta.get("namespace") or "default"
-    now = _now()
+    now = format_time(datetime.now(UTC))
     body = {
         "apiVersion": "v1",
         "kind": "Event",

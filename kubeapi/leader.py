@@ -13,22 +13,10 @@ import os
 import socket
 from datetime import UTC, datetime, timedelta
 
+from tfsched.clustermodel.times import format_micro_time, parse_time_or_none
 from tfsched.kubeapi.client import KubeApiError, KubeClient
 
 log = logging.getLogger(__name__)
-
-
-def _format(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _parse(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
 
 
 def default_identity() -> str:
@@ -60,7 +48,7 @@ class LeaderElector:
         spec = {
             "holderIdentity": self.identity,
             "leaseDurationSeconds": int(self.lease_duration.total_seconds()),
-            "renewTime": _format(now),
+            "renewTime": format_micro_time(now),
         }
         try:
             lease = await self.client.get(self.path)
@@ -71,7 +59,7 @@ class LeaderElector:
                 "apiVersion": "coordination.k8s.io/v1",
                 "kind": "Lease",
                 "metadata": {"name": self.name},
-                "spec": {**spec, "acquireTime": _format(now), "leaseTransitions": 0},
+                "spec": {**spec, "acquireTime": format_micro_time(now), "leaseTransitions": 0},
             }
             try:
                 await self.client.create(self.collection, body)
@@ -82,12 +70,12 @@ class LeaderElector:
             return True
         current = lease.get("spec") or {}
         holder = current.get("holderIdentity")
-        renewed = _parse(current.get("renewTime"))
+        renewed = parse_time_or_none(current.get("renewTime"))
         duration = timedelta(seconds=int(current.get("leaseDurationSeconds") or 0))
         if holder and holder != self.identity and renewed is not None and renewed + duration > now:
             return False
         if holder != self.identity:
-            spec["acquireTime"] = _format(now)
+            spec["acquireTime"] = format_micro_time(now)
             spec["leaseTransitions"] = int(current.get("leaseTransitions") or 0) + 1
         lease["spec"] = {**current, **spec}
         try:
@@ -124,7 +112,7 @@ class LeaderElector:
         try:
             lease = await self.client.get(self.path)
             if (lease.get("spec") or {}).get("holderIdentity") == self.identity:
-                lease["spec"]["renewTime"] = _format(datetime(1970, 1, 1, tzinfo=UTC))
+                lease["spec"]["renewTime"] = format_micro_time(datetime(1970, 1, 1, tzinfo=UTC))
                 lease["spec"]["holderIdentity"] = ""
                 await self.client.request("PUT", self.path, body=lease)
         except Exception as exc:

@@ -7,28 +7,26 @@ reused.  Units: TFLOPS in milli-TFLOPS, VRAM in bytes, both whole numbers
 held in float64 (see :mod:`tfsched.scoring.kernels`).
 
 The inventory holds *capacity and usage numbers only*.  Who holds which share
-is the ledger's business (``extender.ledger``), which is the one writer of
+is the ledger's business (``tfsched.allocation.ledger``), which is the one writer of
 ``used_t``/``used_v``.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
-
-MILLI = 1000.0
+from tfsched.clustermodel.quantity import milli_tflops, whole_bytes
 
 
 def tflops_units(tflops: float) -> float:
-    """TFLOPS → whole milli-TFLOPS, rounded up so a request never shrinks."""
-    return float(math.ceil(round(tflops * MILLI, 6)))
+    """A TFLOPS value in the inventory's unit: whole milli-TFLOPS as float64."""
+    return float(milli_tflops(tflops))
 
 
-def vram_units(vram_bytes: float) -> float:
-    """Bytes → whole bytes, rounded up."""
-    return float(math.ceil(vram_bytes))
+def vram_units(vram: float) -> float:
+    """A VRAM value in the inventory's unit: whole bytes as float64."""
+    return float(whole_bytes(vram))
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,10 +10,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tfsched.autoscale.bank import NONE_NS, HistogramBank, UsageBank, decide_all, estimate_all
 from tfsched.autoscale.estimators import Amounts, ResourceAmounts, estimate
-from tfsched.autoscale.histogram import DecayingHistogram, to_unix_ns
+from tfsched.autoscale.histogram import DecayingHistogram
 from tfsched.autoscale.usage import TFLOPS_OPTIONS, VRAM_OPTIONS, WorkloadUsage
 from tfsched.autoscale.vertical import decide_vertical
 from tfsched.clustermodel.autoscaling_config import AutoSetResources
+from tfsched.clustermodel.times import to_unix_ns
 
 T0 = to_unix_ns(datetime(2025, 6, 1, 7, 13, tzinfo=UTC))
 HOUR_NS = 3600 * 10**9

@@ -7,14 +7,8 @@ from datetime import timedelta
 import pytest
 import yaml
 from pydantic import ValidationError
-from tfsched.clustermodel.autoscaling_config import (
-    AutoScalingConfig,
-    AutoSetReplicas,
-    AutoSetResources,
-    Resources,
-    format_go_duration,
-    parse_go_duration,
-)
+from tfsched.clustermodel.autoscaling_config import AutoScalingConfig, AutoSetReplicas, AutoSetResources, Resources
+from tfsched.clustermodel.times import format_go_duration, parse_go_duration
 
 SEED_YAML = """
 autoScalingConfig:
@@ -128,7 +122,7 @@ def test_target_resource_is_normalised() -> None:
         ),
         ({"autoSetResources": {"lowerBoundTflopsPercentile": 0.95}}, "autoSetResources", "lowerBoundTflopsPercentile"),
         ({"autoSetResources": {"upperBoundVramPercentile": 0.8}}, "autoSetResources", "targetVramPercentile"),
-        ({"autoSetResources": {"confidenceInterval": "1d"}}, "autoSetResources.confidenceInterval", "duration"),
+        ({"autoSetResources": {"confidenceInterval": "1 day"}}, "autoSetResources.confidenceInterval", "duration"),
         ({"autoSetResources": {"confidenceInterval": "0s"}}, "autoSetResources.confidenceInterval", "positive"),
         ({"autoSetResources": {"targetResource": "gpu"}}, "autoSetResources.targetResource", "all, tflops or vram"),
         ({"autoSetResources": {"requestMarginFraction": -1}}, "autoSetResources.requestMarginFraction", "negative"),
@@ -184,6 +178,28 @@ def test_go_durations(text: str, expected: timedelta) -> None:
 def test_bad_go_durations(text: str) -> None:
     with pytest.raises(ValueError):
         parse_go_duration(text)
+
+
+def test_every_duration_field_reads_days_alike() -> None:
+    """One duration rule for the CRD and for tfsched's own config: ``1d`` means a day everywhere."""
+    from tfsched.autoscale.prometheus import MetricsConfig
+    from tfsched.autoscale.settings import AutoscaleSettings
+
+    day = timedelta(days=1)
+    assert AutoSetResources.model_validate({"confidenceInterval": "1d"}).confidence_interval == day
+    assert AutoSetReplicas.model_validate({"evaluationPeriod": "1d"}).evaluation_period == day
+    assert AutoSetReplicas.model_validate({"scaleDownCoolDownTime": "1d"}).scale_down_cool_down_time == day
+    settings = AutoscaleSettings.model_validate(
+        {
+            "interval": "1d",
+            "checkpointInterval": "1d",
+            "evictionInterval": "1d",
+            "leaderElection": {"leaseDuration": "1d"},
+        }
+    )
+    assert (settings.interval, settings.checkpoint_interval, settings.eviction_interval) == (day, day, day)
+    assert settings.leader_election.lease_duration == day
+    assert MetricsConfig.model_validate({"historyLength": "1d", "step": "1d"}).history_length == day
 
 
 def test_duration_output() -> None:

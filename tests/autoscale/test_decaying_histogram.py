@@ -5,14 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from tfsched.autoscale.histogram import (
-    DecayingHistogram,
-    HistogramOptions,
-    from_unix_ns,
-    go_round_time_ns,
-    to_unix_ns,
-)
+from tfsched.autoscale.histogram import DecayingHistogram, HistogramOptions, go_round_time_ns
 from tfsched.autoscale.usage import TFLOPS_OPTIONS, VRAM_OPTIONS
+from tfsched.clustermodel.times import from_unix_ns, to_unix_ns
 
 VALUE_EPSILON = 1e-15
 OPTIONS = HistogramOptions.linear(10.0, 1.0, 1e-15)

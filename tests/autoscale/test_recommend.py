@@ -7,12 +7,12 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 from tfsched.autoscale.bank import UsageBank, estimate_all
 from tfsched.autoscale.estimators import Amounts, ResourceAmounts
-from tfsched.autoscale.histogram import to_unix_ns
 from tfsched.autoscale.merge import merge_resources
 from tfsched.autoscale.recommend import PreviousStatus, recommend
 from tfsched.autoscale.replicas import ReplicaState
 from tfsched.autoscale.usage import WorkloadUsage
 from tfsched.clustermodel.autoscaling_config import AutoScalingConfig, Resources, ResourceValues
+from tfsched.clustermodel.times import to_unix_ns
 
 GI = 2**30
 NOW = datetime(2025, 10, 9, 9, 16, 46, tzinfo=UTC)  # a Thursday

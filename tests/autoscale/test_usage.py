@@ -6,8 +6,8 @@ import math
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from tfsched.autoscale.histogram import to_unix_ns
 from tfsched.autoscale.usage import TFLOPS_SAMPLE_WEIGHT, WorkloadUsage, next_window_end
+from tfsched.clustermodel.times import to_unix_ns
 
 T0 = datetime(2025, 3, 1, tzinfo=UTC)
 DAY = timedelta(hours=24)

@@ -28,9 +28,9 @@ from tfsched.autoscale.prometheus import (
     PrometheusSource,
     SampleMerger,
     UsageSample,
-    parse_duration,
     split_range,
 )
+from tfsched.clustermodel.times import parse_duration
 from tfsched.devcluster.processes import free_port
 
 T0 = 1_760_000_000  # 2025-10-09T08:53:20Z
