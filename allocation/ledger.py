@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
 from tfsched.clustermodel import annotations as ann
 from tfsched.clustermodel.gpurequest import GPURequest, RequestError, parse_gpu_request
 from tfsched.clustermodel.quantity import MILLI_PER_TFLOPS, format_bytes

@@ -7,14 +7,16 @@ step with every watch event, so a request never rebuilds anything.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from tfsched.allocation.config import SchedulingConfig
 from tfsched.allocation.ledger import Ledger
 from tfsched.clustermodel import annotations as ann
 from tfsched.clustermodel.cache import ClusterCache, EventType, Kind, Obj
-from tfsched.clustermodel.gpurequest import is_gpu_pod
+from tfsched.clustermodel.gpurequest import GPURequest, apply_override, is_gpu_pod, parse_gpu_request
 from tfsched.clustermodel.quantity import QuantityError, parse_quantity
+from tfsched.clustermodel.workload import WorkloadView, read_workload
 from tfsched.scoring.inventory import GPUSpec, Inventory
 
 log = logging.getLogger(__name__)
@@ -63,6 +65,9 @@ class ClusterState:
         self.cache.subscribe(Kind.NODE, self._on_node)
         self.cache.subscribe(Kind.GPU, self._on_gpu)
         self.cache.subscribe(Kind.POD, self._on_pod)
+        self.cache.subscribe(Kind.WORKLOAD, self._on_workload)
+        # Each workload parsed once per version, for every filter and the autoscaler.
+        self.workloads: dict[tuple[str, str], WorkloadView] = {}
 
     def _on_node(self, event: EventType, obj: Obj, old: Obj | None) -> None:
         name = (obj.get("metadata") or {}).get("name", "")
@@ -86,6 +91,17 @@ class ClusterState:
         else:
             self.ledger.observe_pod(obj)
 
+    def _on_workload(self, event: EventType, obj: Obj, old: Obj | None) -> None:
+        meta = obj.get("metadata") or {}
+        key = (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+        if event is EventType.DELETED:
+            self.workloads.pop(key, None)
+            return
+        view = read_workload(obj)
+        if view.config_error:
+            log.warning("workload %s/%s: invalid autoScalingConfig: %s", *key, view.config_error)
+        self.workloads[key] = view
+
     def load(self, objects: dict[Kind, list[Obj]]) -> None:
         """Replace the whole state with these objects (snapshot mode, tests)."""
         for kind in (Kind.NODE, Kind.GPU, Kind.WORKLOAD, Kind.WORKLOAD_PROFILE, Kind.POD):
@@ -94,11 +110,29 @@ class ClusterState:
                 items = [p for p in items if keep_pod(p)]
             self.cache.replace(kind, items)
 
-    def workload_for(self, namespace: str, annotations: dict[str, Any]) -> Obj | None:
+    def workload_of(self, namespace: str, annotations: Mapping[str, Any]) -> WorkloadView | None:
+        """The parsed workload a pod names in its ``workload`` annotation, if it exists."""
         name = annotations.get(ann.WORKLOAD)
-        if not name:
+        if not name or not isinstance(name, str):
             return None
-        return self.cache.get(Kind.WORKLOAD, namespace, name)
+        return self.workloads.get((namespace, name))
+
+    def requests(self, pod: Mapping[str, Any]) -> tuple[GPURequest, GPURequest]:
+        """(declared, effective): the pod's annotations, and with its workload's
+        recommendation / cron rule applied.  Raises ``RequestError`` for
+        unreadable annotations."""
+        meta = pod.get("metadata") or {}
+        annotations = meta.get("annotations") or {}
+        declared = parse_gpu_request(annotations)
+        namespace = meta.get("namespace")
+        workload = self.workload_of(namespace if isinstance(namespace, str) else "", annotations)
+        if workload is None:
+            return declared, declared
+        return declared, apply_override(declared, workload.override_for(annotations))
+
+    def effective_request(self, pod: Mapping[str, Any]) -> GPURequest:
+        """The request the pod is placed and accounted with (see :meth:`requests`)."""
+        return self.requests(pod)[1]
 
 
 def keep_pod(pod: Obj) -> bool:

@@ -20,6 +20,10 @@ break exactness against VPA, which accumulates in float64.
 
 Times are int64 nanoseconds since the Unix epoch; ``NONE_NS`` (int64 min)
 stands for "never" (Go's zero time for a decay reference).
+
+One module on purpose: the kernels share inline numba helpers and the arrays'
+layout with the classes that own them, and they are the batch twins of
+:mod:`tfsched.autoscale.histogram`; split, the layout would be spelled twice.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from numba import njit
+
 from tfsched.autoscale.estimators import (
     TFLOPS_UNIT,
     VRAM_UNIT,

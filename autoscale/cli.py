@@ -28,6 +28,7 @@ import numpy as np
 import orjson
 import yaml
 from pydantic import ValidationError
+
 from tfsched.autoscale.bank import UsageBank
 from tfsched.autoscale.estimators import ResourceAmounts, estimate
 from tfsched.autoscale.recommend import Recommendation, recommend

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 
 from croniter import croniter
+
 from tfsched.clustermodel.autoscaling_config import CronScalingRule
 
 MULTIPLE_ACTIVE_ERROR = "only one active cron scaling rule is permitted at any given time"

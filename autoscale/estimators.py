@@ -29,6 +29,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Literal, Protocol
 
 from numba.extending import register_jitable
+
 from tfsched.autoscale.gomath import go_pow
 from tfsched.clustermodel.quantity import MILLI_PER_TFLOPS, milli_tflops, whole_bytes
 from tfsched.clustermodel.times import duration_ns

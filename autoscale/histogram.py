@@ -27,6 +27,10 @@ stored as ``None`` (JSON ``null``), as ``metav1.Time`` does.
 
 Times are timezone-aware :class:`datetime.datetime`; internally they are
 integer nanoseconds since the Unix epoch.
+
+One module on purpose: it is VPA's three histogram files ported together, and
+their options, histogram and decaying histogram are read side by side with
+the Go source.
 """
 
 from __future__ import annotations

@@ -9,12 +9,12 @@ gauge per (namespace, pod, GPU):
 * VRAM: ``max by (namespace, pod) (tensor_fusion_worker_memory_bytes)`` — the
   busiest GPU, as every GPU of the pod must hold its VRAM.
 
-Results are merged into one :class:`UsageSample` per (namespace, pod,
-timestamp), ``None`` where one query had no value there.  NaN, infinite and
-negative values are dropped; series without ``namespace``/``pod`` labels are
-skipped; if a query returns several series for one pod (a custom query without
-``by (namespace, pod)``), the highest value at each timestamp wins, which errs
-towards the larger request.
+Results are merged into :class:`~tfsched.autoscale.columns.UsageColumns`, one
+row per (namespace, pod, timestamp), NaN where one query had no value there.
+NaN, infinite and negative values are dropped; series without
+``namespace``/``pod`` labels are skipped; if a query returns several series
+for one pod (a custom query without ``by (namespace, pod)``), the highest value
+at each timestamp wins, which errs towards the larger request.
 
 Anything that keeps us from trusting the answer — connection refused, a
 timeout, an HTTP error, ``status: error``, a body that is not the JSON we
@@ -28,18 +28,19 @@ A long range is split so no query asks for more than 10,001 points per series
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import gc
+import itertools
 import math
+import operator
 import os
-from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, cast
 
 import aiohttp
+import numpy as np
 import orjson
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, field_validator
+
+from tfsched.autoscale.columns import UsageColumns
 from tfsched.clustermodel.times import format_go_duration, parse_duration
 
 # The vGPU exporter's metric and label names: the one place they are spelled.
@@ -117,17 +118,6 @@ class MetricsConfig(BaseModel):
 # ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class UsageSample:
-    """One pod's usage at one timestamp; ``None`` where that query had no value."""
-
-    namespace: str
-    pod: str
-    time: datetime
-    tflops: float | None
-    vram: float | None
-
-
 class MetricsUnavailable(Exception):
     """Usage history could not be read; ``str()`` says why, ``reason`` is CamelCase for a condition."""
 
@@ -186,50 +176,97 @@ def parse_matrix(body: bytes, what: str = "query") -> list[Any]:
     return result
 
 
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic GC while building hundreds of thousands of acyclic objects.
+# Timestamps whose nanoseconds would not fit in int64 (past 2262-04-11, before 1677-09-21).
+_MAX_ABS_MS = (2**63 - 1) // 1_000_000
+_NS_PER_MS = 1_000_000
+_first = operator.itemgetter(0)
+_second = operator.itemgetter(1)
+_POINT_ERRORS = (TypeError, ValueError, OverflowError, IndexError, KeyError)
+# Largest (time span in ms) × pods grouped by one int64 key; wider takes a slower lexsort.
+_KEY_LIMIT = 2**62
 
-    A parsed answer is ~10 objects per point; with the collector on, its
-    generation-2 passes over them triple the parse time.  Nothing here makes
-    cycles, and the parse never yields to the event loop.
+
+def _floats(points: list[Any]) -> tuple[np.ndarray, np.ndarray] | None:
+    """Stamps and values of ``[stamp, "value"]`` points as float64, or ``None`` if any point is malformed.
+
+    ``float()`` on each item, like the per-point path, so both parse alike;
+    ``map`` keeps the loop in C.
     """
-    was_enabled = gc.isenabled()
-    gc.disable()
+    n = len(points)
     try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
+        # itemgetter(1) fails on shorter points; a longer one would pass it silently.
+        if n and max(map(len, points)) != 2:
+            return None
+        stamps = np.fromiter(map(float, map(_first, points)), np.float64, count=n)
+        values = np.fromiter(map(float, map(_second, points)), np.float64, count=n)
+    except _POINT_ERRORS:
+        return None
+    return stamps, values
+
+
+def _floats_point_by_point(points: list[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Like :func:`_floats` for a series with malformed points: NaN (dropped later) for each of those."""
+    stamps: list[float] = []
+    values: list[float] = []
+    nan = math.nan
+    for point in points:
+        try:
+            stamp, text = point
+            value = float(text)
+            moment = float(stamp)
+        except (TypeError, ValueError, OverflowError):
+            value = moment = nan
+        stamps.append(moment)
+        values.append(value)
+    return np.array(stamps, np.float64), np.array(values, np.float64)
 
 
 class SampleMerger:
-    """Merges TFLOPS and VRAM matrix results into :class:`UsageSample` rows.
+    """Merges TFLOPS and VRAM matrix results into :class:`UsageColumns`.
 
-    Pure (no I/O) so benchmarks and recorded-data replays can drive it.
-    Timestamps are keyed as whole milliseconds, Prometheus' resolution.  Rows
-    are grouped by timestamp as they arrive, so the output needs a sort of the
-    few distinct timestamps only; within one timestamp rows keep the order of
-    the answers (Prometheus sorts series by labels, so it is deterministic).
+    Pure (no I/O) so benchmarks and recorded-data replays can drive it.  Each
+    answer is converted to arrays at once (one pass of ``float()`` over its
+    points, no object per point); only a series with a malformed point is
+    converted point by point.  :meth:`columns` merges everything with one sort.
+
+    Timestamps are keyed as whole milliseconds, Prometheus' resolution.  NaN,
+    infinite and negative values and unparsable points are dropped and counted
+    in :attr:`skipped_points`, as is each (pod, timestamp) whose time does not
+    fit int64 nanoseconds; series without string ``namespace``/``pod`` labels
+    or a ``values`` list are counted in :attr:`skipped_series`.  Several series
+    for one pod: the highest value at each timestamp wins, per query.  Rows
+    come out sorted by time; within one timestamp in the order of the answers
+    (Prometheus sorts series by labels, so it is deterministic).
     """
 
     TFLOPS = 0
     VRAM = 1
 
     def __init__(self) -> None:
-        self._by_time: dict[int, dict[tuple[str, str], list[float | None]]] = {}
+        self._codes: dict[tuple[str, str], int] = {}
+        # (slot, ms, pod code, value) of the usable points, in the order they were added.
+        self._chunks: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []
+        # Distinct (pod code, ms) beyond int64 nanoseconds: each counts once, as one dropped row.
+        self._beyond: set[tuple[int, float]] = set()
+        self._skipped_points = 0
         self.skipped_series = 0
-        self.skipped_points = 0
+        self._merged: UsageColumns | None = None
+
+    @property
+    def skipped_points(self) -> int:
+        return self._skipped_points + len(self._beyond)
 
     def add_body(self, body: bytes, slot: int, what: str = "query") -> None:
         """Parse one query_range answer into ``slot`` (:attr:`TFLOPS` or :attr:`VRAM`)."""
-        with _gc_paused():
-            self.add_result(parse_matrix(body, what), slot)
+        self.add_result(parse_matrix(body, what), slot)
 
     def add_result(self, result: list[Any], slot: int) -> None:
-        by_time = self._by_time
-        inf = math.inf
-        skipped_points = 0
+        """Add the ``data.result`` list of one matrix answer into ``slot``."""
+        if slot not in (self.TFLOPS, self.VRAM):
+            raise ValueError(f"slot must be SampleMerger.TFLOPS or SampleMerger.VRAM, got {slot!r}")
+        codes = self._codes
+        series_codes: list[int] = []
+        series_values: list[list[Any]] = []
         for series in result:
             try:
                 metric = series["metric"]
@@ -242,51 +279,98 @@ class SampleMerger:
             if type(namespace) is not str or type(pod) is not str or type(values) is not list:
                 self.skipped_series += 1
                 continue
-            key = (namespace, pod)
-            for point in values:
-                try:
-                    stamp, text = point
-                    value = float(text)
-                    ms = round(float(stamp) * 1000.0)
-                except (TypeError, ValueError, OverflowError):
-                    skipped_points += 1
-                    continue
-                # Drops NaN (every comparison is false), negatives and infinities.
-                if not 0.0 <= value < inf:
-                    skipped_points += 1
-                    continue
-                rows = by_time.get(ms)
-                if rows is None:
-                    rows = by_time[ms] = {}
-                row = rows.get(key)
-                if row is None:
-                    row = rows[key] = [None, None]
-                    row[slot] = value
-                else:
-                    old = row[slot]
-                    if old is None or value > old:
-                        row[slot] = value
-        self.skipped_points += skipped_points
+            if not values:
+                continue
+            code = codes.setdefault((namespace, pod), len(codes))
+            series_codes.append(code)
+            series_values.append(values)
+        if not series_codes:
+            return
+        lengths = np.fromiter(map(len, series_values), np.int64, count=len(series_values))
+        pods = np.repeat(np.array(series_codes, np.int32), lengths)
+        converted = _floats(list(itertools.chain.from_iterable(series_values)))
+        if converted is None:  # some point is malformed: find out series by series
+            parts = [_floats(values) or _floats_point_by_point(values) for values in series_values]
+            converted = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+        self._add(slot, pods, *converted)
+
+    def _add(self, slot: int, pods: np.ndarray, stamps: np.ndarray, values: np.ndarray) -> None:
+        self._merged = None
+        with np.errstate(over="ignore", invalid="ignore"):
+            ms = np.rint(stamps * 1000.0)  # round half to even, like round()
+            # Drops NaN (every comparison is false), negatives and infinities, and unusable stamps.
+            usable = (values >= 0.0) & (values < math.inf) & np.isfinite(ms)
+            fits = usable & (np.abs(ms) <= _MAX_ABS_MS)
+        kept = int(np.count_nonzero(fits))
+        self._skipped_points += int(np.count_nonzero(~usable))
+        if kept < int(np.count_nonzero(usable)):  # rare: timestamps beyond year 2262
+            beyond = usable & ~fits
+            self._beyond.update(zip(pods[beyond].tolist(), ms[beyond].tolist(), strict=True))
+        if kept:
+            # + 0.0: "-0" reads as 0, so which of ±0 wins a tie does not matter.
+            self._chunks.append((slot, ms[fits].astype(np.int64), pods[fits], values[fits] + 0.0))
 
     def __len__(self) -> int:
-        return sum(len(rows) for rows in self._by_time.values())
+        """Rows :meth:`columns` returns."""
+        return len(self.columns())
 
-    def samples(self) -> list[UsageSample]:
-        """All merged rows, sorted by time."""
-        out: list[UsageSample] = []
-        with _gc_paused():
-            for ms in sorted(self._by_time):
-                rows = self._by_time[ms]
-                try:
-                    moment = _EPOCH + timedelta(milliseconds=ms)
-                except OverflowError:  # a timestamp beyond year 9999: not a real sample
-                    self.skipped_points += len(rows)
-                    continue
-                out.extend(
-                    UsageSample(namespace, pod, moment, tflops, vram)
-                    for (namespace, pod), (tflops, vram) in rows.items()
-                )
-        return out
+    def columns(self) -> UsageColumns:
+        """All merged rows, sorted by time (ties in answer order); cached until the next add."""
+        if self._merged is None:
+            self._merged = self._merge()
+        return self._merged
+
+    def _merge(self) -> UsageColumns:
+        chunks = self._chunks
+        if not chunks:
+            return UsageColumns.empty()
+        ms = np.concatenate([chunk[1] for chunk in chunks])
+        pod = np.concatenate([chunk[2] for chunk in chunks])
+        value = np.concatenate([chunk[3] for chunk in chunks])
+        is_vram = np.repeat(
+            np.array([chunk[0] == self.VRAM for chunk in chunks]), [chunk[1].shape[0] for chunk in chunks]
+        )
+        npods = len(self._codes)
+
+        # Group by (time, pod) with a stable sort, so each group's first point is its first in answer order.
+        low = int(ms.min())
+        if (int(ms.max()) - low + 1) * npods < _KEY_LIMIT:
+            key = (ms - low) * npods + pod
+            order = np.argsort(key, kind="stable")
+            key = key[order]
+            starts = np.flatnonzero(np.concatenate(([True], key[1:] != key[:-1])))
+            del key
+        else:  # a span of times too wide for one int64 key
+            order = np.lexsort((pod, ms))
+            sorted_ms, sorted_pod = ms[order], pod[order]
+            change = (sorted_ms[1:] != sorted_ms[:-1]) | (sorted_pod[1:] != sorted_pod[:-1])
+            starts = np.flatnonzero(np.concatenate(([True], change)))
+        first = order[starts]
+        value, is_vram = value[order], is_vram[order]
+        del order
+        # fmax skips NaN: a group's other-query points, so all-NaN means "no value".
+        tflops = np.fmax.reduceat(np.where(is_vram, np.nan, value), starts)
+        vram = np.fmax.reduceat(np.where(is_vram, value, np.nan), starts)
+        del value, is_vram, starts
+        row_ms, row_pod = ms[first], pod[first]
+        del ms, pod
+
+        # Groups are in (time, pod code) order; ties must be in answer order, which differs when a
+        # pod first appears at some time after pods coded later (e.g. only in the VRAM answer).
+        same_time = row_ms[1:] == row_ms[:-1]
+        if np.any(same_time & (first[1:] < first[:-1])):
+            resort = np.lexsort((first, row_ms))
+            row_ms, row_pod, tflops, vram = row_ms[resort], row_pod[resort], tflops[resort], vram[resort]
+
+        # Only pods with rows, in code order (first appearance in the answers).
+        pods = list(self._codes)
+        used = np.zeros(npods, bool)
+        used[row_pod] = True
+        if not used.all():
+            recode = np.cumsum(used, dtype=np.int32) - 1
+            row_pod = recode[row_pod]
+            pods = [name for name, keep in zip(pods, used.tolist(), strict=True) if keep]
+        return UsageColumns(tuple(pods), row_ms * _NS_PER_MS, row_pod, tflops, vram)
 
 
 # ---------------------------------------------------------------------------
@@ -349,7 +433,7 @@ class PrometheusSource:
             self._session = aiohttp.ClientSession()
         return self._session
 
-    async def samples(self, start: datetime, end: datetime) -> list[UsageSample]:
+    async def samples(self, start: datetime, end: datetime) -> UsageColumns:
         """Usage of every pod at ``start``, ``start + step``, … ``≤ end`` (both inclusive)."""
         start_ms = _unix_ms(start, "start")
         end_ms = _unix_ms(end, "end")
@@ -368,7 +452,7 @@ class PrometheusSource:
             tflops_body, vram_body = cast(list[bytes], outcomes)
             merger.add_body(tflops_body, SampleMerger.TFLOPS, "TFLOPS")
             merger.add_body(vram_body, SampleMerger.VRAM, "VRAM")
-        return merger.samples()
+        return merger.columns()
 
     async def _query_range(self, query: str, start_ms: int, end_ms: int, what: str) -> bytes:
         form = {

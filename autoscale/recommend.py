@@ -49,30 +49,11 @@ from tfsched.clustermodel.annotations import (
     REASON_RULE_INACTIVE,
 )
 from tfsched.clustermodel.autoscaling_config import AutoScalingConfig, CronScalingRule, Resources, ResourceValues
-from tfsched.clustermodel.times import format_time, parse_time_or_none
+from tfsched.clustermodel.times import parse_time_or_none
+from tfsched.clustermodel.workload import Condition, WorkloadStatus
 
 # Not a TensorFusion reason: ours, for rules that cannot be evaluated together.
 REASON_CRON_RULE_CONFLICT = "CronScalingRuleConflict"
-
-
-@dataclass(frozen=True)
-class Condition:
-    """A status condition (``metav1.Condition`` without ``observedGeneration``)."""
-
-    type: str
-    status: str
-    reason: str
-    message: str
-    last_transition_time: datetime
-
-    def to_dict(self) -> dict[str, str]:
-        return {
-            "type": self.type,
-            "status": self.status,
-            "reason": self.reason,
-            "message": self.message,
-            "lastTransitionTime": format_time(self.last_transition_time),
-        }
 
 
 @dataclass(frozen=True)
@@ -83,14 +64,15 @@ class PreviousStatus:
     conditions: tuple[Mapping[str, Any], ...] = ()
 
     @classmethod
-    def from_status(cls, status: Mapping[str, Any] | None) -> PreviousStatus:
-        """Read ``activeCronScalingRule`` and ``conditions`` from a workload's status dict."""
+    def from_status(cls, status: WorkloadStatus | Mapping[str, Any] | None) -> PreviousStatus:
+        """``activeCronScalingRule`` and ``conditions`` of a workload's status (model or JSON)."""
         if not status:
             return cls()
-        rule = status.get("activeCronScalingRule")
+        if not isinstance(status, WorkloadStatus):
+            status = WorkloadStatus.read(status)
         return cls(
-            active_cron_rule=CronScalingRule.model_validate(rule) if rule else None,
-            conditions=tuple(status.get("conditions") or ()),
+            active_cron_rule=status.active_cron_scaling_rule,
+            conditions=tuple(c.to_dict() for c in status.conditions),
         )
 
 
@@ -121,14 +103,12 @@ class Recommendation:
 
     def to_status(self) -> dict[str, Any]:
         """The status fragment: ``recommendation``, ``conditions``, ``activeCronScalingRule``, ..."""
-        status: dict[str, Any] = {
-            "recommendation": {
-                "requests": _quantities(self.resources.requests),
-                "limits": _quantities(self.resources.limits),
-            },
-            "conditions": [c.to_dict() for c in self.conditions],
-            "activeCronScalingRule": self.cron.active.to_dict() if self.cron.active else None,
-        }
+        written = WorkloadStatus(
+            recommendation=self.resources.to_model(),
+            conditions=list(self.conditions),
+            active_cron_scaling_rule=self.cron.active,
+        )
+        status = written.fragment("recommendation", "conditions", "active_cron_scaling_rule")
         if self.replicas is not None:
             status["desiredReplicas"] = self.replicas.desired
         return status
@@ -143,10 +123,6 @@ class Recommendation:
                 "upperBound": format_amount(resource, self.estimates.upper_bound.get(resource)),
             }
         return result
-
-
-def _quantities(amounts: Amounts) -> dict[str, str]:
-    return {"tflops": format_amount("tflops", amounts.tflops), "vram": format_amount("vram", amounts.vram)}
 
 
 def transition_time(previous: Sequence[Mapping[str, Any]], condition_type: str, status: str, now: datetime) -> datetime:

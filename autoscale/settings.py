@@ -6,6 +6,7 @@ from datetime import timedelta
 from typing import Annotated
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
 from tfsched.autoscale.prometheus import MetricsConfig
 from tfsched.clustermodel.times import parse_positive_duration
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+
 from tfsched.clustermodel.quantity import QuantityError, parse_quantity
 from tfsched.clustermodel.times import parse_time
 

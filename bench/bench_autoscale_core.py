@@ -17,6 +17,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
+
 from tfsched.autoscale.bank import HistogramBank, UsageBank, decide_all, estimate_all
 from tfsched.autoscale.recommend import recommend
 from tfsched.autoscale.usage import TFLOPS_OPTIONS

@@ -63,25 +63,25 @@ import tempfile
 import time
 import urllib.request
 from collections import Counter, defaultdict
-from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import orjson
 import psutil
+
 from tfsched.allocation.state import ClusterState
 from tfsched.autoscale.bank import UsageBank
-from tfsched.autoscale.controller import Autoscaler, Clock
+from tfsched.autoscale.loop import Autoscaler
 from tfsched.autoscale.prometheus import MetricsConfig, PrometheusSource
 from tfsched.autoscale.recommend import recommend
 from tfsched.autoscale.settings import AutoscaleSettings
 from tfsched.clustermodel import annotations as ann
 from tfsched.clustermodel.autoscaling_config import AutoScalingConfig, Resources
-from tfsched.clustermodel.cache import EventType, Kind
+from tfsched.clustermodel.cache import Kind
 from tfsched.clustermodel.objects import gpu_name, gpu_object, gpu_pod, node_object
 from tfsched.clustermodel.times import parse_duration
-from tfsched.kubeapi.client import KubeApiError, PatchType
+from tfsched.devcluster.fakes import FakeKube, FixedClock
 
 GiB = 2**30
 GOAL_SECONDS = 5.0
@@ -171,154 +171,8 @@ def build_cluster(workloads: int, nodes: int, owner: str, seed: int) -> tuple[di
 
 
 # ---------------------------------------------------------------------------
-# Kubernetes: counted, not sent
-# ---------------------------------------------------------------------------
-
-
-def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386 JSON merge patch; untouched subtrees are shared, not copied."""
-    if not isinstance(patch, Mapping):
-        return patch
-    out = dict(target) if isinstance(target, Mapping) else {}
-    for key, value in patch.items():
-        if value is None:
-            out.pop(key, None)
-        else:
-            out[key] = merge_patch(out.get(key), value)
-    return out
-
-
-class FakeKube:
-    """The KubeClient methods the autoscaler calls, answered in process.
-
-    Calls are counted by kind and return at once; nothing goes over the
-    network.  Patched objects are queued and applied to the cache by
-    :meth:`echo` after the interval, as watch events would be.
-    """
-
-    def __init__(self, state: ClusterState, replicas: int = WORKERS) -> None:
-        self.state = state
-        self.replicas = replicas
-        self.calls: Counter[str] = Counter()
-        self.latest: dict[tuple[Kind, str, str], dict] = {}
-        self.version = 1
-
-    @staticmethod
-    def _parts(path: str) -> list[str]:
-        return [p for p in path.split("/") if p]
-
-    def _classify(self, method: str, path: str) -> str:
-        parts = self._parts(path)
-        last = parts[-1] if parts else ""
-        if method == "GET":
-            if last == "scale":
-                return "GET scale"
-            if "replicasets" in parts:
-                return "GET replicaset"
-            return "GET other"
-        if method == "POST":
-            if last == "events":
-                return "POST event"
-            if last == "eviction":
-                return "POST eviction"
-            if last == ann.WORKLOAD_PLURAL:
-                return "POST workload"
-            return "POST other"
-        if method == "PATCH":
-            if last == "status" and ann.WORKLOAD_PLURAL in parts:
-                return "PATCH workload status"
-            if "pods" in parts:
-                return "PATCH pod"
-            if last == "scale":
-                return "PATCH scale"
-            return "PATCH other"
-        return f"{method} other"
-
-    async def get(self, path: str, **params: Any) -> dict[str, Any]:
-        self.calls[self._classify("GET", path)] += 1
-        parts = self._parts(path)
-        if parts[-1] == "scale":
-            name = parts[-2]
-            return {"kind": "Scale", "metadata": {"name": name}, "spec": {"replicas": self.replicas}}
-        if "replicasets" in parts:
-            namespace, name = parts[parts.index("namespaces") + 1], parts[-1]
-            deployment = name.removesuffix("-rs")
-            return {
-                "apiVersion": "apps/v1",
-                "kind": "ReplicaSet",
-                "metadata": {
-                    "name": name,
-                    "namespace": namespace,
-                    "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment}],
-                },
-            }
-        raise KubeApiError(404, "NotFound", f"{path} not found")
-
-    async def create(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        self.calls[self._classify("POST", path)] += 1
-        return dict(body)
-
-    async def patch(
-        self, path: str, body: Any, patch_type: PatchType = PatchType.MERGE, **params: Any
-    ) -> dict[str, Any]:
-        what = self._classify("PATCH", path)
-        self.calls[what] += 1
-        if patch_type is not PatchType.MERGE:
-            raise KubeApiError(415, "UnsupportedMediaType", f"fake supports merge patches only, got {patch_type}")
-        parts = self._parts(path)
-        namespace = parts[parts.index("namespaces") + 1]
-        if what == "PATCH workload status":
-            key = (Kind.WORKLOAD, namespace, parts[-2])
-        elif what == "PATCH pod":
-            key = (Kind.POD, namespace, parts[-1])
-        else:
-            return merge_patch({}, body)
-        base = self.latest.get(key) or self.state.cache.get(*key)
-        if base is None:
-            raise KubeApiError(404, "NotFound", f"{path} not found")
-        self.version += 1
-        merged = merge_patch(base, body)
-        merged["metadata"] = {**merged.get("metadata", {}), "resourceVersion": str(self.version)}
-        self.latest[key] = merged
-        return merged
-
-    async def request(self, method: str, path: str, *, body: Any = None, content_type: str | None = None, **_: Any):
-        if method == "GET":
-            return await self.get(path)
-        if method == "POST":
-            return await self.create(path, body)
-        if method == "PATCH":
-            kind = PatchType(content_type) if content_type else PatchType.MERGE
-            return await self.patch(path, body, kind)
-        self.calls[self._classify(method, path)] += 1
-        return {}
-
-    async def close(self) -> None:
-        return None
-
-    def echo(self) -> int:
-        """Deliver what the interval wrote to the cache, as the watches would."""
-        pending, self.latest = self.latest, {}
-        for (kind, _, _), obj in pending.items():
-            self.state.cache.apply(kind, EventType.MODIFIED, obj)
-        return len(pending)
-
-
-# ---------------------------------------------------------------------------
 # Measuring
 # ---------------------------------------------------------------------------
-
-
-class FixedClock(Clock):
-    def __init__(self, now: datetime) -> None:
-        super().__init__()
-        self.moment = now
-
-    def now(self) -> datetime:
-        return self.moment
-
-    def wall(self) -> datetime:
-        return self.moment
 
 
 class Timers:
@@ -450,7 +304,7 @@ async def run_interval(
     autoscaler: Autoscaler, kube: FakeKube, timers: Timers, profile: cProfile.Profile | None = None
 ) -> dict[str, Any]:
     timers.reset()
-    before = Counter(kube.calls)
+    before = Counter(kube.counts)
     began = time.perf_counter()
     if profile is not None:
         profile.enable()
@@ -461,7 +315,7 @@ async def run_interval(
     echo_began = time.perf_counter()
     echoed = kube.echo()
     echo = time.perf_counter() - echo_began
-    calls = kube.calls - before
+    calls = kube.counts - before
     return {"total": total, "echo": echo, "echoed": echoed, "calls": calls, "timers": timers}
 
 
@@ -511,15 +365,22 @@ async def main_async(opts: argparse.Namespace, base_url: str, state: ClusterStat
     interval = parse_duration(opts.interval)
     metrics = MetricsConfig(prometheus_url=base_url, history_length=history, step=step, timeout=timedelta(seconds=120))
     settings = AutoscaleSettings(interval=interval, metrics=metrics)
-    kube = FakeKube(state)
+    # Writes reach the cache after the interval, as watch events would.
+    owners = {
+        (p["metadata"]["namespace"], ref["name"]): ref["name"].removesuffix("-rs")
+        for p in state.cache.list(Kind.POD)
+        for ref in p["metadata"].get("ownerReferences") or []
+        if ref["kind"] == "ReplicaSet"
+    }
+    kube = FakeKube(state, echo=False, replicas=WORKERS, replicaset_owners=owners, record=False)
     clock = FixedClock(T0)
     source = PrometheusSource(metrics)
     autoscaler = Autoscaler(state, kube, source, settings, clock)  # type: ignore[arg-type]
     timers = Timers()
-    timers.wrap(autoscaler, "create_missing_workloads", "create")
-    timers.wrap(autoscaler, "workloads", "workloads")
-    timers.wrap(autoscaler, "track", "track")
-    timers.wrap(autoscaler, "ingest", "ingest")
+    timers.wrap(autoscaler.feeder, "create_missing_workloads", "create")
+    timers.wrap(autoscaler.feeder, "workloads", "workloads")
+    timers.wrap(autoscaler.feeder, "track", "track")
+    timers.wrap(autoscaler.feeder, "ingest", "ingest")
     timers.wrap(autoscaler, "reconcile", "reconcile")
     timers.wrap(autoscaler, "checkpoint", "checkpoint")
     timers.wrap(source, "samples", "fetch")

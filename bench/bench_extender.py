@@ -31,11 +31,11 @@ from pathlib import Path
 import numpy as np
 import orjson
 import psutil
+
 from tfsched.allocation.state import ClusterState
 from tfsched.clustermodel import annotations as ann
 from tfsched.clustermodel.cache import Kind
 from tfsched.clustermodel.objects import gpu_name, gpu_object, gpu_pod, node_object
-from tfsched.extender.placement import effective_request
 from tfsched.scoring.inventory import tflops_units, vram_units
 from tfsched.scoring.kernels import fit_nodes_numba, fit_nodes_numpy, score_nodes_numba, score_nodes_numpy
 
@@ -87,7 +87,7 @@ def kernel_ratio(objects: dict[str, list], names: list[str], pod: dict, repeat: 
     state = ClusterState()
     state.load({Kind.NODE: objects["nodes"], Kind.GPU: objects["gpus"], Kind.POD: objects["pods"]})
     inv = state.inventory
-    req = effective_request(state, pod)
+    req = state.effective_request(pod)
     nodes = inv.node_indices(names)
     eligible = inv.eligible_mask()
     fit_args = (

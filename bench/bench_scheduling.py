@@ -46,8 +46,9 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-import tfsched.devcluster.cluster as devcluster_module
 import yaml
+
+import tfsched.devcluster.cluster as devcluster_module
 from tfsched.clustermodel import annotations as ann
 from tfsched.clustermodel.objects import gpu_pod
 from tfsched.clustermodel.quantity import parse_quantity

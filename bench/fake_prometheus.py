@@ -30,6 +30,7 @@ from collections import OrderedDict
 import numpy as np
 import orjson
 from aiohttp import web
+
 from tfsched.autoscale.prometheus import NAMESPACE_LABEL, POD_LABEL, QUERY_RANGE_PATH, TFLOPS_METRIC, VRAM_METRIC
 
 TFLOPS = "tflops"

@@ -35,6 +35,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
 from tfsched.clustermodel.quantity import QuantityError, format_bytes, format_tflops, parse_quantity
 from tfsched.clustermodel.times import format_go_duration, parse_non_negative_duration, parse_positive_duration
 

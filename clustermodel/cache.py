@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 import yaml
+
 from tfsched.clustermodel import annotations as ann
 
 Obj = dict[str, Any]

@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
 from tfsched.clustermodel import annotations as ann
 from tfsched.clustermodel.autoscaling_config import AutoScalingConfig, CronScalingRule, Resources, ResourceValues
 from tfsched.clustermodel.quantity import parse_quantity
+from tfsched.clustermodel.workload import Condition, WorkloadStatus
 
 __all__ = [
     "GPU",
@@ -208,7 +209,6 @@ class GPU(CRModel):
 # --------------------------------------------------------------------------- #
 
 QoS = Literal["low", "medium", "high", "critical"]
-ConditionStatus = Literal["True", "False", "Unknown"]
 
 
 class WorkloadSpec(CRModel):
@@ -227,36 +227,6 @@ class WorkloadSpec(CRModel):
     gpu_count: int = Field(1, alias="gpuCount", ge=1, le=128)
     is_local_gpu: bool = Field(False, alias="isLocalGPU")
     auto_scaling_config: AutoScalingConfig = Field(default_factory=AutoScalingConfig, alias="autoScalingConfig")
-
-
-class Condition(CRModel):
-    """A ``metav1.Condition``."""
-
-    type: str
-    status: ConditionStatus
-    reason: str = ""
-    message: str = ""
-    last_transition_time: datetime | None = Field(None, alias="lastTransitionTime")
-    observed_generation: int | None = Field(None, alias="observedGeneration")
-
-
-class WorkloadStatus(CRModel):
-    """What the autoscaler reports on a TensorFusionWorkload."""
-
-    phase: str = ""
-    conditions: list[Condition] = Field(default_factory=list)
-    worker_count: int = Field(0, alias="workerCount")
-    ready_workers: int = Field(0, alias="readyWorkers")
-    pod_template_hash: str = Field("", alias="podTemplateHash")
-    replicas: int | None = None
-    recommendation: Resources | None = None
-    applied_recommended_replicas: int = Field(0, alias="appliedRecommendedReplicas")
-    active_cron_scaling_rule: CronScalingRule | None = Field(None, alias="activeCronScalingRule")
-    histogram_checkpoint: dict[str, Any] | None = Field(None, alias="histogramCheckpoint")
-
-    def condition(self, condition_type: str) -> Condition | None:
-        """The condition of this type, if present."""
-        return next((c for c in self.conditions if c.type == condition_type), None)
 
 
 class TensorFusionWorkload(CRModel):

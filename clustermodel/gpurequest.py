@@ -1,21 +1,20 @@
 """What a pod asks for, read from its ``tensor-fusion.ai/*`` annotations, and the
 *effective* request it is placed and accounted with.
 
-The effective request replaces the declared values with the workload's
-recommendation (for the resources its ``targetResource`` covers, when applying
-is enabled) and with an active cron rule's desired resources.  Filter, score,
-bind and the allocation ledger all use this one function, so a pod is never
-filtered with one number and accounted with another.
+The effective request replaces the declared values with a
+:class:`ResourceOverride` (what the workload's recommendation and active cron
+rule impose, read by :mod:`tfsched.clustermodel.workload`).  Filter, score,
+bind and the allocation ledger all use :func:`apply_override`, so a pod is
+never filtered with one number and accounted with another.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any
 
 from tfsched.clustermodel import annotations as ann
-from tfsched.clustermodel.quantity import QuantityError, parse_quantity
+from tfsched.clustermodel.quantity import MILLI_PER_TFLOPS, QuantityError, milli_tflops, parse_quantity, whole_bytes
 
 MAX_GPU_COUNT = 128
 
@@ -145,82 +144,17 @@ def parse_gpu_request(annotations: Mapping[str, str]) -> GPURequest:
     )
 
 
-def _resource_values(resources: Any, field: str) -> tuple[float | None, float | None]:
-    """(tflops, vram) of ``resources[field]`` in a CR, ``None`` where absent or unreadable."""
-    if not isinstance(resources, Mapping):
-        return None, None
-    values = resources.get(field)
-    if not isinstance(values, Mapping):
-        return None, None
-    out: list[float | None] = []
-    for key in ("tflops", "vram"):
-        raw = values.get(key)
-        try:
-            out.append(None if raw in (None, "") else parse_quantity(raw))
-        except QuantityError:
-            out.append(None)  # a bad status value must not block scheduling
-    return out[0], out[1]
-
-
-def targeted_resources(workload: Mapping[str, Any], pod_annotations: Mapping[str, str]) -> frozenset[str]:
-    """Resources whose recommendation is applied: from the workload's
-    ``autoSetResources`` (``enable`` and ``targetResource``), else from the pod's
-    ``auto-resources``/``auto-scale-target-resource`` annotations."""
-    spec = workload.get("spec") or {}
-    auto = (spec.get("autoScalingConfig") or {}).get("autoSetResources") or {}
-    enabled = bool(auto.get("enable"))
-    target = str(auto.get("targetResource") or auto.get("targetresource") or "")
-    if not auto:
-        enabled = str(pod_annotations.get(ann.AUTO_RESOURCES, "")).lower() == "true"
-        target = str(pod_annotations.get(ann.AUTO_SCALE_TARGET_RESOURCE, "") or "")
-    if not enabled or not target:
-        return frozenset()
-    target = target.lower()
-    if target == "all":
-        return frozenset({"tflops", "vram"})
-    return frozenset({target}) & {"tflops", "vram"}
-
-
-def workload_override(workload: Mapping[str, Any], pod_annotations: Mapping[str, str]) -> ResourceOverride:
-    """What a workload's status imposes on its pods' requests.
-
-    The recommendation counts for the targeted resources; an active cron rule's
-    desired resources count for both, and where both set a value the larger
-    request wins (the cron floor holds).
-    """
-    status = workload.get("status") or {}
-    targeted = targeted_resources(workload, pod_annotations)
-    values: dict[str, float] = {}
-    sources: list[str] = []
-    rec = status.get("recommendation")
-    if targeted and isinstance(rec, Mapping):
-        (rt, rv), (lt, lv) = _resource_values(rec, "requests"), _resource_values(rec, "limits")
-        picked = {
-            "tflops_request": rt if "tflops" in targeted else None,
-            "tflops_limit": lt if "tflops" in targeted else None,
-            "vram_request": rv if "vram" in targeted else None,
-            "vram_limit": lv if "vram" in targeted else None,
-        }
-        values.update({k: v for k, v in picked.items() if v is not None})
-        if values:
-            sources.append("recommendation")
-    rule = status.get("activeCronScalingRule")
-    if isinstance(rule, Mapping) and isinstance(rule.get("desiredResources"), Mapping):
-        desired = rule["desiredResources"]
-        (ct, cv), (clt, clv) = _resource_values(desired, "requests"), _resource_values(desired, "limits")
-        for key, value in (("tflops_request", ct), ("tflops_limit", clt), ("vram_request", cv), ("vram_limit", clv)):
-            if value is not None:
-                values[key] = max(values.get(key, 0.0), value)
-        if any(v is not None for v in (ct, cv, clt, clv)):
-            sources.append(f"cron:{rule.get('name', '')}")
-    return ResourceOverride(**values, source="+".join(sources))
+def _accounted_tflops(tflops: float) -> float:
+    return milli_tflops(tflops) / MILLI_PER_TFLOPS
 
 
 def apply_override(request: GPURequest, override: ResourceOverride) -> GPURequest:
     """The effective request: declared values with the override's in their place.
 
     A TFLOPS override replaces a compute-percent request too (it is absolute).
-    Limits never fall below requests.
+    Limits never fall below requests.  Values are rounded up to what is
+    accounted and written back (whole milli-TFLOPS, whole bytes), so the
+    annotations bind writes read back as exactly this request.
     """
     if not override.source:
         return request
@@ -228,10 +162,12 @@ def apply_override(request: GPURequest, override: ResourceOverride) -> GPUReques
     if override.tflops_request is not None or override.tflops_limit is not None:
         t_req = override.tflops_request if override.tflops_request is not None else request.tflops_request
         t_lim = override.tflops_limit if override.tflops_limit is not None else request.tflops_limit
+        t_req, t_lim = _accounted_tflops(t_req), _accounted_tflops(t_lim)
         changes |= {"tflops_request": t_req, "tflops_limit": max(t_lim, t_req)}
         changes |= {"percent_request": 0.0, "percent_limit": 0.0}
     if override.vram_request is not None or override.vram_limit is not None:
         v_req = override.vram_request if override.vram_request is not None else request.vram_request
         v_lim = override.vram_limit if override.vram_limit is not None else request.vram_limit
+        v_req, v_lim = float(whole_bytes(v_req)), float(whole_bytes(v_lim))
         changes |= {"vram_request": v_req, "vram_limit": max(v_lim, v_req)}
     return replace(request, **changes)

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import click
+
 from tfsched.devcluster.binaries import REPO
 
 DEFAULT_DIR = Path(os.environ.get("TFSCHED_DEVCLUSTER_DIR", ".devcluster"))

@@ -3,6 +3,9 @@
 State lives in one folder (default ``./.devcluster``): certificates and keys,
 the admin kubeconfig, the rendered scheduler configuration, one log file per
 process and ``state.json`` recording the processes and ports.
+
+One module on purpose: it is one process supervisor (certificates, configs,
+start order, readiness and teardown of the same set of processes).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from tfsched.devcluster import processes
 from tfsched.devcluster.binaries import REPO
 from tfsched.devcluster.processes import ProcessRecord

@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 
 import yaml
+
 from tfsched.devcluster import processes
 from tfsched.devcluster.processes import ProcessRecord
 

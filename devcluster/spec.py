@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
 from tfsched.clustermodel.objects import Obj, gpu_object, node_object
 from tfsched.clustermodel.quantity import parse_quantity
 from tfsched.clustermodel.yamlfile import load_yaml_model

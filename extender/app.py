@@ -17,13 +17,14 @@ import numpy as np
 import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
 from tfsched.allocation.state import ClusterState
 from tfsched.clustermodel.gpurequest import RequestError, is_gpu_pod
 from tfsched.extender import wire
 from tfsched.extender.bind import Binder, BindError
 from tfsched.extender.metrics import ExtenderMetrics
 from tfsched.extender.nodelist import NodeListCache
-from tfsched.extender.placement import effective_request, filter_nodes, score_nodes
+from tfsched.extender.placement import filter_nodes, score_nodes
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ async def handle_filter(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
     metrics = request.app[METRICS_KEY]
     try:
-        gpu_request = effective_request(state, args.pod)
+        gpu_request = state.effective_request(args.pod)
     except RequestError as exc:
         metrics.errors.labels("filter", "bad_annotation").inc()
         reason = f"pod cannot be placed: {exc}"
@@ -102,7 +103,7 @@ async def handle_prioritize(request: web.Request) -> web.Response:
         return _json(wire.priority_result(args.names, np.zeros(len(args.names), np.int64)))
     state = request.app[STATE_KEY]
     try:
-        gpu_request = effective_request(state, args.pod)
+        gpu_request = state.effective_request(args.pod)
     except RequestError as exc:
         raise wire.WireError(f"pod cannot be scored: {exc}") from None
     node_list = request.app[NODE_LISTS_KEY].lookup(body, args.names) if args.nodes is None else None

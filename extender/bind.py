@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from tfsched.allocation.ledger import NoFit
@@ -20,8 +20,7 @@ from tfsched.allocation.state import ClusterState
 from tfsched.clustermodel import annotations as ann
 from tfsched.clustermodel.cache import EventType, Kind, Obj
 from tfsched.clustermodel.gpurequest import GPURequest, RequestError, parse_gpu_request
-from tfsched.clustermodel.quantity import format_bytes, format_tflops, parse_quantity
-from tfsched.extender.placement import effective_request
+from tfsched.clustermodel.quantity import format_bytes, format_tflops
 from tfsched.kubeapi.client import KubeApiError, KubeClient, pod_path
 
 log = logging.getLogger(__name__)
@@ -101,17 +100,6 @@ def placement_annotations(declared: GPURequest, effective: GPURequest, gpu_names
     return out
 
 
-def _round_trip(request: GPURequest) -> GPURequest:
-    """The request as it will read back from the annotations bind writes."""
-    return replace(
-        request,
-        tflops_request=parse_quantity(format_tflops(request.tflops_request)),
-        tflops_limit=parse_quantity(format_tflops(request.tflops_limit)),
-        vram_request=parse_quantity(format_bytes(request.vram_request)),
-        vram_limit=parse_quantity(format_bytes(request.vram_limit)),
-    )
-
-
 @dataclass
 class BindResult:
     node: str
@@ -162,11 +150,9 @@ class Binder:
                 raise BindError(f"pod {namespace}/{name} is already bound to node {bound_to}")
             pod = fresh
         try:
-            declared = parse_gpu_request(_annotations(pod))
-            effective = effective_request(state, pod)
+            declared, effective = state.requests(pod)
         except RequestError as exc:
             raise BindError(str(exc)) from None
-        effective = _round_trip(effective) if effective != declared else effective
         mode = state.config.mode_for(effective.pool)
         try:
             alloc = ledger.reserve(uid, f"{namespace}/{name}", node, effective, mode, state.config.weights)

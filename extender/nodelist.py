@@ -25,6 +25,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
+
 from tfsched.scoring.inventory import Inventory
 
 _DNS_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")

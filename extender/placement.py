@@ -7,13 +7,13 @@ failed nodes and only once per distinct outcome.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
+
 from tfsched.allocation.state import ClusterState
-from tfsched.clustermodel.gpurequest import GPURequest, apply_override, parse_gpu_request, workload_override
+from tfsched.clustermodel.gpurequest import GPURequest
 from tfsched.clustermodel.quantity import format_bytes, format_tflops
 from tfsched.scoring.inventory import tflops_units, vram_units
 from tfsched.scoring.kernels import fit_nodes_numba, score_nodes_numba
@@ -28,20 +28,6 @@ from tfsched.scoring.modes import (
 )
 
 MAX_SCORE = 10  # kube-scheduler's MaxExtenderPriority
-
-
-def effective_request(state: ClusterState, pod: Mapping[str, Any]) -> GPURequest:
-    """The pod's request with its workload's recommendation / cron rule applied.
-
-    Raises ``RequestError`` for unreadable annotations.
-    """
-    meta = pod.get("metadata") or {}
-    annotations = meta.get("annotations") or {}
-    request = parse_gpu_request(annotations)
-    workload = state.workload_for(meta.get("namespace") or "", annotations)
-    if workload is None:
-        return request
-    return apply_override(request, workload_override(workload, annotations))
 
 
 def _plural(n: int, word: str) -> str:

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import orjson
+
 from tfsched.extender.nodelist import NodeList
 
 

@@ -12,7 +12,8 @@ import asyncio
 import ssl
 from collections.abc import AsyncIterator, Mapping
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import quote
 
 import aiohttp
 import orjson
@@ -35,6 +36,16 @@ class KubeApiError(Exception):
         self.status = status
         self.reason = reason
         self.message = message
+
+
+class KubeApi(Protocol):
+    """The calls the autoscaler and events make: what :class:`KubeClient` and the test fakes share."""
+
+    async def get(self, path: str, **params: Any) -> dict[str, Any]: ...
+    async def create(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]: ...
+    async def patch(
+        self, path: str, body: Any, patch_type: PatchType = PatchType.MERGE, **params: Any
+    ) -> dict[str, Any]: ...
 
 
 class KubeClient:
@@ -165,5 +176,18 @@ def _api_error(status: int, raw: bytes) -> KubeApiError:
         return KubeApiError(status, "", raw[:200].decode(errors="replace"))
 
 
+def _segment(name: str) -> str:
+    """One path segment: a name from an object never becomes a query string or another path."""
+    return quote(name, safe="")
+
+
 def pod_path(namespace: str, name: str, sub: str = "") -> str:
-    return f"/api/v1/namespaces/{namespace}/pods/{name}" + (f"/{sub}" if sub else "")
+    return f"/api/v1/namespaces/{_segment(namespace)}/pods/{_segment(name)}" + (f"/{sub}" if sub else "")
+
+
+def namespaced_path(group_version: str, namespace: str, plural: str, name: str = "", sub: str = "") -> str:
+    """``/apis/<group/version>/namespaces/<ns>/<plural>[/<name>[/<sub>]]``, names quoted."""
+    path = f"/apis/{group_version}/namespaces/{_segment(namespace)}/{plural}"
+    if name:
+        path += f"/{_segment(name)}"
+    return path + (f"/{sub}" if sub else "")

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tfsched.clustermodel.times import format_time
-from tfsched.kubeapi.client import KubeClient
+from tfsched.kubeapi.client import KubeApi, _segment
 
 log = logging.getLogger(__name__)
 
@@ -17,7 +17,7 @@ COMPONENT = "tfsched"
 
 
 async def record_event(
-    client: KubeClient, obj: Mapping[str, Any], reason: str, message: str, *, event_type: str = "Normal"
+    client: KubeApi, obj: Mapping[str, Any], reason: str, message: str, *, event_type: str = "Normal"
 ) -> None:
     """Create an Event about ``obj``; failures are logged, never raised (events are best effort)."""
     meta = obj.get("metadata") or {}
@@ -45,6 +45,6 @@ async def record_event(
         "count": 1,
     }
     try:
-        await client.create(f"/api/v1/namespaces/{namespace}/events", body)
+        await client.create(f"/api/v1/namespaces/{_segment(namespace)}/events", body)
     except Exception as exc:
         log.warning("could not record event %s on %s/%s: %s", reason, namespace, meta.get("name"), exc)

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
 from tfsched.clustermodel.quantity import milli_tflops, whole_bytes
 
 

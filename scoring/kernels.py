@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit
+
 from tfsched.scoring.modes import (
     FIT_NO_BOTH,
     FIT_NO_ELIGIBLE_GPU,

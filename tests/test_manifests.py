@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import yaml
 from pydantic import ValidationError
+
 from tfsched.clustermodel import annotations as ann
 from tfsched.clustermodel import crds
 from tfsched.clustermodel.autoscaling_config import AutoScalingConfig

@@ -24,7 +24,7 @@ from tfsched.kubeapi.informer import RESOURCES, Informer
 from tfsched.scoring.kernels import warm_up
 
 if TYPE_CHECKING:
-    from tfsched.autoscale.controller import Autoscaler
+    from tfsched.autoscale.loop import Autoscaler
     from tfsched.config import ServeConfig
     from tfsched.kubeapi.leader import LeaderElector
 
@@ -135,7 +135,7 @@ async def build_server(
     server = Server(state, Binder(state, ApiPodWriter(client)), client=client, test_hooks=test_hooks)
     settings = config.autoscaling
     if settings.enabled:
-        from tfsched.autoscale.controller import Autoscaler
+        from tfsched.autoscale.loop import Autoscaler
         from tfsched.autoscale.prometheus import PrometheusSource
         from tfsched.kubeapi.leader import LeaderElector
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from tfsched.autoscale.bank import NONE_NS, HistogramBank, UsageBank, decide_all, estimate_all
 from tfsched.autoscale.estimators import Amounts, ResourceAmounts, estimate
 from tfsched.autoscale.histogram import DecayingHistogram

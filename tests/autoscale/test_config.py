@@ -7,6 +7,7 @@ from datetime import timedelta
 import pytest
 import yaml
 from pydantic import ValidationError
+
 from tfsched.clustermodel.autoscaling_config import AutoScalingConfig, AutoSetReplicas, AutoSetResources, Resources
 from tfsched.clustermodel.times import format_go_duration, parse_go_duration
 

@@ -7,6 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from pydantic import ValidationError
+
 from tfsched.autoscale.cron import MULTIPLE_ACTIVE_ERROR, evaluate_rules, is_active
 from tfsched.autoscale.recommend import PreviousStatus, recommend
 from tfsched.autoscale.usage import WorkloadUsage

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+
 from tfsched.autoscale.histogram import DecayingHistogram, HistogramOptions, go_round_time_ns
 from tfsched.autoscale.usage import TFLOPS_OPTIONS, VRAM_OPTIONS
 from tfsched.clustermodel.times import from_unix_ns, to_unix_ns

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pytest
+
 from tfsched.autoscale.estimators import (
     MAX_RESOURCE_AMOUNT,
     Amounts,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+
 from tfsched.autoscale.gomath import go_exp2, go_log, go_pow, go_round
 from tfsched.autoscale.histogram import MAX_CHECKPOINT_WEIGHT, CheckpointError, Histogram, HistogramOptions
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+
 from tfsched.autoscale.histogram import HistogramOptions
 from tfsched.autoscale.usage import TFLOPS_OPTIONS, VRAM_OPTIONS
 

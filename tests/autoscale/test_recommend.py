@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
+
 from tfsched.autoscale.bank import UsageBank, estimate_all
 from tfsched.autoscale.estimators import Amounts, ResourceAmounts
 from tfsched.autoscale.merge import merge_resources

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+
 from tfsched.autoscale.cli import recommend_command
 from tfsched.autoscale.trace import TraceError, parse_trace, read_trace
-from tfsched.clustermodel.quantity import format_bytes, format_tflops
-
 from tfsched.cli import main
+from tfsched.clustermodel.quantity import format_bytes, format_tflops
 
 GI = 2**30
 T0 = datetime(2025, 10, 7, tzinfo=UTC)

@@ -6,6 +6,7 @@ import math
 from datetime import UTC, datetime, timedelta
 
 import pytest
+
 from tfsched.autoscale.usage import TFLOPS_SAMPLE_WEIGHT, WorkloadUsage, next_window_end
 from tfsched.clustermodel.times import to_unix_ns
 

@@ -10,94 +10,18 @@ import copy
 from datetime import UTC, datetime, timedelta
 
 import pytest
+
 from tfsched.allocation.state import ClusterState
-from tfsched.autoscale.controller import Autoscaler, Clock
-from tfsched.autoscale.prometheus import MetricsUnavailable, UsageSample
+from tfsched.autoscale.loop import Autoscaler
 from tfsched.autoscale.settings import AutoscaleSettings
 from tfsched.clustermodel import annotations as ann
 from tfsched.clustermodel.cache import EventType, Kind
 from tfsched.clustermodel.gpurequest import parse_gpu_request
 from tfsched.clustermodel.objects import gpu_object, gpu_pod, node_object
-from tfsched.kubeapi.client import KubeApiError
+from tfsched.devcluster.fakes import FakeKube, FakeUsageSource, FixedClock, UsageRow
 
 GiB = 2**30
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
-
-
-class FakeKube:
-    """Records calls; merge-patches objects it was given and echoes them into the cache."""
-
-    def __init__(self, state: ClusterState) -> None:
-        self.state = state
-        self.calls: list[tuple[str, str, object]] = []
-        self.fail_pod_patches = False
-
-    async def get(self, path: str, **params):
-        self.calls.append(("GET", path, params))
-        raise KubeApiError(404, "NotFound", path)
-
-    async def create(self, path: str, body):
-        self.calls.append(("POST", path, body))
-        return body
-
-    async def patch(self, path: str, body, patch_type=None, **params):
-        self.calls.append(("PATCH", path, body))
-        parts = path.strip("/").split("/")
-        if "pods" in parts:
-            if self.fail_pod_patches:
-                raise KubeApiError(500, "InternalError", "boom")
-            ns, name = parts[3], parts[5]
-            kind = Kind.POD
-        else:
-            ns, name = parts[4], parts[6]
-            kind = Kind.WORKLOAD
-        obj = copy.deepcopy(self.state.cache.get(kind, ns, name))
-        _merge(obj, body)
-        meta = obj["metadata"]
-        meta["resourceVersion"] = str(int(meta.get("resourceVersion") or 0) + 1)  # as the API server does
-        self.state.cache.apply(kind, EventType.MODIFIED, obj)
-        return obj
-
-    def paths(self, method: str, needle: str) -> list[str]:
-        return [p for m, p, _ in self.calls if m == method and needle in p]
-
-
-def _merge(target: dict, patch: dict) -> None:
-    for key, value in patch.items():
-        if value is None:
-            target.pop(key, None)
-        elif isinstance(value, dict) and isinstance(target.get(key), dict):
-            _merge(target[key], value)
-        else:
-            target[key] = copy.deepcopy(value)
-
-
-class FakeSource:
-    def __init__(self) -> None:
-        self.pending: list[UsageSample] = []
-        self.error: str | None = None
-        self.windows: list[tuple[datetime, datetime]] = []
-
-    async def samples(self, start: datetime, end: datetime) -> list[UsageSample]:
-        self.windows.append((start, end))
-        if self.error:
-            raise MetricsUnavailable(self.error)
-        return [s for s in self.pending if start <= s.time <= end]
-
-    async def close(self) -> None:
-        pass
-
-
-class FixedClock(Clock):
-    def __init__(self, moment: datetime) -> None:
-        super().__init__()
-        self.moment = moment
-
-    def now(self) -> datetime:
-        return self.moment
-
-    def wall(self) -> datetime:
-        return self.moment
 
 
 def _workload(target: str = "all") -> dict:
@@ -141,7 +65,7 @@ def _setup(target: str = "all", *, gpu_vram: str = "80Gi", filler_vram: str | No
     gpus = [gpu_object("n0", i, tflops=312, vram=parse_quantity(gpu_vram)) for i in range(2)]
     state.load({Kind.NODE: [node_object("n0")], Kind.GPU: gpus, Kind.POD: pods, Kind.WORKLOAD: [_workload(target)]})
     kube = FakeKube(state)
-    source = FakeSource()
+    source = FakeUsageSource()
     settings = AutoscaleSettings.model_validate(
         {"interval": "1m", "metrics": {"step": "1m", "historyLength": "1h"}, "evictionInterval": "1s"}
     )
@@ -149,9 +73,9 @@ def _setup(target: str = "all", *, gpu_vram: str = "80Gi", filler_vram: str | No
     return state, kube, source, Autoscaler(state, kube, source, settings, clock), clock
 
 
-def _usage(tflops: float, vram: float, minutes: int = 30) -> list[UsageSample]:
+def _usage(tflops: float, vram: float, minutes: int = 30) -> list[UsageRow]:
     return [
-        UsageSample("ns", f"w{i}", T0 - timedelta(minutes=m), tflops, vram) for m in range(minutes) for i in range(2)
+        UsageRow("ns", f"w{i}", T0 - timedelta(minutes=m), tflops, vram) for m in range(minutes) for i in range(2)
     ]
 
 
@@ -267,8 +191,8 @@ async def test_batch_estimates_equal_the_per_workload_estimators():
     _state, _kube, source, loop, _ = _setup(target="")
     source.pending = _usage(6, 3 * GiB) + _usage(9, 5 * GiB, minutes=7)
     await loop.tick()
-    (workload,) = loop.workloads()
+    (workload,) = loop.feeder.workloads()
     batch = loop._estimate_all([workload])[workload.key]
-    single = estimate(workload.config.auto_set_resources, loop.bank.summary(loop.tracked[workload.key].row))
+    single = estimate(workload.config.auto_set_resources, loop.bank.summary(loop.feeder.tracked[workload.key].row))
     assert batch == single
     assert batch.target.tflops > 0 and batch.upper_bound.vram > 0

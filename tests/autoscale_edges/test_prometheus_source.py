@@ -12,9 +12,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
+import numpy as np
 import orjson
 import pytest
 from aiohttp import web
+
+from tfsched.autoscale import prometheus
 from tfsched.autoscale.prometheus import (
     DEFAULT_TFLOPS_QUERY,
     DEFAULT_VRAM_QUERY,
@@ -27,7 +30,6 @@ from tfsched.autoscale.prometheus import (
     MetricsUnavailable,
     PrometheusSource,
     SampleMerger,
-    UsageSample,
     split_range,
 )
 from tfsched.clustermodel.times import parse_duration
@@ -39,6 +41,11 @@ GI = 2**30
 
 def at(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, UTC)
+
+
+def ns(seconds: int) -> int:
+    """Whole Unix seconds as the Unix nanoseconds of ``UsageColumns.time_ns``."""
+    return seconds * 1_000_000_000
 
 
 def matrix(*series: tuple[dict[str, str], list[list[Any]]]) -> dict[str, Any]:
@@ -115,13 +122,15 @@ async def test_merges_tflops_and_vram_by_pod_and_timestamp(fake: Any, source: Pr
         ),
     )
     got = await source.samples(at(T0), at(T0 + 60))
-    assert got == [
-        UsageSample("ml", "a", at(T0), 1.5, float(GI)),
-        UsageSample("ml", "a", at(T0 + 60), 2.0, None),
-        UsageSample("ml", "b", at(T0 + 60), 0.0, None),
-        UsageSample("other", "c", at(T0 + 60), None, 5e8),
+    assert got.rows() == [
+        ("ml", "a", ns(T0), 1.5, float(GI)),
+        ("ml", "a", ns(T0 + 60), 2.0, None),
+        ("ml", "b", ns(T0 + 60), 0.0, None),
+        ("other", "c", ns(T0 + 60), None, 5e8),
     ]
-    assert all(s.time.tzinfo is UTC for s in got)
+    assert got.pods == (("ml", "a"), ("ml", "b"), ("other", "c"))
+    # Unix time, so UTC: the first row is at(T0).
+    assert got.time_ns.dtype == np.int64 and at(int(got.time_ns[0]) / 1e9) == at(T0)
 
 
 async def test_sends_both_queries_with_the_range_and_step(fake: Any, source: PrometheusSource) -> None:
@@ -150,15 +159,16 @@ async def test_custom_queries_and_a_path_prefix(aiohttp_server: Any) -> None:
     async with PrometheusSource(config) as src:
         got = await src.samples(at(T0), at(T0))
     assert sorted(seen) == ["my_tflops", "my_vram"]
-    assert got == [UsageSample("n", "p", at(T0), 3.0, 3.0)]
+    assert got.rows() == [("n", "p", ns(T0), 3.0, 3.0)]
 
 
 async def test_millisecond_timestamps_survive(fake: Any, source: PrometheusSource) -> None:
     fake.json(DEFAULT_TFLOPS_QUERY, matrix((pod("n", "p"), [[T0 + 0.781, "1"]])))
     fake.json(DEFAULT_VRAM_QUERY, matrix((pod("n", "p"), [[T0 + 0.781, "2"]])))
-    (sample,) = await source.samples(at(T0), at(T0 + 1))
-    assert sample.time == datetime(2025, 10, 9, 8, 53, 20, 781000, tzinfo=UTC)
-    assert (sample.tflops, sample.vram) == (1.0, 2.0)
+    (sample,) = (await source.samples(at(T0), at(T0 + 1))).rows()
+    moment = datetime(2025, 10, 9, 8, 53, 20, 781000, tzinfo=UTC)
+    assert sample[2] == 1_760_000_000_781_000_000 == (moment - at(0)) // timedelta(microseconds=1) * 1000
+    assert (sample[3], sample[4]) == (1.0, 2.0)
 
 
 async def test_nan_inf_negative_and_malformed_points_are_dropped(fake: Any, source: PrometheusSource) -> None:
@@ -186,9 +196,9 @@ async def test_nan_inf_negative_and_malformed_points_are_dropped(fake: Any, sour
     )
     fake.json(DEFAULT_VRAM_QUERY, matrix((pod("n", "p"), [[T0, "100"], [T0 + 60, "NaN"]])))
     got = await source.samples(at(T0), at(T0 + 480))
-    assert got == [
-        UsageSample("n", "p", at(T0), None, 100.0),
-        UsageSample("n", "p", at(T0 + 480), 7.0, None),
+    assert got.rows() == [
+        ("n", "p", ns(T0), None, 100.0),
+        ("n", "p", ns(T0 + 480), 7.0, None),
     ]
 
 
@@ -202,13 +212,15 @@ async def test_series_without_pod_labels_are_skipped_not_fatal(fake: Any, source
     doc["data"]["result"].extend([{"metric": pod("n", "x")}, {"values": [[T0, "1"]]}, "junk", None])
     fake.json(DEFAULT_TFLOPS_QUERY, doc)
     got = await source.samples(at(T0), at(T0))
-    assert got == [UsageSample("n", "ok", at(T0), 2.0, None)]
+    assert got.rows() == [("n", "ok", ns(T0), 2.0, None)]
+    assert got.pods == (("n", "ok"),)
 
 
 async def test_missing_series_give_none_and_empty_answers_give_nothing(fake: Any, source: PrometheusSource) -> None:
-    assert await source.samples(at(T0), at(T0 + 600)) == []
+    nothing = await source.samples(at(T0), at(T0 + 600))
+    assert (nothing.rows(), nothing.pods, len(nothing)) == ([], (), 0)
     fake.json(DEFAULT_VRAM_QUERY, matrix((pod("n", "p"), [[T0, "9"]])))
-    assert await source.samples(at(T0), at(T0 + 600)) == [UsageSample("n", "p", at(T0), None, 9.0)]
+    assert (await source.samples(at(T0), at(T0 + 600))).rows() == [("n", "p", ns(T0), None, 9.0)]
 
 
 async def test_several_series_for_one_pod_keep_the_highest(fake: Any, source: PrometheusSource) -> None:
@@ -221,7 +233,7 @@ async def test_several_series_for_one_pod_keep_the_highest(fake: Any, source: Pr
         ),
     )
     got = await source.samples(at(T0), at(T0 + 60))
-    assert [(s.time, s.tflops) for s in got] == [(at(T0), 5.0), (at(T0 + 60), 1.0)]
+    assert [(row[2], row[3]) for row in got.rows()] == [(ns(T0), 5.0), (ns(T0 + 60), 1.0)]
 
 
 def test_merger_counts_what_it_skipped() -> None:
@@ -246,12 +258,108 @@ def test_merger_output_is_sorted_by_time() -> None:
         SampleMerger.TFLOPS,
     )
     merger.add_result([{"metric": pod("n", "c"), "values": [[T0 - 60, "1"]]}], SampleMerger.VRAM)
-    assert [(s.pod, s.time) for s in merger.samples()] == [
-        ("c", at(T0 - 60)),
-        ("b", at(T0)),
-        ("a", at(T0 + 60)),
-        ("b", at(T0 + 120)),
+    assert [(row[1], row[2]) for row in merger.columns().rows()] == [
+        ("c", ns(T0 - 60)),
+        ("b", ns(T0)),
+        ("a", ns(T0 + 60)),
+        ("b", ns(T0 + 120)),
     ]
+
+
+def test_merger_counts_every_unusable_point_once() -> None:
+    merger = SampleMerger()
+    merger.add_result(
+        [
+            {
+                "metric": pod("n", "p"),
+                "values": [
+                    [T0, "NaN"],
+                    [T0 + 60, "+Inf"],
+                    [T0 + 120, "-Inf"],
+                    [T0 + 180, "-0.5"],
+                    [T0 + 240, "not a number"],
+                    [T0 + 300, None],
+                    [T0 + 360],
+                    "garbage",
+                    [T0 + 420, "4", "extra"],
+                    ["NaN", "4"],
+                    [1e306, "4"],  # milliseconds overflow to infinity: an unusable point
+                    [1e300, "4"],  # a finite time past 2262: one dropped (pod, time) ...
+                    [T0 + 480, "7"],
+                ],
+            },
+            {"metric": pod("n", "p"), "values": [[1e300, "5"]]},  # ... however many points it has
+        ],
+        SampleMerger.TFLOPS,
+    )
+    merger.add_result([{"metric": pod("n", "p"), "values": [[T0, "100"], [1e300, "1"]]}], SampleMerger.VRAM)
+    assert merger.columns().rows() == [("n", "p", ns(T0), None, 100.0), ("n", "p", ns(T0 + 480), 7.0, None)]
+    assert (merger.skipped_series, merger.skipped_points, len(merger)) == (0, 12, 2)
+    merger.columns()
+    assert merger.skipped_points == 12  # counted once, not per call
+
+
+def test_merger_ties_keep_answer_order_across_queries() -> None:
+    merger = SampleMerger()
+    merger.add_result(
+        [
+            {"metric": pod("n", "a"), "values": [[T0, "1"]]},
+            {"metric": pod("n", "b"), "values": [[T0, "2"], [T0 + 60, "2"]]},
+            {"metric": pod("n", "idle"), "values": [[T0, "NaN"]]},  # no usable point: not in pods
+        ],
+        SampleMerger.TFLOPS,
+    )
+    # a shows up at T0 + 60 only in the VRAM answer, after b: it comes after b there.
+    merger.add_result(
+        [{"metric": pod("n", "c"), "values": [[T0, "3"]]}, {"metric": pod("n", "a"), "values": [[T0 + 60, "4"]]}],
+        SampleMerger.VRAM,
+    )
+    got = merger.columns()
+    assert got.rows() == [
+        ("n", "a", ns(T0), 1.0, None),
+        ("n", "b", ns(T0), 2.0, None),
+        ("n", "c", ns(T0), None, 3.0),
+        ("n", "b", ns(T0 + 60), 2.0, None),
+        ("n", "a", ns(T0 + 60), None, 4.0),
+    ]
+    assert got.pods == (("n", "a"), ("n", "b"), ("n", "c"))
+    assert got.pod.tolist() == [0, 1, 2, 1, 0]
+
+
+def test_merger_output_is_cached_until_the_next_answer() -> None:
+    merger = SampleMerger()
+    assert len(merger.columns()) == 0
+    merger.add_result([{"metric": pod("n", "p"), "values": [[T0, "1"]]}], SampleMerger.TFLOPS)
+    first = merger.columns()
+    assert merger.columns() is first and len(first) == 1
+    merger.add_result([{"metric": pod("n", "p"), "values": [[T0, "2"]]}], SampleMerger.VRAM)
+    assert merger.columns().rows() == [("n", "p", ns(T0), 1.0, 2.0)]
+    assert first.rows() == [("n", "p", ns(T0), 1.0, None)]
+
+
+def test_merger_refuses_an_unknown_slot() -> None:
+    with pytest.raises(ValueError, match="slot"):
+        SampleMerger().add_result([], 2)
+
+
+def test_only_a_malformed_series_is_converted_point_by_point(monkeypatch: pytest.MonkeyPatch) -> None:
+    slow: list[list[Any]] = []
+    point_by_point = prometheus._floats_point_by_point
+
+    def spy(points: list[Any]) -> Any:
+        slow.append(points)
+        return point_by_point(points)
+
+    monkeypatch.setattr(prometheus, "_floats_point_by_point", spy)
+    values = [[T0, "1"], [T0 + 60, "NaN"], [T0 + 120, "+Inf"]]  # unusable values, but well formed
+    good = [{"metric": pod("n", f"p{i}"), "values": values} for i in range(3)]
+    merger = SampleMerger()
+    merger.add_result(good, SampleMerger.TFLOPS)
+    assert slow == []
+    bad = {"metric": pod("n", "bad"), "values": [[T0, "1"], [T0 + 60, "x"]]}
+    merger.add_result([*good, bad], SampleMerger.VRAM)
+    assert slow == [bad["values"]]
+    assert len(merger) == 4 and merger.skipped_points == 2 * 3 * 2 + 1
 
 
 # ---------------------------------------------------------------------------
@@ -345,7 +453,7 @@ async def test_bad_arguments_raise_value_error(source: PrometheusSource) -> None
 
 
 async def test_end_before_start_asks_nothing(fake: Any, source: PrometheusSource) -> None:
-    assert await source.samples(at(T0 + 60), at(T0)) == []
+    assert (await source.samples(at(T0 + 60), at(T0))).rows() == []
     assert fake.requests == []
 
 
@@ -392,8 +500,9 @@ async def test_long_ranges_are_split_on_the_same_grid(fake: Any) -> None:
     for form in tflops_forms:
         assert (float(form["end"]) - float(form["start"])) / float(form["step"]) <= MAX_STEPS_PER_QUERY
     assert len([r for r in fake.requests if r["query"] == DEFAULT_VRAM_QUERY]) == 3
-    assert [s.time for s in got] == sorted(s.time for s in got)
-    assert [s.time for s in got] == [at(T0 + t) for t in (0, 10_000, 10_001, 20_001, 20_002, 25_000)]
+    times = got.time_ns.tolist()
+    assert times == sorted(times)
+    assert times == [ns(T0 + t) for t in (0, 10_000, 10_001, 20_001, 20_002, 25_000)]
 
 
 # ---------------------------------------------------------------------------

@@ -20,12 +20,12 @@ from pathlib import Path
 import aiohttp
 import pytest
 import yaml
+
 from tfsched.autoscale.prometheus import (
     REASON_UNREACHABLE,
     MetricsConfig,
     MetricsUnavailable,
     PrometheusSource,
-    UsageSample,
 )
 from tfsched.devcluster import processes
 from tfsched.devcluster.processes import ProcessRecord
@@ -87,25 +87,27 @@ async def test_usage_flows_from_exporter_through_prometheus_and_stops_with_it(st
         async with PrometheusSource(config, http) as source:
             began = datetime.now(UTC)
             deadline = time.monotonic() + 15
-            per_pod: dict[str, list[UsageSample]] = {}
+            # (namespace, pod, time_ns, tflops, vram) rows
+            per_pod: dict[str, list[tuple[str, str, int, float | None, float | None]]] = {}
             while time.monotonic() < deadline:
                 got = await source.samples(began - timedelta(seconds=5), datetime.now(UTC))
                 per_pod = {}
-                for sample in got:
-                    per_pod.setdefault(sample.pod, []).append(sample)
+                for row in got.rows():
+                    per_pod.setdefault(row[1], []).append(row)
                 if set(per_pod) == {"a", "b"} and all(len(rows) >= 3 for rows in per_pod.values()):
                     break
                 await asyncio.sleep(0.5)
             counts = {name: len(rows) for name, rows in per_pod.items()}
             assert set(per_pod) == {"a", "b"} and min(counts.values()) >= 3, f"samples per pod after 15 s: {counts}"
 
-            for sample in per_pod["a"]:
-                assert (sample.namespace, sample.tflops, sample.vram) == ("ml", 15.0, 3.0 * GI)
-            for sample in per_pod["b"]:
-                assert (sample.namespace, sample.tflops, sample.vram) == ("ml", 2.5, 2.0 * GI)
-            times = [s.time for s in per_pod["a"]]
-            assert times == sorted(times) and all(t.tzinfo is UTC for t in times)
-            assert all(later - earlier == timedelta(seconds=1) for earlier, later in itertools.pairwise(times))
+            for namespace, _, _, tflops, vram in per_pod["a"]:
+                assert (namespace, tflops, vram) == ("ml", 15.0, 3.0 * GI)
+            for namespace, _, _, tflops, vram in per_pod["b"]:
+                assert (namespace, tflops, vram) == ("ml", 2.5, 2.0 * GI)
+            times = [row[2] for row in per_pod["a"]]
+            # Unix nanoseconds of this run (so UTC), one step apart.
+            assert times == sorted(times) and times[0] >= (began - timedelta(seconds=6)).timestamp() * 1e9
+            assert all(later - earlier == 1_000_000_000 for earlier, later in itertools.pairwise(times))
 
             processes.stop(stack.prometheus)
             with pytest.raises(MetricsUnavailable) as info:

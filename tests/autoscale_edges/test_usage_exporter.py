@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+
 from tfsched.autoscale.prometheus import TFLOPS_METRIC, VRAM_METRIC
 from tfsched.devcluster.usage_exporter import CONTENT_TYPE, UsageStore, create_app, format_value
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from tfsched.clustermodel.objects import gpu_pod
 from tfsched.devcluster.binaries import ensure_binaries
 from tfsched.devcluster.cluster import DevCluster

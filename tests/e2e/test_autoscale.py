@@ -9,6 +9,7 @@ import time
 from datetime import UTC, datetime
 
 import pytest
+
 from tfsched.clustermodel import annotations as ann
 from tfsched.clustermodel.gpurequest import parse_gpu_request
 

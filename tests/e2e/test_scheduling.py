@@ -7,6 +7,7 @@ import time
 from collections import defaultdict
 
 import pytest
+
 from tfsched.clustermodel import annotations as ann
 from tfsched.clustermodel.gpurequest import parse_gpu_request
 from tfsched.clustermodel.quantity import parse_quantity

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+
 from tfsched.allocation.config import SchedulingConfig
 from tfsched.allocation.state import ClusterState
 from tfsched.clustermodel.cache import Kind

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+
 from tfsched.clustermodel import annotations as ann
 from tfsched.clustermodel.cache import Kind
 from tfsched.clustermodel.objects import gpu_pod

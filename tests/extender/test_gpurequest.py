@@ -1,14 +1,15 @@
 from __future__ import annotations
 
 import pytest
+
 from tfsched.clustermodel import annotations as ann
 from tfsched.clustermodel.gpurequest import (
     RequestError,
     apply_override,
     is_gpu_pod,
     parse_gpu_request,
-    workload_override,
 )
+from tfsched.clustermodel.workload import workload_override
 
 GiB = 2**30
 

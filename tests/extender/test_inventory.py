@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import numpy as np
+
 from tfsched.scoring.inventory import GPUSpec, Inventory
 
 GiB = 2**30

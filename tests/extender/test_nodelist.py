@@ -4,6 +4,7 @@ import numpy as np
 import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from tfsched.extender.nodelist import NodeListCache
 from tfsched.scoring.inventory import Inventory
 

@@ -6,6 +6,7 @@ import asyncio
 
 import orjson
 import pytest
+
 from tfsched.allocation.config import SchedulingConfig
 from tfsched.clustermodel import annotations as ann
 from tfsched.clustermodel.cache import Kind

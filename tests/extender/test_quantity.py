@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from tfsched.clustermodel.quantity import QuantityError, format_bytes, format_tflops, parse_quantity
 
 

@@ -11,6 +11,7 @@ import urllib.request
 import orjson
 import pytest
 import yaml
+
 from tfsched.clustermodel import annotations as ann
 from tfsched.clustermodel.objects import gpu_object, gpu_pod, node_object
 

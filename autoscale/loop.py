@@ -1,0 +1,272 @@
+"""The autoscale loop: one interval as named steps, on the active instance only.
+
+1. **discover**: the workloads (creating the TensorFusionWorkload a pod asks
+   for), tracked in the bank (:mod:`tfsched.autoscale.feed`);
+2. **fetch usage** since the last fetch into the bank; when the source fails,
+   nothing changes and each workload gets a condition saying why;
+3. **estimate** every workload in one batch per distinct config;
+4. **reconcile** each workload: :func:`tfsched.autoscale.recommend.recommend`
+   (pure), the status (:mod:`tfsched.autoscale.status`), the appliers
+   (:mod:`tfsched.autoscale.apply`);
+5. **checkpoint** the histograms every ``checkpointInterval`` and on shutdown
+   (:mod:`tfsched.autoscale.checkpoint`); a restarted loop continues from them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import numpy as np
+from pydantic import ValidationError
+
+from tfsched.allocation.state import ClusterState
+from tfsched.autoscale.apply import OwnerScaler, PodResizer, runs_with
+from tfsched.autoscale.bank import UsageBank, estimate_all
+from tfsched.autoscale.checkpoint import checkpoint_of
+from tfsched.autoscale.estimators import Estimates
+from tfsched.autoscale.feed import Feeder, Tracked, Workload
+from tfsched.autoscale.ports import UsageSource
+from tfsched.autoscale.prometheus import MetricsUnavailable
+from tfsched.autoscale.recommend import PreviousStatus, Recommendation, recommend
+from tfsched.autoscale.replicas import ReplicaState
+from tfsched.autoscale.settings import AutoscaleSettings
+from tfsched.autoscale.status import StatusWriter
+from tfsched.clustermodel.autoscaling_config import AutoScalingConfig, AutoSetResources, Resources, ResourceValues
+from tfsched.clustermodel.quantity import MILLI_PER_TFLOPS
+from tfsched.kubeapi.client import KubeApi
+
+log = logging.getLogger(__name__)
+
+
+class Clock:
+    """Wall-clock time plus an offset that tests move (``/debug/clock``)."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta(0)
+
+    def now(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+    def wall(self) -> datetime:
+        """Real time, for fetching usage: Prometheus holds wall-clock samples."""
+        return datetime.now(UTC)
+
+
+def _scales_replicas(config: AutoScalingConfig) -> bool:
+    """Whether replicas can change: autoSetReplicas, or a cron rule that sets them."""
+    if config.auto_set_replicas.enable:
+        return True
+    return any(rule.desired_replicas is not None for rule in config.cron_scaling_rules)
+
+
+class Autoscaler:
+    def __init__(
+        self,
+        state: ClusterState,
+        kube: KubeApi,
+        source: UsageSource,
+        settings: AutoscaleSettings,
+        clock: Clock | None = None,
+    ) -> None:
+        self.state = state
+        self.source = source
+        self.settings = settings
+        self.clock = clock or Clock()
+        self.tz = ZoneInfo(settings.time_zone)
+        self.feeder = Feeder(state, kube)
+        self.status = StatusWriter(kube)
+        self.resizer = PodResizer(state, kube, self.feeder, settings.eviction_interval)
+        self.owners = OwnerScaler(kube)
+        self.last_checkpoint: datetime | None = None
+        self.ticks = 0
+        self._tick_lock = asyncio.Lock()
+        self._max_allowed_now: ResourceValues | None = None
+
+    @property
+    def bank(self) -> UsageBank:
+        return self.feeder.bank
+
+    # -- one interval ------------------------------------------------------------
+
+    async def tick(self) -> None:
+        async with self._tick_lock:
+            await self._tick()
+            self.ticks += 1
+
+    async def _tick(self) -> None:
+        now = self.clock.now()
+        workloads = await self._discover()
+        try:
+            queried = await self._fetch_usage()
+        except MetricsUnavailable as exc:
+            log.warning("usage metrics unavailable: %s", exc)
+            for workload in workloads:
+                await self.status.report_metrics(workload, now, False, str(exc))
+            return
+        self._max_allowed_now = self._max_allowed()
+        estimates = self._estimate_all(workloads)
+        for workload in workloads:
+            try:
+                await self.reconcile(
+                    workload, now, metrics_ok=True if queried else None, estimates=estimates.get(workload.key)
+                )
+            except Exception:
+                log.exception("workload %s/%s: reconcile failed", *workload.key)
+        if self.last_checkpoint is None or now - self.last_checkpoint >= self.settings.checkpoint_interval:
+            await self.checkpoint(workloads, now)
+
+    async def _discover(self) -> list[Workload]:
+        await self.feeder.create_missing_workloads()
+        workloads = self.feeder.workloads()
+        for workload in workloads:
+            self.feeder.track(workload)
+        self.feeder.prune(workloads)
+        return workloads
+
+    async def _fetch_usage(self) -> bool:
+        # Usage is fetched by wall-clock time (what Prometheus holds); ``now`` is
+        # the loop's clock, which decides cron windows and cooldowns.
+        metrics = self.settings.metrics
+        return await self.feeder.fetch(self.source, self.clock.wall(), metrics.step, metrics.history_length)
+
+    def _estimate_all(self, workloads: list[Workload]) -> dict[tuple[str, str], Estimates]:
+        """Target and bounds of every workload, in one numba pass per distinct
+        ``autoSetResources`` (the same numbers as the per-workload estimators)."""
+        groups: dict[AutoSetResources, list[Workload]] = {}
+        for workload in workloads:
+            groups.setdefault(workload.config.auto_set_resources, []).append(workload)
+        out: dict[tuple[str, str], Estimates] = {}
+        tracked = self.feeder.tracked
+        for config, members in groups.items():
+            rows = np.array([tracked[w.key].row for w in members], np.int64)
+            batch = estimate_all(self.bank, config, rows)
+            for i, workload in enumerate(members):
+                out[workload.key] = batch.estimates(i)
+        return out
+
+    # -- one workload ------------------------------------------------------------
+
+    def _current(self, workload: Workload) -> Resources | None:
+        """What the workers run with now: the most common request among them."""
+        requests = [r for r in map(self.feeder.pod_request, workload.pods) if r is not None]
+        if not requests:
+            return None
+        common = Counter((r.tflops_request, r.tflops_limit, r.vram_request, r.vram_limit) for r in requests)
+        t_req, t_lim, v_req, v_lim = common.most_common(1)[0][0]
+        return Resources(
+            requests=ResourceValues(tflops=t_req, vram=v_req), limits=ResourceValues(tflops=t_lim, vram=v_lim)
+        )
+
+    @staticmethod
+    def _original(workload: Workload) -> Resources | None:
+        raw = (workload.obj.get("spec") or {}).get("resources")
+        if not raw:
+            return None
+        try:
+            return Resources.model_validate(raw)
+        except ValidationError:
+            return None
+
+    def _max_allowed(self) -> ResourceValues:
+        """No request may exceed the largest usable GPU: beyond it no pod could be placed."""
+        inv = self.state.inventory
+        usable = inv.usable
+        if not usable.any():
+            return ResourceValues(tflops=0.0, vram=0.0)
+        return ResourceValues(
+            tflops=float(inv.cap_t[usable].max()) / MILLI_PER_TFLOPS, vram=float(inv.cap_v[usable].max())
+        )
+
+    def _replica_state(
+        self, workload: Workload, tracked: Tracked, now: datetime, replicas: int | None
+    ) -> ReplicaState | None:
+        if replicas is None:
+            return None
+        window = workload.config.auto_set_replicas.evaluation_period
+        pod_requests = map(self.feeder.pod_request, workload.pods)
+        limits = [r.tflops_limit for r in pod_requests if r is not None and r.tflops_limit]
+        recent = [v for t, v in tracked.latest_tflops.values() if now - t <= window]
+        utilization = None
+        if recent and limits:
+            utilization = 100.0 * (sum(recent) / len(recent)) / (sum(limits) / len(limits))
+        return ReplicaState(replicas, utilization, tracked.last_scale_up, tracked.last_scale_down)
+
+    async def reconcile(
+        self,
+        workload: Workload,
+        now: datetime,
+        *,
+        metrics_ok: bool | None = None,
+        estimates: Estimates | None = None,
+    ) -> Recommendation | None:
+        """One workload: recommend, write status, apply.  ``metrics_ok``: whether
+        this interval read Prometheus (None: nothing was due, say nothing)."""
+        tracked = self.feeder.tracked[workload.key]
+        original = self._original(workload)
+        current = self._current(workload) or original
+        if current is None:
+            return None
+        owner = replicas = None
+        if _scales_replicas(workload.config):
+            owner = await self.owners.scale_path(workload)
+            replicas = await self.owners.replicas(owner) if owner else None
+        rec = recommend(
+            workload.config,
+            self.bank.summary(tracked.row),
+            current,
+            now,
+            original=original or current,
+            max_allowed=self._max_allowed_now or self._max_allowed(),
+            replicas=self._replica_state(workload, tracked, now, replicas),
+            previous=PreviousStatus.from_status(workload.obj.get("status")),
+            tz=self.tz,
+            estimates=estimates,
+        )
+        fragment = rec.to_status()
+        fragment.pop("desiredReplicas", None)  # not a TensorFusion status field
+        applied_pods = workload.pods
+        if rec.to_apply is not None:
+            await self.status.write(workload, fragment, now, None)  # new pods see it first
+            applied_pods = await self.resizer.apply(workload, rec, tracked, now)
+        target = rec.resources.to_model()
+        fragment["appliedRecommendedReplicas"] = sum(
+            1 for p in applied_pods if runs_with(self.feeder.pod_request(p), target)
+        )
+        fragment["workerCount"] = len(workload.pods)
+        await self.status.write(workload, fragment, now, metrics_ok)
+        if rec.replicas is not None and rec.replicas.changes and owner:
+            await self.owners.scale(workload, tracked, owner, rec, now)
+        return rec
+
+    # -- checkpoints and running ---------------------------------------------------
+
+    async def checkpoint(self, workloads: list[Workload], now: datetime) -> None:
+        for workload in workloads:
+            tracked = self.feeder.tracked.get(workload.key)
+            if tracked is None or self.bank.count[tracked.row] == 0:
+                continue
+            await self.status.patch(workload, {"histogramCheckpoint": checkpoint_of(self.bank, tracked.row)})
+        self.last_checkpoint = now
+
+    async def run(self, leading: asyncio.Event | None = None) -> None:
+        while True:
+            if leading is not None:
+                await leading.wait()
+            try:
+                await self.tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("autoscale interval failed")
+            await asyncio.sleep(self.settings.interval.total_seconds())
+
+    async def shutdown(self) -> None:
+        """Save the histograms so a successor continues with them."""
+        try:
+            await self.checkpoint(self.feeder.workloads(), self.clock.now())
+        except Exception as exc:
+            log.warning("final checkpoint failed: %s", exc)
