@@ -97,8 +97,10 @@ class ClusterState:
         if event is EventType.DELETED:
             self.workloads.pop(key, None)
             return
-        view = read_workload(obj)
-        if view.config_error:
+        previous = self.workloads.get(key)
+        view = read_workload(obj, previous)
+        # Once per spec change, not on every status write.
+        if view.config_error and (previous is None or previous.raw_config != view.raw_config):
             log.warning("workload %s/%s: invalid autoScalingConfig: %s", *key, view.config_error)
         self.workloads[key] = view
 

@@ -222,7 +222,7 @@ class Autoscaler:
             original=original or current,
             max_allowed=self._max_allowed_now or self._max_allowed(),
             replicas=self._replica_state(workload, tracked, now, replicas),
-            previous=PreviousStatus.from_status(workload.obj.get("status")),
+            previous=PreviousStatus.from_status(workload.view.status),
             tz=self.tz,
             estimates=estimates,
         )

@@ -41,6 +41,7 @@ import orjson
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, field_validator
 
 from tfsched.autoscale.columns import UsageColumns
+from tfsched.autoscale.numbers import parse_numbers
 from tfsched.clustermodel.times import format_go_duration, parse_duration
 
 # The vGPU exporter's metric and label names: the one place they are spelled.
@@ -152,6 +153,10 @@ def parse_matrix(body: bytes, what: str = "query") -> list[Any]:
         raise MetricsUnavailable(
             f"Prometheus returned invalid JSON for the {what} query: {exc}", REASON_BAD_RESPONSE
         ) from None
+    return _matrix_result(doc, body, what)
+
+
+def _matrix_result(doc: Any, body: bytes, what: str) -> list[Any]:
     if not isinstance(doc, dict):
         raise MetricsUnavailable(f"Prometheus returned a non-object for the {what} query", REASON_BAD_RESPONSE)
     status = doc.get("status")
@@ -184,6 +189,58 @@ _second = operator.itemgetter(1)
 _POINT_ERRORS = (TypeError, ValueError, OverflowError, IndexError, KeyError)
 # Largest (time span in ms) × pods grouped by one int64 key; wider takes a slower lexsort.
 _KEY_LIMIT = 2**62
+
+
+_VALUES_KEY = b'"values":['
+_STRIP = b'[]"'
+
+
+def _split_points(body: bytes) -> tuple[bytes, list[int], np.ndarray] | None:
+    """Cut every ``"values":[[t,"v"],…]`` out of a matrix answer.
+
+    Returns the answer with each values list emptied (small: labels only),
+    the number of points of each series in order, and all stamps and values
+    as one float64 array (stamp, value, stamp, value, …).  ``None`` when the
+    points are not exactly ``[number,"number"]`` pairs, so the caller takes
+    the general path.  Labels cannot hold the key's bytes: a quote inside a
+    JSON string is escaped.
+    """
+    skeleton: list[bytes] = []
+    inners: list[bytes] = []
+    lengths: list[int] = []
+    position = 0
+    while True:
+        found = body.find(_VALUES_KEY, position)
+        if found < 0:
+            break
+        start = found + len(_VALUES_KEY)
+        if body[start : start + 1] == b"]":
+            end = start  # an empty list
+            lengths.append(0)
+        else:
+            close = body.find(b"]]", start)
+            if close < 0:
+                return None
+            inner = body[start : close + 1]
+            points = inner.count(b"[")
+            # n points are n '[', n ']' and 2n - 1 commas, nothing nested.
+            if inner.count(b"]") != points or inner.count(b",") != 2 * points - 1:
+                return None
+            inners.append(inner)
+            lengths.append(points)
+            end = close + 1
+        skeleton.append(body[position:found])
+        skeleton.append(b'"values":[]')
+        position = end + 1
+    skeleton.append(body[position:])
+    flat = b",".join(inners).translate(None, _STRIP)
+    try:
+        numbers = parse_numbers(flat)
+    except ValueError:
+        return None
+    if numbers.shape[0] != 2 * sum(lengths):
+        return None
+    return b"".join(skeleton), lengths, numbers
 
 
 def _floats(points: list[Any]) -> tuple[np.ndarray, np.ndarray] | None:
@@ -257,8 +314,59 @@ class SampleMerger:
         return self._skipped_points + len(self._beyond)
 
     def add_body(self, body: bytes, slot: int, what: str = "query") -> None:
-        """Parse one query_range answer into ``slot`` (:attr:`TFLOPS` or :attr:`VRAM`)."""
+        """Parse one query_range answer into ``slot`` (:attr:`TFLOPS` or :attr:`VRAM`).
+
+        The points are read straight from the bytes (:func:`_split_points`):
+        a JSON parser would build one list per point, millions for a history
+        load, and the garbage collector's passes over them cost more than the
+        parse.  Anything that does not look exactly like Prometheus' answer
+        takes the general path, which reads it (or reports it) as before.
+        """
+        if slot not in (self.TFLOPS, self.VRAM):
+            raise ValueError(f"slot must be SampleMerger.TFLOPS or SampleMerger.VRAM, got {slot!r}")
+        split = _split_points(body)
+        if split is not None:
+            try:
+                skeleton = orjson.loads(split[0])
+            except orjson.JSONDecodeError:
+                skeleton = None
+            if skeleton is not None and self._add_split(_matrix_result(skeleton, body, what), *split[1:], slot):
+                return
         self.add_result(parse_matrix(body, what), slot)
+
+    def _add_split(self, result: list[Any], lengths: list[int], numbers: np.ndarray, slot: int) -> bool:
+        """Add points read by :func:`_split_points`; False (nothing added) unless each
+        series of the skeleton lines up with its points."""
+        if len(result) != len(lengths):
+            return False
+        codes = self._codes
+        keep = np.zeros(len(lengths), np.bool_)
+        series_codes: list[int] = []
+        skipped = 0
+        for i, series in enumerate(result):
+            try:
+                metric = series["metric"]
+                namespace = metric[NAMESPACE_LABEL]
+                pod = metric[POD_LABEL]
+                values = series["values"]
+            except (KeyError, TypeError, IndexError):
+                return False  # the general path says which series and why
+            if values != [] or type(namespace) is not str or type(pod) is not str:
+                if values != []:
+                    return False
+                skipped += 1
+                continue
+            if lengths[i]:
+                keep[i] = True
+                series_codes.append(codes.setdefault((namespace, pod), len(codes)))
+        self.skipped_series += skipped
+        counts = np.array(lengths, np.int64)
+        owner = np.repeat(np.arange(len(lengths)), counts)
+        take = keep[owner]
+        if series_codes:
+            pods = np.repeat(np.array(series_codes, np.int32), counts[keep])
+            self._add(slot, pods, numbers[0::2][take], numbers[1::2][take])
+        return True
 
     def add_result(self, result: list[Any], slot: int) -> None:
         """Add the ``data.result`` list of one matrix answer into ``slot``."""

@@ -326,7 +326,7 @@ def report_interval(title: str, result: dict[str, Any], *, checkpoint: bool) -> 
     parts = [
         ("discovery (create_missing_workloads + workloads() + track)", s["create"] + s["workloads"] + s["track"]),
         ("HTTP (query_range, both queries)", http),
-        ("parse + merge (SampleMerger)", s["fetch"] - http),
+        ("parse + merge into columns (SampleMerger)", s["fetch"] - http),
         ("ingest (UsageBank)", s["ingest"]),
         (f"reconcile loop ({timers.counts['reconcile']} workloads)", s["reconcile"]),
     ]

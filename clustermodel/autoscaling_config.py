@@ -73,6 +73,8 @@ def _percent_value(value: Any) -> float:
 
 
 def _quantity(value: Any) -> float:
+    if type(value) is float and 0.0 <= value < math.inf:  # already a value in base units
+        return value
     try:
         return parse_quantity(value)
     except QuantityError as exc:
@@ -122,6 +124,9 @@ VramQuantity = Annotated[float, BeforeValidator(_quantity), PlainSerializer(form
 ReplicaStep = Annotated[int | str, BeforeValidator(_step)]
 
 
+_CANONICAL_KEYS: dict[type, dict[str, str]] = {}
+
+
 class _Model(BaseModel):
     """Shared config: camelCase aliases, keys matched case-insensitively, unknown keys ignored."""
 
@@ -132,11 +137,14 @@ class _Model(BaseModel):
     def _canonical_keys(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             return data
-        canonical: dict[str, str] = {}
-        for name, info in cls.model_fields.items():
-            canonical[name.lower()] = info.alias or name
-            if info.alias:
-                canonical[info.alias.lower()] = info.alias
+        canonical = _CANONICAL_KEYS.get(cls)
+        if canonical is None:  # once per class: models are built per workload per interval
+            canonical = {}
+            for name, info in cls.model_fields.items():
+                canonical[name.lower()] = info.alias or name
+                if info.alias:
+                    canonical[info.alias.lower()] = info.alias
+            _CANONICAL_KEYS[cls] = canonical
         result: dict[str, Any] = {}
         for key, value in data.items():
             mapped = canonical.get(key.lower(), key) if isinstance(key, str) else key

@@ -86,6 +86,10 @@ class WorkloadStatus(BaseModel):
         """Field by field: what cannot be read counts as absent, the rest stands."""
         if not isinstance(raw, Mapping):
             return cls()
+        try:
+            return cls.model_validate(raw)
+        except ValidationError:
+            pass
         values: dict[str, Any] = {}
         for name, info in cls.model_fields.items():
             key = info.alias or name
@@ -159,6 +163,7 @@ class WorkloadView:
     config_error: str
     declares_auto_set_resources: bool  # the spec has autoSetResources (else pods' annotations decide)
     status: WorkloadStatus
+    raw_config: Mapping[str, Any]  # as the object has it, to reuse the parse for the next version
 
     def auto_set_resources(self, pod_annotations: Mapping[str, str]) -> AutoSetResources | None:
         """The ``autoSetResources`` that governs a pod of this workload (None: invalid config)."""
@@ -213,18 +218,26 @@ def _given(resources: Resources, resource: str) -> dict[str, float]:
     return out
 
 
-def read_workload(obj: Mapping[str, Any]) -> WorkloadView:
-    """Parse one TensorFusionWorkload object (never raises)."""
+def read_workload(obj: Mapping[str, Any], previous: WorkloadView | None = None) -> WorkloadView:
+    """Parse one TensorFusionWorkload object (never raises).
+
+    ``previous``: the view of an earlier version of the same object; its config
+    is reused when the spec's ``autoScalingConfig`` is unchanged (status writes
+    are most of a workload's versions).
+    """
     meta = obj.get("metadata") or {}
     spec = obj.get("spec") if isinstance(obj.get("spec"), Mapping) else {}
     raw_config = spec.get("autoScalingConfig") if isinstance(spec, Mapping) else None
     raw_config = raw_config if isinstance(raw_config, Mapping) else {}
     config: AutoScalingConfig | None
-    try:
-        config = AutoScalingConfig.model_validate(raw_config)
-        error = ""
-    except ValidationError as exc:
-        config, error = None, str(exc)
+    if previous is not None and previous.uid == str(meta.get("uid") or "") and previous.raw_config == raw_config:
+        config, error = previous.config, previous.config_error
+    else:
+        try:
+            config = AutoScalingConfig.model_validate(raw_config)
+            error = ""
+        except ValidationError as exc:
+            config, error = None, str(exc)
     auto = next((v for k, v in raw_config.items() if isinstance(k, str) and k.lower() == "autosetresources"), None)
     return WorkloadView(
         namespace=str(meta.get("namespace") or ""),
@@ -235,6 +248,7 @@ def read_workload(obj: Mapping[str, Any]) -> WorkloadView:
         config_error=error,
         declares_auto_set_resources=bool(auto),
         status=WorkloadStatus.read(obj.get("status")),
+        raw_config=raw_config,
     )
 
 

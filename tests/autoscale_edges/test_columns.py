@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
 import numpy as np
+import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from tfsched.autoscale import prometheus
@@ -229,6 +231,41 @@ def test_well_formed_answers_never_go_point_by_point(answers: list[tuple[list[An
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(prometheus, "_floats_point_by_point", refuse)
         merged(answers)
+
+
+def _body(result: list[Any]) -> bytes:
+    """As Prometheus writes it: compact JSON (json, not orjson: big integers are allowed here)."""
+    doc = {"status": "success", "data": {"resultType": "matrix", "result": result}}
+    body = json.dumps(doc, separators=(",", ":")).encode()
+    try:
+        orjson.loads(body)
+    except orjson.JSONDecodeError:
+        assume(False)  # NaN or infinite stamps: not JSON, nothing Prometheus sends
+    return body
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(answers)
+def test_reading_the_bytes_matches_the_parsed_answer(answers: list[tuple[list[Any], int]]) -> None:
+    """add_body reads points straight from the bytes; it must agree with the
+    general path on every answer, odd ones included (they fall back to it)."""
+    expected = merged(answers)
+    fast = SampleMerger()
+    for result, slot in answers:
+        fast.add_body(_body(result), slot)
+    assert (fast.columns(), fast.skipped_series, fast.skipped_points) == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.lists(well_formed_series, max_size=6), st.sampled_from([0, 1])), max_size=4))
+def test_well_formed_bytes_never_take_the_general_path(answers: list[tuple[list[Any], int]]) -> None:
+    expected = merged(answers)
+    fast = SampleMerger()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(fast, "add_result", lambda *a: pytest.fail(f"general path taken for {a!r}"))
+        for result, slot in answers:
+            fast.add_body(_body(result), slot)
+    assert (fast.columns(), fast.skipped_series, fast.skipped_points) == expected
 
 
 def test_many_pods_and_times_match_the_reference() -> None:
