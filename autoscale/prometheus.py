@@ -278,6 +278,20 @@ def _floats_point_by_point(points: list[Any]) -> tuple[np.ndarray, np.ndarray]:
     return np.array(stamps, np.float64), np.array(values, np.float64)
 
 
+def _labels(series: Any) -> tuple[str, str, Any] | None:
+    """(namespace, pod, values) of one series; None when its labels cannot be read."""
+    try:
+        metric = series["metric"]
+        namespace = metric[NAMESPACE_LABEL]
+        pod = metric[POD_LABEL]
+        values = series["values"]
+    except (KeyError, TypeError, IndexError):
+        return None
+    if type(namespace) is not str or type(pod) is not str:
+        return None
+    return namespace, pod, values
+
+
 class SampleMerger:
     """Merges TFLOPS and VRAM matrix results into :class:`UsageColumns`.
 
@@ -342,24 +356,14 @@ class SampleMerger:
         codes = self._codes
         keep = np.zeros(len(lengths), np.bool_)
         series_codes: list[int] = []
-        skipped = 0
         for i, series in enumerate(result):
-            try:
-                metric = series["metric"]
-                namespace = metric[NAMESPACE_LABEL]
-                pod = metric[POD_LABEL]
-                values = series["values"]
-            except (KeyError, TypeError, IndexError):
+            read = _labels(series)
+            if read is None or read[2] != []:
                 return False  # the general path says which series and why
-            if values != [] or type(namespace) is not str or type(pod) is not str:
-                if values != []:
-                    return False
-                skipped += 1
-                continue
+            namespace, pod, _ = read
             if lengths[i]:
                 keep[i] = True
                 series_codes.append(codes.setdefault((namespace, pod), len(codes)))
-        self.skipped_series += skipped
         counts = np.array(lengths, np.int64)
         owner = np.repeat(np.arange(len(lengths)), counts)
         take = keep[owner]
@@ -376,17 +380,11 @@ class SampleMerger:
         series_codes: list[int] = []
         series_values: list[list[Any]] = []
         for series in result:
-            try:
-                metric = series["metric"]
-                namespace = metric[NAMESPACE_LABEL]
-                pod = metric[POD_LABEL]
-                values = series["values"]
-            except (KeyError, TypeError, IndexError):
+            read = _labels(series)
+            if read is None or type(read[2]) is not list:
                 self.skipped_series += 1
                 continue
-            if type(namespace) is not str or type(pod) is not str or type(values) is not list:
-                self.skipped_series += 1
-                continue
+            namespace, pod, values = read
             if not values:
                 continue
             code = codes.setdefault((namespace, pod), len(codes))
