@@ -29,8 +29,7 @@ from tfsched.autoscale.bank import UsageBank, estimate_all
 from tfsched.autoscale.checkpoint import checkpoint_of
 from tfsched.autoscale.estimators import Estimates
 from tfsched.autoscale.feed import Feeder, Tracked, Workload
-from tfsched.autoscale.ports import UsageSource
-from tfsched.autoscale.prometheus import MetricsUnavailable
+from tfsched.autoscale.ports import MetricsUnavailable, UsageSource
 from tfsched.autoscale.recommend import PreviousStatus, Recommendation, recommend
 from tfsched.autoscale.replicas import ReplicaState
 from tfsched.autoscale.settings import AutoscaleSettings

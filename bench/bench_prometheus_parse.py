@@ -32,7 +32,7 @@ from typing import Any
 import orjson
 
 from tfsched.autoscale.columns import UsageColumns
-from tfsched.autoscale.prometheus import NAMESPACE_LABEL, POD_LABEL, SampleMerger, parse_matrix
+from tfsched.autoscale.matrix import NAMESPACE_LABEL, POD_LABEL, SampleMerger, parse_matrix
 
 START = 1_760_000_000.0
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

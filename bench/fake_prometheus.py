@@ -31,7 +31,8 @@ import numpy as np
 import orjson
 from aiohttp import web
 
-from tfsched.autoscale.prometheus import NAMESPACE_LABEL, POD_LABEL, QUERY_RANGE_PATH, TFLOPS_METRIC, VRAM_METRIC
+from tfsched.autoscale.matrix import NAMESPACE_LABEL, POD_LABEL
+from tfsched.autoscale.prometheus import QUERY_RANGE_PATH, TFLOPS_METRIC, VRAM_METRIC
 
 TFLOPS = "tflops"
 VRAM = "vram"

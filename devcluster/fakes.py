@@ -22,7 +22,7 @@ import numpy as np
 from tfsched.allocation.state import ClusterState
 from tfsched.autoscale.columns import UsageColumns
 from tfsched.autoscale.loop import Clock
-from tfsched.autoscale.prometheus import MetricsUnavailable
+from tfsched.autoscale.ports import MetricsUnavailable
 from tfsched.clustermodel import annotations as ann
 from tfsched.clustermodel.cache import EventType, Kind
 from tfsched.clustermodel.times import to_unix_ns

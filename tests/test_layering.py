@@ -44,6 +44,7 @@ AUTOSCALE_CORE = {
     "bank",
     "usage",
     "columns",
+    "numbers",
     "estimators",
     "vertical",
     "cron",

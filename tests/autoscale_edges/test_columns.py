@@ -12,9 +12,9 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from tfsched.autoscale import prometheus
+from tfsched.autoscale import matrix
 from tfsched.autoscale.columns import UsageColumns
-from tfsched.autoscale.prometheus import SampleMerger
+from tfsched.autoscale.matrix import SampleMerger
 
 T0 = 1_760_000_000
 Row = tuple[str, str, int, float | None, float | None]
@@ -218,7 +218,7 @@ def test_merger_matches_the_per_point_reference(answers: list[tuple[list[Any], i
 
     # The same through the grouping used when times span too wide for one int64 key.
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(prometheus, "_KEY_LIMIT", 0)
+        patch.setattr(matrix, "_KEY_LIMIT", 0)
         assert merged(answers) == (got, skipped_series, skipped_points)
 
 
@@ -229,7 +229,7 @@ def test_well_formed_answers_never_go_point_by_point(answers: list[tuple[list[An
         raise AssertionError(f"converted point by point: {points!r}")
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(prometheus, "_floats_point_by_point", refuse)
+        patch.setattr(matrix, "_floats_point_by_point", refuse)
         merged(answers)
 
 

@@ -17,19 +17,21 @@ import orjson
 import pytest
 from aiohttp import web
 
-from tfsched.autoscale import prometheus
-from tfsched.autoscale.prometheus import (
-    DEFAULT_TFLOPS_QUERY,
-    DEFAULT_VRAM_QUERY,
-    MAX_STEPS_PER_QUERY,
+from tfsched.autoscale import matrix as matrix_module
+from tfsched.autoscale.matrix import SampleMerger
+from tfsched.autoscale.ports import (
     REASON_BAD_RESPONSE,
     REASON_ERROR,
     REASON_TIMEOUT,
     REASON_UNREACHABLE,
-    MetricsConfig,
     MetricsUnavailable,
+)
+from tfsched.autoscale.prometheus import (
+    DEFAULT_TFLOPS_QUERY,
+    DEFAULT_VRAM_QUERY,
+    MAX_STEPS_PER_QUERY,
+    MetricsConfig,
     PrometheusSource,
-    SampleMerger,
     split_range,
 )
 from tfsched.clustermodel.times import parse_duration
@@ -344,13 +346,13 @@ def test_merger_refuses_an_unknown_slot() -> None:
 
 def test_only_a_malformed_series_is_converted_point_by_point(monkeypatch: pytest.MonkeyPatch) -> None:
     slow: list[list[Any]] = []
-    point_by_point = prometheus._floats_point_by_point
+    point_by_point = matrix_module._floats_point_by_point
 
     def spy(points: list[Any]) -> Any:
         slow.append(points)
         return point_by_point(points)
 
-    monkeypatch.setattr(prometheus, "_floats_point_by_point", spy)
+    monkeypatch.setattr(matrix_module, "_floats_point_by_point", spy)
     values = [[T0, "1"], [T0 + 60, "NaN"], [T0 + 120, "+Inf"]]  # unusable values, but well formed
     good = [{"metric": pod("n", f"p{i}"), "values": values} for i in range(3)]
     merger = SampleMerger()

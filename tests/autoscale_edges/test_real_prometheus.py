@@ -21,12 +21,8 @@ import aiohttp
 import pytest
 import yaml
 
-from tfsched.autoscale.prometheus import (
-    REASON_UNREACHABLE,
-    MetricsConfig,
-    MetricsUnavailable,
-    PrometheusSource,
-)
+from tfsched.autoscale.ports import REASON_UNREACHABLE, MetricsUnavailable
+from tfsched.autoscale.prometheus import MetricsConfig, PrometheusSource
 from tfsched.devcluster import processes
 from tfsched.devcluster.processes import ProcessRecord
 from tfsched.devcluster.prometheus import prometheus_binary, start_prometheus, write_config
