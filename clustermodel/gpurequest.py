@@ -17,6 +17,12 @@ from tfsched.clustermodel import annotations as ann
 from tfsched.clustermodel.quantity import MILLI_PER_TFLOPS, QuantityError, milli_tflops, parse_quantity, whole_bytes
 
 MAX_GPU_COUNT = 128
+# Bounds of what one pod may ask per GPU: far above any GPU made, far below
+# where float arithmetic on the inventory stops being exact (2**53).
+MAX_TFLOPS = 1e6  # TFLOPS per GPU
+MAX_VRAM = float(2**50)  # bytes per GPU (1 PiB)
+MAX_GPU_INDEX = 1023
+MAX_ANNOTATION_TEXT = 256  # characters of a quantity or index list
 
 
 class RequestError(ValueError):
@@ -64,6 +70,14 @@ class ResourceOverride:
     source: str = ""  # "recommendation", "cron:<rule>", or both joined with "+"
 
 
+_BOUNDS = {
+    ann.TFLOPS_REQUEST: (MAX_TFLOPS, f"{MAX_TFLOPS:g} TFLOPS"),
+    ann.TFLOPS_LIMIT: (MAX_TFLOPS, f"{MAX_TFLOPS:g} TFLOPS"),
+    ann.VRAM_REQUEST: (MAX_VRAM, "1Pi of VRAM"),
+    ann.VRAM_LIMIT: (MAX_VRAM, "1Pi of VRAM"),
+}
+
+
 def is_gpu_pod(annotations: Mapping[str, str] | None) -> bool:
     """Whether the pod asks for TensorFusion GPU resources at all."""
     if not annotations:
@@ -77,10 +91,16 @@ def _quantity(annotations: Mapping[str, str], key: str) -> float | None:
         return None
     if not isinstance(raw, str):
         raise RequestError(f"annotation {key}: expected a string, got {type(raw).__name__}")
+    if len(raw) > MAX_ANNOTATION_TEXT:
+        raise RequestError(f"annotation {key}: longer than {MAX_ANNOTATION_TEXT} characters")
     try:
-        return parse_quantity(raw)
+        value = parse_quantity(raw)
     except QuantityError as exc:
         raise RequestError(f"annotation {key}: {exc}") from None
+    bound = _BOUNDS.get(key)
+    if bound is not None and value > bound[0]:
+        raise RequestError(f"annotation {key}: {raw} is above the maximum of {bound[1]} per GPU")
+    return value
 
 
 def _pair(annotations: Mapping[str, str], req_key: str, lim_key: str) -> tuple[float, float]:
@@ -108,6 +128,8 @@ def parse_gpu_request(annotations: Mapping[str, str]) -> GPURequest:
 
     raw_count = annotations.get(ann.GPU_COUNT, "1") or "1"
     try:
+        if len(str(raw_count)) > MAX_ANNOTATION_TEXT:
+            raise ValueError
         gpu_count = int(str(raw_count).strip())
     except ValueError:
         raise RequestError(f"annotation {ann.GPU_COUNT}: {raw_count!r} is not an integer") from None
@@ -117,14 +139,16 @@ def parse_gpu_request(annotations: Mapping[str, str]) -> GPURequest:
     indices: frozenset[int] | None = None
     raw_indices = annotations.get(ann.GPU_INDICES, "")
     if raw_indices:
+        if len(str(raw_indices)) > MAX_ANNOTATION_TEXT:
+            raise RequestError(f"annotation {ann.GPU_INDICES}: longer than {MAX_ANNOTATION_TEXT} characters")
         try:
             indices = frozenset(int(part) for part in str(raw_indices).split(",") if part.strip())
         except ValueError:
             raise RequestError(
                 f"annotation {ann.GPU_INDICES}: {raw_indices!r} is not a comma-separated list of integers"
             ) from None
-        if any(i < 0 for i in indices):
-            raise RequestError(f"annotation {ann.GPU_INDICES}: indices must not be negative")
+        if any(not 0 <= i <= MAX_GPU_INDEX for i in indices):
+            raise RequestError(f"annotation {ann.GPU_INDICES}: indices must be between 0 and {MAX_GPU_INDEX}")
 
     return GPURequest(
         tflops_request=tflops_req,

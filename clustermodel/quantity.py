@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal, DecimalException
 
 _BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
 _DECIMAL = {
@@ -28,6 +28,10 @@ _DECIMAL = {
 _QUANTITY = re.compile(
     r"^(?P<num>[+-]?(?:\d+\.?\d*|\.\d+))(?:(?P<exp>[eE][+-]?\d+)|(?P<suffix>Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE])?)$"
 )
+
+
+# No real quantity needs a larger exponent; it bounds the Decimal work an annotation can ask for.
+MAX_EXPONENT = 30
 
 
 class QuantityError(ValueError):
@@ -50,6 +54,8 @@ def parse_quantity(value: str | int | float, *, allow_negative: bool = False) ->
         match = _QUANTITY.match(text)
         if match is None:
             raise QuantityError(f"invalid quantity {value!r}")
+        if match["exp"] and abs(int(match["exp"][1:])) > MAX_EXPONENT:
+            raise QuantityError(f"invalid quantity {value!r}: exponent beyond ±{MAX_EXPONENT}")
         try:
             mantissa = Decimal(match["num"])
             if match["exp"]:
@@ -58,7 +64,7 @@ def parse_quantity(value: str | int | float, *, allow_negative: bool = False) ->
                 scaled = mantissa * _BINARY[match["suffix"]]
             else:
                 scaled = mantissa * _DECIMAL[match["suffix"] or ""]
-        except (InvalidOperation, OverflowError) as exc:
+        except (DecimalException, OverflowError) as exc:
             raise QuantityError(f"invalid quantity {value!r}") from exc
         number = float(scaled)
     else:

@@ -30,7 +30,7 @@ from tfsched.clustermodel.autoscaling_config import (
     Resources,
     ResourceValues,
 )
-from tfsched.clustermodel.gpurequest import ResourceOverride
+from tfsched.clustermodel.gpurequest import MAX_TFLOPS, MAX_VRAM, ResourceOverride
 from tfsched.clustermodel.times import format_time
 
 ConditionStatus = Literal["True", "False", "Unknown"]
@@ -202,6 +202,7 @@ class WorkloadView:
 
 
 _SIDES = (("requests", "request"), ("limits", "limit"))
+_MAX_PER_GPU = {"tflops": MAX_TFLOPS, "vram": MAX_VRAM}
 
 
 def _given(resources: Resources, resource: str) -> dict[str, float]:
@@ -213,8 +214,10 @@ def _given(resources: Resources, resource: str) -> dict[str, float]:
     out: dict[str, float] = {}
     for side, suffix in _SIDES:
         values: ResourceValues = getattr(resources, side)
-        if resource in values.model_fields_set:
-            out[f"{resource}_{suffix}"] = getattr(values, resource)
+        value = getattr(values, resource)
+        # Beyond what any pod may ask (gpurequest's bounds) it is not a value to place by.
+        if resource in values.model_fields_set and value <= _MAX_PER_GPU[resource]:
+            out[f"{resource}_{suffix}"] = value
     return out
 
 

@@ -65,7 +65,8 @@ def parse_scheduling_args(body: bytes) -> SchedulingArgs:
             raise WireError("field Nodes must be a NodeList with an items list")
         names = []
         for i, node in enumerate(items):
-            name = (node.get("metadata") or {}).get("name") if isinstance(node, dict) else None
+            meta = node.get("metadata") if isinstance(node, dict) else None
+            name = meta.get("name") if isinstance(meta, dict) else None
             if not isinstance(name, str) or not name:
                 raise WireError(f"field Nodes.items[{i}].metadata.name is missing or not a string")
             names.append(name)
