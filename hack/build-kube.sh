@@ -126,9 +126,14 @@ done
 etcd_ldflags="-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=${ETCD_VERSION}"
 
 tmp=""
+ticker=""
 # Must return 0 when there is nothing to remove: an EXIT trap's status becomes
 # the script's, and after a successful build tmp is empty.
-cleanup() { if [[ -n "${tmp}" ]]; then rm -f "${tmp}"; fi; }
+cleanup() {
+  if [[ -n "${ticker}" ]]; then kill "${ticker}" 2>/dev/null || true; fi
+  if [[ -n "${tmp}" ]]; then rm -f "${tmp}"; fi
+  return 0
+}
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
@@ -155,6 +160,7 @@ for t in "${TARGETS[@]}"; do
   (cd "${HACK_DIR}/${mod}" && "${GO}" build -trimpath -tags="${tags}" -ldflags="${ldflags}" -o "${tmp}" "${pkg}") || status=$?
   kill "${ticker}" 2>/dev/null || true
   wait "${ticker}" 2>/dev/null || true
+  ticker=""
   [[ ${status} -eq 0 ]] || { log "go build of ${name} failed (exit ${status})"; exit "${status}"; }
   mv -f "${tmp}" "${BIN_DIR}/${name}"
   tmp=""
