@@ -9,9 +9,11 @@ line by line, and every patch names its content type explicitly.
 from __future__ import annotations
 
 import asyncio
+import os
 import ssl
 from collections.abc import AsyncIterator, Mapping
 from enum import StrEnum
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
 
@@ -26,6 +28,15 @@ class PatchType(StrEnum):
     MERGE = "application/merge-patch+json"
     STRATEGIC = "application/strategic-merge-patch+json"
     JSON = "application/json-patch+json"
+
+
+class KubeConfigError(Exception):
+    """No usable Kubernetes configuration; the message says which and why."""
+
+
+def _kubeconfig_from_env() -> str | None:
+    files = [p for p in os.environ.get("KUBECONFIG", "").split(os.pathsep) if p]
+    return next((p for p in files if Path(p).is_file()), files[0] if files else None)
 
 
 class KubeApiError(Exception):
@@ -64,16 +75,36 @@ class KubeClient:
 
     @classmethod
     async def from_config(cls, kubeconfig: str | None = None, context: str | None = None) -> KubeClient:
-        """From a kubeconfig file, or the in-cluster service account when none is given."""
+        """Configured as kubectl is: ``kubeconfig``, else ``$KUBECONFIG`` (the first file of
+        the list that exists), else the pod's service account when running in a cluster,
+        else ``~/.kube/config``.  Raises :class:`KubeConfigError` saying what is missing."""
         # Imported here: the client package costs ~35 MB, and snapshot mode never needs it.
         from kubernetes_asyncio import config as kube_config
         from kubernetes_asyncio.client import Configuration
 
         conf = Configuration()
-        if kubeconfig:
-            await kube_config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=conf)
-        else:
-            kube_config.load_incluster_config(client_configuration=conf)
+        path = kubeconfig or _kubeconfig_from_env()
+        in_cluster = bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+        if path is None and not in_cluster:
+            home = Path.home() / ".kube" / "config"
+            path = str(home) if home.is_file() else None
+        if path is not None and not Path(path).is_file():
+            raise KubeConfigError(f"kubeconfig {path} does not exist")
+        try:
+            if path is not None:
+                await kube_config.load_kube_config(config_file=path, context=context, client_configuration=conf)
+            elif in_cluster:
+                kube_config.load_incluster_config(client_configuration=conf)
+            else:
+                raise KubeConfigError(
+                    "no Kubernetes configuration: pass --kubeconfig, set $KUBECONFIG, "
+                    "create ~/.kube/config, or run inside a pod"
+                )
+        except KubeConfigError:
+            raise
+        except Exception as exc:  # the loader raises several types for one cause: an unusable config
+            where = f"kubeconfig {path}" if path else "in-cluster configuration"
+            raise KubeConfigError(f"{where}: {exc}") from None
         return cls(conf)
 
     @property
@@ -176,18 +207,18 @@ def _api_error(status: int, raw: bytes) -> KubeApiError:
         return KubeApiError(status, "", raw[:200].decode(errors="replace"))
 
 
-def _segment(name: str) -> str:
+def path_segment(name: str) -> str:
     """One path segment: a name from an object never becomes a query string or another path."""
     return quote(name, safe="")
 
 
 def pod_path(namespace: str, name: str, sub: str = "") -> str:
-    return f"/api/v1/namespaces/{_segment(namespace)}/pods/{_segment(name)}" + (f"/{sub}" if sub else "")
+    return f"/api/v1/namespaces/{path_segment(namespace)}/pods/{path_segment(name)}" + (f"/{sub}" if sub else "")
 
 
 def namespaced_path(group_version: str, namespace: str, plural: str, name: str = "", sub: str = "") -> str:
     """``/apis/<group/version>/namespaces/<ns>/<plural>[/<name>[/<sub>]]``, names quoted."""
-    path = f"/apis/{group_version}/namespaces/{_segment(namespace)}/{plural}"
+    path = f"/apis/{group_version}/namespaces/{path_segment(namespace)}/{plural}"
     if name:
-        path += f"/{_segment(name)}"
+        path += f"/{path_segment(name)}"
     return path + (f"/{sub}" if sub else "")

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tfsched.clustermodel.times import format_time
-from tfsched.kubeapi.client import KubeApi, _segment
+from tfsched.kubeapi.client import KubeApi, path_segment
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,6 @@ async def record_event(
         "count": 1,
     }
     try:
-        await client.create(f"/api/v1/namespaces/{_segment(namespace)}/events", body)
+        await client.create(f"/api/v1/namespaces/{path_segment(namespace)}/events", body)
     except Exception as exc:
         log.warning("could not record event %s on %s/%s: %s", reason, namespace, meta.get("name"), exc)

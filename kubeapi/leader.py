@@ -14,7 +14,7 @@ import socket
 from datetime import UTC, datetime, timedelta
 
 from tfsched.clustermodel.times import format_micro_time, parse_time_or_none
-from tfsched.kubeapi.client import KubeApiError, KubeClient
+from tfsched.kubeapi.client import KubeApiError, KubeClient, namespaced_path
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +35,8 @@ class LeaderElector:
         renew_every: timedelta = timedelta(seconds=5),
     ) -> None:
         self.client = client
-        self.path = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{name}"
-        self.collection = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
+        self.path = namespaced_path("coordination.k8s.io/v1", namespace, "leases", name)
+        self.collection = namespaced_path("coordination.k8s.io/v1", namespace, "leases")
         self.name = name
         self.identity = identity or default_identity()
         self.lease_duration = lease_duration

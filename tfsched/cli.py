@@ -10,6 +10,7 @@ import click
 
 
 @click.group()
+@click.version_option(package_name="tfsched", prog_name="tfsched")
 @click.option("--log-level", default="INFO", show_default=True, help="Python logging level.")
 def main(log_level: str) -> None:
     """GPU-aware kube-scheduler extender and autoscaler (TensorFusion compatible)."""
@@ -19,7 +20,12 @@ def main(log_level: str) -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8888, show_default=True, type=click.IntRange(0, 65535))
-@click.option("--kubeconfig", type=click.Path(exists=True, dir_okay=False), help="Default: in-cluster config.")
+@click.option(
+    "--kubeconfig",
+    type=click.Path(exists=True, dir_okay=False),
+    help="As kubectl: default $KUBECONFIG, then the pod's service account, then ~/.kube/config.",
+)
+@click.option("--context", help="The kubeconfig context to use (default: its current-context).")
 @click.option(
     "--snapshot",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -42,6 +48,7 @@ def serve(
     host: str,
     port: int,
     kubeconfig: str | None,
+    context: str | None,
     snapshot: Path | None,
     config_path: Path | None,
     no_autoscale: bool,
@@ -52,6 +59,7 @@ def serve(
     from tfsched.clustermodel.cache import SnapshotError
     from tfsched.clustermodel.yamlfile import YamlFileError
     from tfsched.config import load_config
+    from tfsched.kubeapi.client import KubeConfigError
     from tfsched.server import build_server, serve_forever
 
     try:
@@ -63,9 +71,13 @@ def serve(
 
     async def run() -> None:
         try:
-            server = await build_server(config, snapshot=snapshot, kubeconfig=kubeconfig, test_hooks=enable_test_hooks)
+            server = await build_server(
+                config, snapshot=snapshot, kubeconfig=kubeconfig, context=context, test_hooks=enable_test_hooks
+            )
         except SnapshotError as exc:
             raise click.BadParameter(str(exc), param_hint="--snapshot") from None
+        except KubeConfigError as exc:
+            raise click.UsageError(str(exc)) from None
         await serve_forever(server, host, port)
 
     asyncio.run(run())

@@ -125,13 +125,14 @@ async def build_server(
     *,
     snapshot: Path | None = None,
     kubeconfig: str | None = None,
+    context: str | None = None,
     test_hooks: bool = False,
 ) -> Server:
     state = ClusterState(config.scheduling)
     if snapshot is not None:
         state.load(read_snapshot(snapshot))
         return Server(state, Binder(state, MemoryPodWriter(state)), test_hooks=test_hooks)
-    client = await KubeClient.from_config(kubeconfig)
+    client = await KubeClient.from_config(kubeconfig, context)
     server = Server(state, Binder(state, ApiPodWriter(client)), client=client, test_hooks=test_hooks)
     settings = config.autoscaling
     if settings.enabled:
