@@ -31,7 +31,12 @@ def gpu_spec(gpu: Obj) -> GPUSpec:
     labels = meta.get("labels") or {}
     capacity = status.get("capacity") or {}
     node = (status.get("nodeSelector") or {}).get(ann.HOSTNAME_LABEL) or labels.get(ann.HOSTNAME_LABEL, "")
-    usable = status.get("phase") == GPU_RUNNING_PHASE and bool(node)
+    used_by = status.get("usedBy") or ""
+    if not isinstance(used_by, str):
+        foreign = "an unreadable usedBy"  # not provably ours: not ours to share
+    else:
+        foreign = "" if used_by in ann.USED_BY_OURS else used_by[:64]
+    usable = status.get("phase") == GPU_RUNNING_PHASE and bool(node) and not foreign
     try:
         tflops = parse_quantity(capacity.get("tflops", 0))
         vram = parse_quantity(capacity.get("vram", 0))
@@ -53,6 +58,7 @@ def gpu_spec(gpu: Obj) -> GPUSpec:
         pool=str(labels.get(ann.GPU_POOL) or ""),
         device_index=index,
         usable=usable,
+        used_by=foreign,
     )
 
 
@@ -66,6 +72,9 @@ class ClusterState:
         self.cache.subscribe(Kind.GPU, self._on_gpu)
         self.cache.subscribe(Kind.POD, self._on_pod)
         self.cache.subscribe(Kind.WORKLOAD, self._on_workload)
+        # GPUs another system hands out (status.usedBy), per node, for the filter's reasons.
+        self.foreign_gpus: dict[str, dict[str, str]] = {}
+        self._foreign_node: dict[str, str] = {}
         # Each workload parsed once per version, for every filter and the autoscaler.
         self.workloads: dict[tuple[str, str], WorkloadView] = {}
 
@@ -78,6 +87,15 @@ class ClusterState:
         spec = gpu_spec(obj)
         if not spec.name:
             return
+        old_node = self._foreign_node.pop(spec.name, None)
+        if old_node is not None:
+            users = self.foreign_gpus[old_node]
+            users.pop(spec.name, None)
+            if not users:
+                del self.foreign_gpus[old_node]
+        if spec.used_by and event is not EventType.DELETED:
+            self.foreign_gpus.setdefault(spec.node, {})[spec.name] = spec.used_by
+            self._foreign_node[spec.name] = spec.node
         if event is EventType.DELETED:
             self.ledger.remove_gpu(spec.name)
         elif not spec.node:

@@ -64,6 +64,12 @@ GPU_KIND: Final = "GPU"
 WORKLOAD_KIND: Final = "TensorFusionWorkload"
 WORKLOAD_PROFILE_KIND: Final = "WorkloadProfile"
 
+# GPU ``status.usedBy``: which system hands the GPU out.  TensorFusion writes its
+# domain (its CRD default is "tensor-fusion"; objects from before the field are
+# empty); anything else, such as "nvidia-device-plugin", is another system's.
+USED_BY_TENSOR_FUSION: Final = DOMAIN
+USED_BY_OURS: Final = frozenset({"", "tensor-fusion", DOMAIN})
+
 # Node label that GPU objects use to name their node.
 HOSTNAME_LABEL: Final = "kubernetes.io/hostname"
 

@@ -51,6 +51,14 @@ def _constraints_text(request: GPURequest) -> str:
     return " matching " + ", ".join(parts) if parts else ""
 
 
+def foreign_text(gpus: dict[str, str]) -> str:
+    """``2 GPUs used by nvidia-device-plugin``: why GPUs of a node are not ours to share."""
+    by_user: dict[str, int] = {}
+    for user in gpus.values():
+        by_user[user] = by_user.get(user, 0) + 1
+    return ", ".join(f"{_plural(n, 'GPU')} used by {user}" for user, n in sorted(by_user.items()))
+
+
 def fail_reason(request: GPURequest, verdict: int, counts: Sequence[int], node_has_gpus: bool) -> str:
     """The reason kube-scheduler shows in the pod's FailedScheduling event."""
     eligible, t_ok, v_ok, both = (int(c) for c in counts)
@@ -122,6 +130,9 @@ def filter_nodes(
             reason = reasons.get(key)
             if reason is None:
                 reason = reasons[key] = fail_reason(request, v, counts[i], has_gpus)
+            foreign = state.foreign_gpus.get(name) if v in (FIT_NO_ELIGIBLE_GPU, FIT_TOO_FEW_GPUS) else None
+            if foreign:
+                reason = f"{reason} ({foreign_text(foreign)})"
             if v in (FIT_NO_ELIGIBLE_GPU, FIT_TOO_FEW_GPUS):
                 unresolvable[name] = reason
             else:

@@ -43,6 +43,7 @@ class GPUSpec:
     pool: str = ""
     device_index: int = -1
     usable: bool = True
+    used_by: str = ""  # status.usedBy when another system hands the GPU out (then not usable)
 
 
 class Codes:
