@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from tfsched.autoscale import matrix
@@ -246,6 +246,9 @@ def _body(result: list[Any]) -> bytes:
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(answers)
+# Bracket and comma counts of a well-formed answer, in the wrong places (found by hypothesis).
+@example([([{"metric": {"namespace": "ml", "pod": "a"}, "values": [[1_760_000_000], "12", [1760000000, "0"]]}], 0)])
+@example([([{"metric": {"namespace": "ml", "pod": "a"}, "values": [[1, "2", "3"], [4]]}], 0)])
 def test_reading_the_bytes_matches_the_parsed_answer(answers: list[tuple[list[Any], int]]) -> None:
     """add_body reads points straight from the bytes; it must agree with the
     general path on every answer, odd ones included (they fall back to it)."""
