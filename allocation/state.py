@@ -72,9 +72,8 @@ class ClusterState:
         self.cache.subscribe(Kind.GPU, self._on_gpu)
         self.cache.subscribe(Kind.POD, self._on_pod)
         self.cache.subscribe(Kind.WORKLOAD, self._on_workload)
-        # GPUs another system hands out (status.usedBy), per node, for the filter's reasons.
-        self.foreign_gpus: dict[str, dict[str, str]] = {}
-        self._foreign_node: dict[str, str] = {}
+        # GPU name -> the other system that hands it out (status.usedBy), for the filter's reasons.
+        self.foreign_gpus: dict[str, str] = {}
         # Each workload parsed once per version, for every filter and the autoscaler.
         self.workloads: dict[tuple[str, str], WorkloadView] = {}
 
@@ -87,15 +86,10 @@ class ClusterState:
         spec = gpu_spec(obj)
         if not spec.name:
             return
-        old_node = self._foreign_node.pop(spec.name, None)
-        if old_node is not None:
-            users = self.foreign_gpus[old_node]
-            users.pop(spec.name, None)
-            if not users:
-                del self.foreign_gpus[old_node]
         if spec.used_by and event is not EventType.DELETED:
-            self.foreign_gpus.setdefault(spec.node, {})[spec.name] = spec.used_by
-            self._foreign_node[spec.name] = spec.node
+            self.foreign_gpus[spec.name] = spec.used_by
+        else:
+            self.foreign_gpus.pop(spec.name, None)
         if event is EventType.DELETED:
             self.ledger.remove_gpu(spec.name)
         elif not spec.node:
@@ -129,6 +123,12 @@ class ClusterState:
             if kind is Kind.POD:
                 items = [p for p in items if keep_pod(p)]
             self.cache.replace(kind, items)
+
+    def foreign_gpus_of(self, node: int) -> dict[str, str]:
+        """The GPUs of inventory node ``node`` that another system hands out, with that system."""
+        inv = self.inventory
+        names = (inv.gpu_names[g] for g in inv.gpus_of_node(node).tolist())
+        return {name: self.foreign_gpus[name] for name in names if name in self.foreign_gpus}
 
     def workload_of(self, namespace: str, annotations: Mapping[str, Any]) -> WorkloadView | None:
         """The parsed workload a pod names in its ``workload`` annotation, if it exists."""

@@ -28,7 +28,7 @@ from tfsched.autoscale.apply import OwnerScaler, PodResizer, runs_with
 from tfsched.autoscale.bank import UsageBank, estimate_all
 from tfsched.autoscale.checkpoint import checkpoint_of
 from tfsched.autoscale.estimators import Estimates
-from tfsched.autoscale.feed import Feeder, Tracked, Workload
+from tfsched.autoscale.feed import Feeder, Tracked, Workload, resources_of
 from tfsched.autoscale.ports import MetricsUnavailable, UsageSource
 from tfsched.autoscale.recommend import PreviousStatus, Recommendation, recommend
 from tfsched.autoscale.replicas import ReplicaState
@@ -154,11 +154,9 @@ class Autoscaler:
         requests = [r for r in map(self.feeder.pod_request, workload.pods) if r is not None]
         if not requests:
             return None
-        common = Counter((r.tflops_request, r.tflops_limit, r.vram_request, r.vram_limit) for r in requests)
-        t_req, t_lim, v_req, v_lim = common.most_common(1)[0][0]
-        return Resources(
-            requests=ResourceValues(tflops=t_req, vram=v_req), limits=ResourceValues(tflops=t_lim, vram=v_lim)
-        )
+        amounts = [(r.tflops_request, r.tflops_limit, r.vram_request, r.vram_limit) for r in requests]
+        common = Counter(amounts).most_common(1)[0][0]
+        return resources_of(requests[amounts.index(common)])
 
     @staticmethod
     def _original(workload: Workload) -> Resources | None:

@@ -26,6 +26,7 @@ from tfsched.autoscale.ports import REASON_BAD_RESPONSE, REASON_ERROR, MetricsUn
 # The exporter's label names: the one place they are spelled.
 NAMESPACE_LABEL = "namespace"
 POD_LABEL = "pod"
+GPU_LABEL = "gpu"
 
 _MAX_ERROR_TEXT = 300
 

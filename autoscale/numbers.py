@@ -43,23 +43,22 @@ def _parse_kernel(buf: np.ndarray, powers: np.ndarray, out: np.ndarray, slow: np
         digits = 0
         exponent = 0
         fast = True
-        while i < end and _ZERO <= buf[i] <= _NINE:
-            if mantissa > _MAX_EXACT:
-                fast = False
-            else:
-                mantissa = mantissa * 10 + (buf[i] - _ZERO)
-            digits += 1
-            i += 1
-        if i < end and buf[i] == _DOT:
-            i += 1
-            while i < end and _ZERO <= buf[i] <= _NINE:
+        seen_dot = False
+        while i < end:
+            c = buf[i]
+            if _ZERO <= c <= _NINE:
                 if mantissa > _MAX_EXACT:
-                    fast = False
+                    fast = False  # more digits than a double holds exactly: float() decides
                 else:
-                    mantissa = mantissa * 10 + (buf[i] - _ZERO)
-                    exponent -= 1
+                    mantissa = mantissa * 10 + (c - _ZERO)
+                    if seen_dot:
+                        exponent -= 1
                 digits += 1
-                i += 1
+            elif c == _DOT and not seen_dot:
+                seen_dot = True
+            else:
+                break
+            i += 1
         if i < end and (buf[i] == _LOWER_E or buf[i] == _UPPER_E):
             i += 1
             exp_negative = False

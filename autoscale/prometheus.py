@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, Any, cast
 
 import aiohttp
@@ -40,12 +40,11 @@ from tfsched.autoscale.ports import (
     REASON_UNREACHABLE,
     MetricsUnavailable,
 )
-from tfsched.clustermodel.times import format_go_duration, parse_duration
+from tfsched.clustermodel.times import UNIX_EPOCH, format_go_duration, parse_duration
 
-# The vGPU exporter's metric and label names: the one place they are spelled.
+# The vGPU exporter's metric names: the one place they are spelled (its labels: matrix.py).
 TFLOPS_METRIC = "tensor_fusion_worker_compute_tflops"
 VRAM_METRIC = "tensor_fusion_worker_memory_bytes"
-GPU_LABEL = "gpu"
 
 DEFAULT_PROMETHEUS_URL = "http://127.0.0.1:9090"
 DEFAULT_TFLOPS_QUERY = f"avg by ({NAMESPACE_LABEL}, {POD_LABEL}) ({TFLOPS_METRIC})"
@@ -56,7 +55,6 @@ QUERY_RANGE_PATH = "/api/v1/query_range"
 MAX_STEPS_PER_QUERY = 10_000
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 # ---------------------------------------------------------------------------
@@ -112,7 +110,7 @@ class MetricsConfig(BaseModel):
 def _unix_ms(moment: datetime, name: str) -> int:
     if not isinstance(moment, datetime) or moment.tzinfo is None or moment.utcoffset() is None:
         raise ValueError(f"{name} must be a timezone-aware datetime, got {moment!r}")
-    return (moment - _EPOCH) // timedelta(milliseconds=1)
+    return (moment - UNIX_EPOCH) // timedelta(milliseconds=1)
 
 
 def _seconds(ms: int) -> str:

@@ -15,7 +15,8 @@ from typing import Any
 
 from tfsched.autoscale.feed import Workload, workload_path
 from tfsched.autoscale.recommend import transition_time
-from tfsched.clustermodel.workload import CONDITION_METRICS_AVAILABLE, Condition
+from tfsched.clustermodel.annotations import CONDITION_METRICS_AVAILABLE
+from tfsched.clustermodel.workload import Condition
 from tfsched.kubeapi.client import KubeApi, KubeApiError, PatchType
 
 log = logging.getLogger(__name__)

@@ -75,6 +75,7 @@ HOSTNAME_LABEL: Final = "kubernetes.io/hostname"
 
 # Status condition names (TensorFusion's).
 CONDITION_RECOMMENDATION_PROVIDED: Final = "RecommendationProvided"
+CONDITION_METRICS_AVAILABLE: Final = "MetricsAvailable"  # tfsched's: whether usage could be read
 REASON_OUT_OF_ESTIMATED_BOUND: Final = "OutOfEstimatedBound"
 REASON_RULE_ACTIVE: Final = "RuleActive"
 REASON_RULE_INACTIVE: Final = "RuleInactive"

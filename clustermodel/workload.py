@@ -15,6 +15,7 @@ and applies nothing.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -34,11 +35,6 @@ from tfsched.clustermodel.gpurequest import MAX_TFLOPS, MAX_VRAM, ResourceOverri
 from tfsched.clustermodel.times import format_time
 
 ConditionStatus = Literal["True", "False", "Unknown"]
-
-# Status condition names (TensorFusion's, and the autoscaler's metrics condition).
-CONDITION_RECOMMENDATION_PROVIDED = ann.CONDITION_RECOMMENDATION_PROVIDED
-CONDITION_METRICS_AVAILABLE = "MetricsAvailable"
-
 
 class Condition(BaseModel):
     """A ``metav1.Condition``."""
@@ -126,11 +122,6 @@ def _readable_condition(raw: Any) -> bool:
     return True
 
 
-def _present(raw: Any, key: str) -> bool:
-    """Whether ``raw`` has ``key`` in any casing (the config models match keys so)."""
-    return isinstance(raw, Mapping) and any(isinstance(k, str) and k.lower() == key.lower() for k in raw)
-
-
 def targeted_resources(auto: AutoSetResources) -> frozenset[str]:
     """Resources whose recommendation is applied to the workers: none unless
     ``autoSetResources`` applies (enabled with a ``targetResource``)."""
@@ -143,10 +134,13 @@ def pod_auto_set_resources(pod_annotations: Mapping[str, str]) -> AutoSetResourc
     """``autoSetResources`` from a pod's ``auto-resources`` / ``auto-scale-target-resource``
     annotations, read with the same rules as the workload's own."""
     enabled = str(pod_annotations.get(ann.AUTO_RESOURCES, "")).lower() == "true"
+    return _auto_set_resources(enabled, str(pod_annotations.get(ann.AUTO_SCALE_TARGET_RESOURCE) or ""))
+
+
+@functools.lru_cache(maxsize=64)  # a filter call may ask; the annotation values are few
+def _auto_set_resources(enabled: bool, target: str) -> AutoSetResources:
     try:
-        return AutoSetResources.model_validate(
-            {"enable": enabled, "targetResource": pod_annotations.get(ann.AUTO_SCALE_TARGET_RESOURCE) or ""}
-        )
+        return AutoSetResources.model_validate({"enable": enabled, "targetResource": target})
     except ValidationError:
         return AutoSetResources()
 
@@ -158,7 +152,6 @@ class WorkloadView:
     namespace: str
     name: str
     uid: str
-    resource_version: str
     config: AutoScalingConfig | None  # None when invalid (see config_error)
     config_error: str
     declares_auto_set_resources: bool  # the spec has autoSetResources (else pods' annotations decide)
@@ -246,7 +239,6 @@ def read_workload(obj: Mapping[str, Any], previous: WorkloadView | None = None) 
         namespace=str(meta.get("namespace") or ""),
         name=str(meta.get("name") or ""),
         uid=str(meta.get("uid") or ""),
-        resource_version=str(meta.get("resourceVersion") or ""),
         config=config,
         config_error=error,
         declares_auto_set_resources=bool(auto),

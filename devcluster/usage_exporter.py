@@ -30,8 +30,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from tfsched.autoscale.matrix import NAMESPACE_LABEL, POD_LABEL
-from tfsched.autoscale.prometheus import GPU_LABEL, TFLOPS_METRIC, VRAM_METRIC
+from tfsched.autoscale.matrix import GPU_LABEL, NAMESPACE_LABEL, POD_LABEL
+from tfsched.autoscale.prometheus import TFLOPS_METRIC, VRAM_METRIC
 from tfsched.clustermodel.quantity import QuantityError, parse_quantity
 from tfsched.devcluster import processes
 from tfsched.devcluster.processes import ProcessRecord

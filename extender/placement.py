@@ -7,6 +7,7 @@ failed nodes and only once per distinct outcome.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -53,9 +54,7 @@ def _constraints_text(request: GPURequest) -> str:
 
 def foreign_text(gpus: dict[str, str]) -> str:
     """``2 GPUs used by nvidia-device-plugin``: why GPUs of a node are not ours to share."""
-    by_user: dict[str, int] = {}
-    for user in gpus.values():
-        by_user[user] = by_user.get(user, 0) + 1
+    by_user = Counter(gpus.values())
     return ", ".join(f"{_plural(n, 'GPU')} used by {user}" for user, n in sorted(by_user.items()))
 
 
@@ -130,7 +129,8 @@ def filter_nodes(
             reason = reasons.get(key)
             if reason is None:
                 reason = reasons[key] = fail_reason(request, v, counts[i], has_gpus)
-            foreign = state.foreign_gpus.get(name) if v in (FIT_NO_ELIGIBLE_GPU, FIT_TOO_FEW_GPUS) else None
+            # Only looked up when some GPU is another system's (usually none is).
+            foreign = state.foreign_gpus and v in (FIT_NO_ELIGIBLE_GPU, FIT_TOO_FEW_GPUS) and state.foreign_gpus_of(n)
             if foreign:
                 reason = f"{reason} ({foreign_text(foreign)})"
             if v in (FIT_NO_ELIGIBLE_GPU, FIT_TOO_FEW_GPUS):
