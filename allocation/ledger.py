@@ -6,10 +6,14 @@ pod's ``gpu-ids`` and request annotations say so).  Filter and score read the
 inventory's ``used`` arrays, which are the sum of all allocations, so an
 in-flight bind already counts against the GPUs it is taking.
 
-The ledger is rebuilt from pod annotations alone: observing a pod with
-``gpu-ids`` (re)commits its allocation, observing it terminated or deleted
-releases it.  Allocations are kept by GPU *name*, so a GPU object that appears
-after its pods (or is re-created) gets their usage back.
+The ledger is rebuilt from pods alone: observing a pod *bound to a node*
+with ``gpu-ids`` naming GPUs of that node (re)commits its allocation,
+observing it terminated or deleted releases it.  A pod whose ``gpu-ids`` are
+not backed by a binding (anyone who can create a pod can write annotations)
+holds nothing: :meth:`Ledger.observe_pod` says why it was ignored, and the
+GPUs it names stay free.  Allocations are kept by GPU *name*, so a GPU object
+that appears after its pods (or is re-created) gets their usage back, and an
+allocation counts only on GPUs of its own node.
 
 All methods are synchronous: in one asyncio process, check-and-reserve cannot
 interleave with another request.
@@ -19,18 +23,23 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from tfsched.clustermodel import annotations as ann
-from tfsched.clustermodel.gpurequest import GPURequest, RequestError, parse_gpu_request
+from tfsched.clustermodel.gpurequest import MAX_GPU_COUNT, GPURequest, RequestError, parse_gpu_request
 from tfsched.clustermodel.quantity import MILLI_PER_TFLOPS, format_bytes
 from tfsched.scoring.inventory import GPUSpec, Inventory, tflops_units, vram_units
 from tfsched.scoring.kernels import pick_gpus_numba
 from tfsched.scoring.modes import DEFAULT_TFLOPS_WEIGHT, DEFAULT_VRAM_WEIGHT, PlacementMode
 
 TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
+
+
+class PodProblem(NamedTuple):
+    reason: str  # an Event reason
+    message: str
 
 
 class NoFit(Exception):
@@ -61,11 +70,9 @@ class Ledger:
     # -- GPUs ----------------------------------------------------------------
 
     def upsert_gpu(self, spec: GPUSpec) -> None:
-        inv = self.inventory
-        known = spec.name in inv.gpu_index
-        g = inv.upsert_gpu(spec)
-        if not known:
-            self._recount_gpu(spec.name, g)
+        # Recount every time: a new GPU gets its holders back, a changed node or
+        # capacity changes which holders count and what a percent request is.
+        self._recount_gpu(spec.name, self.inventory.upsert_gpu(spec))
 
     def remove_gpu(self, name: str) -> None:
         self.inventory.remove_gpu(name)
@@ -75,6 +82,8 @@ class Ledger:
         used_t = used_v = 0.0
         for uid in self.by_gpu.get(name, ()):
             alloc = self.allocations[uid]
+            if not self._counts_on(alloc, g):
+                continue
             used_t += alloc.tflops_on(inv.cap_t[g])
             used_v += alloc.vram
         inv.used_t[g] = used_t
@@ -82,12 +91,17 @@ class Ledger:
 
     # -- allocations -----------------------------------------------------------
 
+    def _counts_on(self, alloc: Allocation, g: int) -> bool:
+        """Only an allocation on the GPU's own node uses it."""
+        inv = self.inventory
+        return inv.node_names[inv.gpu_node[g]] == alloc.node
+
     def _apply(self, alloc: Allocation, sign: float) -> None:
         inv = self.inventory
         for name in alloc.gpu_names:
             g = inv.gpu_index.get(name)
-            if g is None:
-                continue  # the GPU object is not here yet; upsert_gpu recounts it
+            if g is None or not self._counts_on(alloc, g):
+                continue  # the GPU object is not here yet (upsert_gpu recounts it), or not on this node
             inv.used_t[g] += sign * alloc.tflops_on(inv.cap_t[g])
             inv.used_v[g] += sign * alloc.vram
 
@@ -111,28 +125,39 @@ class Ledger:
                     del self.by_gpu[name]
         return alloc
 
-    def observe_pod(self, pod: Mapping[str, Any]) -> None:
-        """Bring the ledger in line with one pod as the API server has it."""
+    def observe_pod(self, pod: Mapping[str, Any]) -> PodProblem | None:
+        """Bring the ledger in line with one pod as the API server has it.
+
+        Returns what is wrong with the pod's record, for a once-per-pod report:
+        ``gpu-ids`` ignored, or a request that cannot be read (its GPUs are
+        then held at zero: the pod runs there whatever its annotations say)."""
         meta = pod.get("metadata") or {}
         uid = meta.get("uid") or ""
-        if not uid:
-            return
+        if not uid or not isinstance(uid, str):
+            return None
         annotations = meta.get("annotations") or {}
         phase = (pod.get("status") or {}).get("phase")
         gpu_ids = annotations.get(ann.GPU_IDS, "")
+        node = (pod.get("spec") or {}).get("nodeName") or ""
+        current = self.allocations.get(uid)
         # A terminating pod still holds its GPUs until it is gone or terminal.
         if not gpu_ids or phase in TERMINAL_PHASES:
-            current = self.allocations.get(uid)
             # A pod we are binding has no gpu-ids in the API yet: keep its reservation.
             if current is None or not current.reserved:
                 self.release(uid)
-            return
+            return None
+        names = tuple(n.strip() for n in str(gpu_ids).split(",") if n.strip())
+        why = self._unbacked(names, node if isinstance(node, str) else "")
+        if why:
+            if current is None or not current.reserved:
+                self.release(uid)
+            return PodProblem(ann.EVENT_GPU_IDS_IGNORED, f"gpu-ids ignored: {why}")
+        problem = None
         try:
             request = parse_gpu_request(annotations)
-        except RequestError:
-            request = GPURequest()  # unreadable, but it holds those GPUs: count them at zero
-        names = tuple(n.strip() for n in gpu_ids.split(",") if n.strip())
-        node = (pod.get("spec") or {}).get("nodeName") or ""
+        except RequestError as exc:
+            request = GPURequest()
+            problem = PodProblem(ann.EVENT_UNREADABLE_REQUEST, f"{exc}; its GPUs are held at zero")
         self._put(
             Allocation(
                 uid=uid,
@@ -145,6 +170,20 @@ class Ledger:
                 reserved=False,
             )
         )
+        return problem
+
+    def _unbacked(self, gpu_names: tuple[str, ...], node: str) -> str:
+        """Why a pod's ``gpu-ids`` do not make it a holder ('' when they do)."""
+        if not node:
+            return "it has gpu-ids but is not bound to a node"
+        if len(gpu_names) > MAX_GPU_COUNT:
+            return f"its gpu-ids name {len(gpu_names)} GPUs (at most {MAX_GPU_COUNT})"
+        inv = self.inventory
+        for name in gpu_names:
+            g = inv.gpu_index.get(name)
+            if g is not None and inv.node_names[inv.gpu_node[g]] != node:
+                return f"its gpu-ids name GPU {name[:64]}, which is not on its node {node[:64]}"
+        return ""
 
     def forget_pod(self, uid: str) -> None:
         """The pod is gone from the API server."""

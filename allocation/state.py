@@ -12,6 +12,7 @@ from typing import Any
 
 from tfsched.allocation.config import SchedulingConfig
 from tfsched.allocation.ledger import Ledger
+from tfsched.allocation.problems import ProblemLog
 from tfsched.clustermodel import annotations as ann
 from tfsched.clustermodel.cache import ClusterCache, EventType, Kind, Obj
 from tfsched.clustermodel.gpurequest import GPURequest, apply_override, is_gpu_pod, parse_gpu_request
@@ -22,6 +23,9 @@ from tfsched.scoring.inventory import GPUSpec, Inventory
 log = logging.getLogger(__name__)
 
 GPU_RUNNING_PHASE = "Running"
+# Problem kinds (the metric's label).
+PROBLEM_POD = "pod_record"
+PROBLEM_UNREADABLE = "unreadable_object"
 
 
 def gpu_spec(gpu: Obj) -> GPUSpec:
@@ -66,6 +70,8 @@ class ClusterState:
     def __init__(self, config: SchedulingConfig | None = None, cache: ClusterCache | None = None) -> None:
         self.config = config or SchedulingConfig()
         self.cache = cache or ClusterCache()
+        self.problems = ProblemLog()
+        self.cache.on_error = self._unreadable
         self.inventory = Inventory()
         self.ledger = Ledger(self.inventory)
         self.cache.subscribe(Kind.NODE, self._on_node)
@@ -100,8 +106,21 @@ class ClusterState:
     def _on_pod(self, event: EventType, obj: Obj, old: Obj | None) -> None:
         if event is EventType.DELETED:
             self.ledger.forget_pod((obj.get("metadata") or {}).get("uid", ""))
-        else:
-            self.ledger.observe_pod(obj)
+            self.problems.resolved(PROBLEM_POD, obj)
+            return
+        problem = self.ledger.observe_pod(obj)
+        if problem is None:
+            self.problems.resolved(PROBLEM_POD, obj)
+        elif self.problems.report(PROBLEM_POD, obj, problem.reason, problem.message):
+            meta = obj.get("metadata") or {}
+            log.warning("pod %s/%s: %s", meta.get("namespace"), meta.get("name"), problem.message)
+
+    def _unreadable(self, kind: Kind, obj: object, exc: Exception) -> None:
+        """An object the cache could not take in: reported, and the rest go on."""
+        message = f"tfsched could not read this {kind}: {type(exc).__name__}: {str(exc)[:200]}"
+        ref = obj if isinstance(obj, Mapping) else {}
+        if self.problems.report(PROBLEM_UNREADABLE, {"kind": str(kind), **ref}, ann.EVENT_UNREADABLE_OBJECT, message):
+            log.warning("%s", message)
 
     def _on_workload(self, event: EventType, obj: Obj, old: Obj | None) -> None:
         meta = obj.get("metadata") or {}

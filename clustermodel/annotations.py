@@ -79,3 +79,10 @@ CONDITION_METRICS_AVAILABLE: Final = "MetricsAvailable"  # tfsched's: whether us
 REASON_OUT_OF_ESTIMATED_BOUND: Final = "OutOfEstimatedBound"
 REASON_RULE_ACTIVE: Final = "RuleActive"
 REASON_RULE_INACTIVE: Final = "RuleInactive"
+
+# Event reasons tfsched raises about the allocation promise (``kubectl describe`` shows them).
+EVENT_GPU_IDS_IGNORED: Final = "GPUIDsIgnored"  # gpu-ids not backed by a binding to the GPUs' node
+EVENT_UNREADABLE_REQUEST: Final = "UnreadableGPURequest"  # a bound pod's request annotations cannot be read
+EVENT_UNREADABLE_OBJECT: Final = "UnreadableObject"  # an object tfsched watches could not be taken in
+EVENT_LEDGER_DRIFT: Final = "LedgerDrift"  # the auditor found the ledger and the pods disagreeing
+EVENT_GPU_OVERCOMMITTED: Final = "GPUOvercommitted"  # a GPU's holders together exceed its capacity

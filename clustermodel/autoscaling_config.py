@@ -43,6 +43,7 @@ from tfsched.clustermodel.times import format_go_duration, parse_non_negative_du
 # Scalar field types
 # ---------------------------------------------------------------------------
 
+
 def _to_float(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError(f"expected a number, got {value!r}")

@@ -8,6 +8,7 @@ seconds, dicts cost milliseconds.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, Mapping
 from enum import StrEnum
 from pathlib import Path
@@ -17,6 +18,8 @@ import orjson
 import yaml
 
 from tfsched.clustermodel import annotations as ann
+
+log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
 Key = tuple[str, str]  # (namespace, name); namespace "" for cluster-scoped kinds
@@ -37,11 +40,21 @@ class EventType(StrEnum):
 
 
 Handler = Callable[[EventType, Obj, "Obj | None"], None]  # (event, new or deleted object, old object)
+ErrorHandler = Callable[[Kind, Any, Exception], None]  # (kind, the object that failed, why)
+
+
+class ObjectError(ValueError):
+    """An object whose identity cannot be read; it is skipped, never stored."""
 
 
 def key_of(obj: Mapping[str, Any]) -> Key:
-    meta = obj.get("metadata") or {}
-    return (meta.get("namespace") or "", meta.get("name") or "")
+    meta = obj.get("metadata") or {} if isinstance(obj, Mapping) else None
+    if not isinstance(meta, Mapping):
+        raise ObjectError("metadata is not an object")
+    namespace, name = meta.get("namespace") or "", meta.get("name") or ""
+    if not isinstance(namespace, str) or not isinstance(name, str):
+        raise ObjectError("metadata.name and metadata.namespace must be strings")
+    return (namespace, name)
 
 
 def _slim_meta(meta: Mapping[str, Any], *fields: str) -> Obj:
@@ -81,8 +94,10 @@ class ClusterCache:
     """Handlers see each object whole; the store keeps the slim form
     (see :data:`SLIM`) to bound memory on large clusters."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_error: ErrorHandler | None = None) -> None:
         self.objects: dict[Kind, dict[Key, Obj]] = {kind: {} for kind in Kind}
+        # Told about every object that could not be taken in; the rest go on.
+        self.on_error: ErrorHandler = on_error or _log_error
         self._handlers: dict[Kind, list[Handler]] = {kind: [] for kind in Kind}
         # Which kinds have finished their first list; readiness waits for all watched kinds.
         self.synced: set[Kind] = set()
@@ -96,18 +111,27 @@ class ClusterCache:
     def list(self, kind: Kind) -> Iterator[Obj]:
         return iter(list(self.objects[kind].values()))
 
-    def apply(self, kind: Kind, event: EventType, obj: Obj) -> None:
-        """Record one watch event and tell the handlers."""
-        store = self.objects[kind]
-        key = key_of(obj)
-        if event is EventType.DELETED:
-            old = store.pop(key, None)
-            self._notify(kind, EventType.DELETED, obj, old)
-            return
+    def apply(self, kind: Kind, event: EventType, obj: Obj) -> bool:
+        """Record one watch event and tell the handlers.
+
+        Never raises: an object that cannot be taken in (hostile shapes are
+        possible in any annotation or custom resource) is skipped and handed
+        to :attr:`on_error`, so one bad object cannot stop a list or a watch.
+        Returns whether it was taken in whole."""
+        try:
+            store = self.objects[kind]
+            key = key_of(obj)
+            if event is EventType.DELETED:
+                old = store.pop(key, None)
+                return self._notify(kind, EventType.DELETED, obj, old)
+            slim = SLIM.get(kind)
+            stored = slim(obj) if slim is not None else obj
+        except Exception as exc:
+            self.on_error(kind, obj, exc)
+            return False
         old = store.get(key)
-        slim = SLIM.get(kind)
-        store[key] = slim(obj) if slim is not None else obj
-        self._notify(kind, EventType.MODIFIED if old is not None else EventType.ADDED, obj, old)
+        store[key] = stored
+        return self._notify(kind, EventType.MODIFIED if old is not None else EventType.ADDED, obj, old)
 
     def replace(self, kind: Kind, objs: list[Obj]) -> None:
         """A fresh list of ``kind``: adds and updates what it holds, deletes what it lacks."""
@@ -120,9 +144,19 @@ class ClusterCache:
         """Replace ``kind`` page by page, so a large list is never held whole."""
         return Relist(self, kind)
 
-    def _notify(self, kind: Kind, event: EventType, obj: Obj, old: Obj | None) -> None:
+    def _notify(self, kind: Kind, event: EventType, obj: Obj, old: Obj | None) -> bool:
+        whole = True
         for handler in self._handlers[kind]:
-            handler(event, obj, old)
+            try:
+                handler(event, obj, old)
+            except Exception as exc:  # a bug in a handler: isolate the object, keep the rest
+                self.on_error(kind, obj, exc)
+                whole = False
+        return whole
+
+
+def _log_error(kind: Kind, obj: Any, exc: Exception) -> None:
+    log.warning("%s: could not take in an object: %s: %s", kind, type(exc).__name__, exc)
 
 
 class Relist:
@@ -132,7 +166,11 @@ class Relist:
         self.seen: set[Key] = set()
 
     def add(self, obj: Obj) -> None:
-        self.seen.add(key_of(obj))
+        try:
+            self.seen.add(key_of(obj))
+        except ObjectError as exc:
+            self.cache.on_error(self.kind, obj, exc)
+            return
         self.cache.apply(self.kind, EventType.MODIFIED, obj)
 
     def finish(self) -> None:

@@ -36,6 +36,7 @@ from tfsched.clustermodel.times import format_time
 
 ConditionStatus = Literal["True", "False", "Unknown"]
 
+
 class Condition(BaseModel):
     """A ``metav1.Condition``."""
 
@@ -250,4 +251,3 @@ def read_workload(obj: Mapping[str, Any], previous: WorkloadView | None = None) 
 def workload_override(obj: Mapping[str, Any], pod_annotations: Mapping[str, str]) -> ResourceOverride:
     """:meth:`WorkloadView.override_for` of a raw object (tests, one-off callers)."""
     return read_workload(obj).override_for(pod_annotations)
-

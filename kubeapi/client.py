@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import ssl
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -164,10 +164,17 @@ class KubeClient:
         return await self.request("DELETE", path, body=body)
 
     async def watch(
-        self, path: str, resource_version: str, *, timeout_seconds: int = 300
+        self,
+        path: str,
+        resource_version: str,
+        *,
+        timeout_seconds: int = 300,
+        on_open: Callable[[], None] | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
         """Stream watch events (``{"type": ..., "object": ...}``) from ``resource_version``,
-        with bookmarks requested.  Ends when the server closes the watch."""
+        with bookmarks requested.  Ends when the server closes the watch.
+        ``on_open`` is called once the server has accepted the watch (the
+        connection is healthy even if no event comes for minutes)."""
         params = {
             "watch": "true",
             "resourceVersion": resource_version,
@@ -179,6 +186,8 @@ class KubeClient:
         async with self.session.get(self.base_url + path, params=params, headers=headers, timeout=timeout) as resp:
             if resp.status >= 300:
                 raise _api_error(resp.status, await resp.read())
+            if on_open is not None:
+                on_open()
             buffer = b""
             async for chunk in resp.content.iter_any():
                 buffer += chunk

@@ -3,24 +3,27 @@
 Each kind lists (paginated), replaces its part of the cache, then watches from
 the list's resourceVersion with bookmarks; an expired version (410 Gone)
 re-lists, a dropped connection re-watches from the last version seen, errors
-back off.  A kind whose API is not installed (404, e.g. CRDs missing) counts
+back off; a kind unreachable for longer than a bound is distrusted and listed
+afresh.  A kind whose API is not installed (404, e.g. CRDs missing) counts
 as synced and empty, and is listed again later.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from tfsched.clustermodel import annotations as ann
-from tfsched.clustermodel.cache import ClusterCache, EventType, Kind, Obj, key_of
+from tfsched.clustermodel.cache import ClusterCache, EventType, Kind, Obj, ObjectError, key_of
 from tfsched.kubeapi.client import KubeApiError, KubeClient
 
 log = logging.getLogger(__name__)
 
 LIST_PAGE_SIZE = 500
+MAX_BACKOFF = 10.0  # short enough to be back within seconds of the API server
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,16 @@ class _Expired(Exception):
 
 
 class Informer:
+    """One kind, listed then watched into the cache.
+
+    The kind counts as *synced* in the cache (and the ledger as trustworthy
+    for it) only while its view is current: from the end of a list until a
+    re-list starts, or until the API server has been unreachable for longer
+    than ``max_outage``; after such an outage the kind is listed afresh (a
+    quorum read) before it counts again.  Objects are taken in one by one
+    and a bad one never stops the list or the watch (see ``ClusterCache.apply``).
+    """
+
     def __init__(
         self,
         client: KubeClient,
@@ -52,6 +65,7 @@ class Informer:
         *,
         watch_timeout: int = 300,
         missing_api_retry: float = 30.0,
+        max_outage: float = 10.0,
     ) -> None:
         self.client = client
         self.cache = cache
@@ -59,43 +73,90 @@ class Informer:
         self.keep = keep
         self.watch_timeout = watch_timeout
         self.missing_api_retry = missing_api_retry
+        self.max_outage = max_outage
         self.resource_version = ""
         self.relists = 0
+        self._outage: asyncio.TimerHandle | None = None
+        self._relist_requested = asyncio.Event()
+
+    def request_relist(self) -> None:
+        """Distrust this kind and list it afresh (after a failover, or an outage)."""
+        self.cache.synced.discard(self.resource.kind)
+        self.resource_version = ""
+        self._relist_requested.set()
+
+    async def relisted(self) -> None:
+        """Request a fresh list and wait until it has been taken in."""
+        before = self.relists
+        self.request_relist()
+        while self.relists == before:
+            await asyncio.sleep(0.05)
+
+    def _connected(self) -> None:
+        if self._outage is not None:
+            self._outage.cancel()
+            self._outage = None
+
+    def _disconnected(self) -> None:
+        if self._outage is None and self.resource.kind in self.cache.synced:
+            self._outage = asyncio.get_running_loop().call_later(self.max_outage, self._outage_exceeded)
+
+    def _outage_exceeded(self) -> None:
+        self._outage = None
+        log.warning(
+            "%s: API server unreachable for more than %gs; not trusting the cache until a fresh list",
+            self.resource.kind,
+            self.max_outage,
+        )
+        self.request_relist()
 
     async def run(self) -> None:
         backoff = 0.5
-        while True:
-            try:
-                if not self.resource_version:
-                    await self._list()
-                await self._watch()
-                backoff = 0.5
-            except asyncio.CancelledError:
-                raise
-            except _Expired:
-                log.info("%s: watch expired, re-listing", self.resource.kind)
-                self.resource_version = ""
-            except KubeApiError as exc:
-                if exc.status == 404:
-                    log.warning("%s: API not installed (%s); retrying later", self.resource.kind, exc)
-                    self.cache.replace(self.resource.kind, [])
+        try:
+            while True:
+                try:
+                    if not self.resource_version:
+                        await self._list()
+                    self._connected()
+                    await self._watch_until_relist()
+                    backoff = 0.5
+                except asyncio.CancelledError:
+                    raise
+                except _Expired:
+                    log.info("%s: watch expired, re-listing", self.resource.kind)
                     self.resource_version = ""
-                    await asyncio.sleep(self.missing_api_retry)
-                    continue
-                if exc.status == 410:
-                    self.resource_version = ""
-                    continue
-                log.warning("%s: %s; retrying in %.1fs", self.resource.kind, exc, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 30.0)
-            except Exception as exc:  # network errors, server restarts
-                log.warning("%s: %s: %s; retrying in %.1fs", self.resource.kind, type(exc).__name__, exc, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 30.0)
+                except KubeApiError as exc:
+                    if exc.status == 404:
+                        log.warning("%s: API not installed (%s); retrying later", self.resource.kind, exc)
+                        self.cache.replace(self.resource.kind, [])
+                        self.resource_version = ""
+                        await self._pause(self.missing_api_retry)
+                        continue
+                    if exc.status == 410:
+                        self.resource_version = ""
+                        continue
+                    self._disconnected()
+                    log.warning("%s: %s; retrying in %.1fs", self.resource.kind, exc, backoff)
+                    await self._pause(backoff)
+                    backoff = min(backoff * 2, MAX_BACKOFF)
+                except Exception as exc:  # network errors, server restarts
+                    self._disconnected()
+                    log.warning("%s: %s: %s; retrying in %.1fs", self.resource.kind, type(exc).__name__, exc, backoff)
+                    await self._pause(backoff)
+                    backoff = min(backoff * 2, MAX_BACKOFF)
+        finally:
+            self._connected()
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep, cut short by a relist request."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._relist_requested.wait(), seconds)
 
     async def _list(self) -> None:
         """List page by page into the cache; objects of a page are dropped once
-        the cache has taken its slim copy."""
+        the cache has taken its slim copy.  The kind is not synced meanwhile."""
+        self._relist_requested.clear()
+        self.cache.synced.discard(self.resource.kind)
         relist = self.cache.relist(self.resource.kind)
         kind_name = self.resource.kind.value
         cont = ""
@@ -104,9 +165,12 @@ class Informer:
             page = await self.client.get(self.resource.path, **params)
             api_version = page.get("apiVersion", "v1")
             for item in page.get("items") or []:
+                if not isinstance(item, dict):
+                    self.cache.on_error(self.resource.kind, item, ObjectError("list item is not an object"))
+                    continue
                 item.setdefault("kind", kind_name)  # list items come without kind/apiVersion
                 item.setdefault("apiVersion", api_version)
-                if self.keep is None or self.keep(item):
+                if self._keeps(item):
                     relist.add(item)
             meta = page.get("metadata") or {}
             cont = meta.get("continue") or ""
@@ -116,26 +180,55 @@ class Informer:
         relist.finish()
         self.relists += 1
 
+    def _keeps(self, obj: Obj) -> bool:
+        if self.keep is None:
+            return True
+        try:
+            return self.keep(obj)
+        except Exception as exc:
+            self.cache.on_error(self.resource.kind, obj, exc)
+            return False
+
+    async def _watch_until_relist(self) -> None:
+        """Watch until the server ends it, or a relist is requested (a silent
+        watch must not delay a failover's fresh list)."""
+        watch = asyncio.ensure_future(self._watch())
+        relist = asyncio.ensure_future(self._relist_requested.wait())
+        try:
+            await asyncio.wait({watch, relist}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ended = watch.done()
+            for task in (watch, relist):
+                task.cancel()
+            await asyncio.gather(watch, relist, return_exceptions=True)
+        if ended:
+            watch.result()  # the server ended it: re-raise its error, if any
+
     async def _watch(self) -> None:
         kind = self.resource.kind
         async for event in self.client.watch(
-            self.resource.path, self.resource_version, timeout_seconds=self.watch_timeout
+            self.resource.path, self.resource_version, timeout_seconds=self.watch_timeout, on_open=self._connected
         ):
-            etype = event.get("type")
-            obj = event.get("object") or {}
+            etype = event.get("type") if isinstance(event, dict) else None
+            obj = event.get("object") if isinstance(event, dict) else None
+            if not isinstance(obj, dict):
+                continue
             if etype == "ERROR":
                 if obj.get("code") == 410:
                     raise _Expired()
                 raise KubeApiError(int(obj.get("code") or 500), str(obj.get("reason", "")), str(obj.get("message", "")))
-            rv = (obj.get("metadata") or {}).get("resourceVersion")
-            if rv:
+            meta = obj.get("metadata")
+            rv = meta.get("resourceVersion") if isinstance(meta, dict) else None
+            if rv and isinstance(rv, str):
                 self.resource_version = rv
-            if etype == "BOOKMARK":
+            if etype == "BOOKMARK" or etype not in ("ADDED", "MODIFIED", "DELETED"):
                 continue
-            if etype not in ("ADDED", "MODIFIED", "DELETED"):
-                continue
-            if self.keep is not None and etype != "DELETED" and not self.keep(obj):
-                ns, name = key_of(obj)
+            if etype != "DELETED" and not self._keeps(obj):
+                try:
+                    ns, name = key_of(obj)
+                except ObjectError as exc:
+                    self.cache.on_error(kind, obj, exc)
+                    continue
                 if self.cache.get(kind, ns, name) is not None:
                     self.cache.apply(kind, EventType.DELETED, obj)
                 continue
