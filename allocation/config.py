@@ -6,6 +6,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tfsched.scoring.modes import DEFAULT_TFLOPS_WEIGHT, DEFAULT_VRAM_WEIGHT, PlacementMode
 
+DEFAULT_SCHEDULER = "default-scheduler"  # what an empty spec.schedulerName means
+
 
 class SchedulingConfig(BaseModel):
     """How nodes are scored and GPUs picked.
@@ -21,6 +23,11 @@ class SchedulingConfig(BaseModel):
     vram_weight: float = Field(DEFAULT_VRAM_WEIGHT, ge=0, le=1, alias="vramWeight")
     tflops_weight: float = Field(DEFAULT_TFLOPS_WEIGHT, ge=0, le=1, alias="tflopsWeight")
     max_request_bytes: int = Field(64 * 1024 * 1024, gt=0, alias="maxRequestBytes")
+    # The profiles of the kube-scheduler this extender serves: bind refuses a
+    # pod whose spec.schedulerName names any other scheduler.
+    scheduler_names: list[str] = Field(
+        default_factory=lambda: [DEFAULT_SCHEDULER], alias="schedulerNames", min_length=1
+    )
 
     @model_validator(mode="after")
     def _weights_sum_to_one(self) -> SchedulingConfig:

@@ -12,10 +12,10 @@ from typing import Any
 
 from tfsched.allocation.config import SchedulingConfig
 from tfsched.allocation.ledger import Ledger
-from tfsched.allocation.problems import ProblemLog
 from tfsched.clustermodel import annotations as ann
 from tfsched.clustermodel.cache import ClusterCache, EventType, Kind, Obj
 from tfsched.clustermodel.gpurequest import GPURequest, apply_override, is_gpu_pod, parse_gpu_request
+from tfsched.clustermodel.problems import ProblemLog
 from tfsched.clustermodel.quantity import QuantityError, parse_quantity
 from tfsched.clustermodel.workload import WorkloadView, read_workload
 from tfsched.scoring.inventory import GPUSpec, Inventory

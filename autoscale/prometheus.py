@@ -55,11 +55,10 @@ QUERY_RANGE_PATH = "/api/v1/query_range"
 MAX_STEPS_PER_QUERY = 10_000
 
 
-
-
 # ---------------------------------------------------------------------------
 # Configuration
 # ---------------------------------------------------------------------------
+
 
 def _positive_duration(value: Any) -> timedelta:
     duration = parse_duration(value)

@@ -37,7 +37,7 @@ from pydantic import (
 )
 
 from tfsched.clustermodel.quantity import QuantityError, format_bytes, format_tflops, parse_quantity
-from tfsched.clustermodel.times import format_go_duration, parse_non_negative_duration, parse_positive_duration
+from tfsched.clustermodel.times import NonNegativeDuration, PositiveDuration
 
 # ---------------------------------------------------------------------------
 # Scalar field types
@@ -116,10 +116,7 @@ def _target_resource(value: Any) -> str:
     return text
 
 
-_dur = PlainSerializer(format_go_duration, return_type=str)
 Percentile = Annotated[float, BeforeValidator(_percentile)]
-PositiveDuration = Annotated[timedelta, BeforeValidator(parse_positive_duration), _dur]
-NonNegativeDuration = Annotated[timedelta, BeforeValidator(parse_non_negative_duration), _dur]
 TflopsQuantity = Annotated[float, BeforeValidator(_quantity), PlainSerializer(format_tflops, return_type=str)]
 VramQuantity = Annotated[float, BeforeValidator(_quantity), PlainSerializer(format_bytes, return_type=str)]
 ReplicaStep = Annotated[int | str, BeforeValidator(_step)]

@@ -82,7 +82,12 @@ def slim_gpu(gpu: Obj) -> Obj:
 def slim_pod(pod: Obj) -> Obj:
     """Pods keep annotations, owners and where they run; not their containers."""
     meta = _slim_meta(pod.get("metadata") or {}, "annotations", "ownerReferences", "deletionTimestamp")
-    spec = {k: v for k, v in (pod.get("spec") or {}).items() if k in ("nodeName", "schedulerName")}
+    spec = {k: v for k, v in (pod.get("spec") or {}).items() if k in ("nodeName", "schedulerName", "nodeSelector")}
+    # Bind checks the pod's required node affinity as kube-scheduler would.
+    affinity = ((pod.get("spec") or {}).get("affinity") or {}).get("nodeAffinity") or {}
+    required = affinity.get("requiredDuringSchedulingIgnoredDuringExecution")
+    if required is not None:
+        spec["affinity"] = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": required}}
     status = {k: v for k, v in (pod.get("status") or {}).items() if k in ("phase", "startTime")}
     return {"kind": "Pod", "metadata": meta, "spec": spec, "status": status}
 

@@ -1,9 +1,9 @@
 """Would kube-scheduler's NodeAffinity filter admit a pod on a node?
 
-The extender only ever sees nodes kube-scheduler already filtered, but the
-simulator and the autoscaler place pods on nodes themselves; they must refuse
-exactly the nodes kube-scheduler would, or they predict placements that never
-happen.  This re-implements ``spec.nodeSelector`` plus the pod's required node
+kube-scheduler only asks the extender to bind a pod to a node its own filter
+passed, but anyone who can reach the port can ask anything: bind refuses a
+node the pod's selectors exclude, exactly as kube-scheduler would.  This
+re-implements ``spec.nodeSelector`` plus the pod's required node
 affinity with the semantics of k8s.io/component-helpers/scheduling/corev1/nodeaffinity:
 
 * every ``nodeSelector`` pair must equal the node's label;

@@ -20,7 +20,9 @@ from __future__ import annotations
 import math
 import re
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, PlainSerializer
 
 NS_PER_SECOND = 1_000_000_000
 UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -199,3 +201,10 @@ def format_go_duration(value: timedelta) -> str:
     elif seconds:
         parts.append(f"{seconds}s")
     return sign + "".join(parts)
+
+
+# Duration fields of pydantic models (CRDs and tfsched's config): read by
+# parse_*_duration, written back as Go durations.
+_go_duration = PlainSerializer(format_go_duration, return_type=str)
+PositiveDuration = Annotated[timedelta, BeforeValidator(parse_positive_duration), _go_duration]
+NonNegativeDuration = Annotated[timedelta, BeforeValidator(parse_non_negative_duration), _go_duration]

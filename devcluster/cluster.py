@@ -322,8 +322,9 @@ class DevCluster:
                 "interval": interval,
                 "metrics": {"prometheusURL": self.prometheus_url, "step": "1s", "historyLength": "1h"},
                 "evictionInterval": "1s",
-                "leaderElection": {"leaseDuration": "6s", "renewEvery": "2s"},
-            }
+            },
+            # One writer; short so tests that kill the leader see the takeover quickly.
+            "leaderElection": {"leaseDuration": "6s", "renewEvery": "2s"},
         }
         self.tfsched_config.write_text(yaml.safe_dump(config))
 
@@ -348,6 +349,12 @@ class DevCluster:
         processes.wait_until(
             lambda: self._ok(f"{self.extender_url}/readyz"), timeout=120, what="tfsched /readyz", record=record
         )
+        # The one writer: binds are refused until it holds the lease and has fenced.
+        processes.wait_until(self.extender_leads, timeout=60, what="tfsched to lead", record=record)
+
+    def extender_leads(self, url: str | None = None) -> bool:
+        status, body = self._get(f"{url or self.extender_url}/metrics")
+        return status == 200 and b"\ntfsched_writer_active 1.0" in body
 
     def stop_component(self, name: str) -> None:
         record = self.records.get(name)

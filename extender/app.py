@@ -32,7 +32,9 @@ JSON = "application/json"
 STATE_KEY = web.AppKey("state", ClusterState)
 BINDER_KEY = web.AppKey("binder", Binder)
 METRICS_KEY = web.AppKey("metrics", ExtenderMetrics)
-READY_KEY = web.AppKey("ready", Callable[[], bool])
+# Why the ledger cannot be answered from now ('' when it can): caches not
+# listed, a re-list under way, the API server unreachable too long.
+DISTRUST_KEY = web.AppKey("distrust", Callable[[], str])
 NODE_LISTS_KEY = web.AppKey("node_lists", NodeListCache)
 
 
@@ -71,12 +73,23 @@ def _timed(verb: str, handler: Callable[[web.Request], Awaitable[web.Response]])
     return wrapper
 
 
+def _untrusted(request: web.Request, verb: str) -> str:
+    why = request.app[DISTRUST_KEY]()
+    if why:
+        request.app[METRICS_KEY].errors.labels(verb, "untrusted").inc()
+    return why
+
+
 async def handle_filter(request: web.Request) -> web.Response:
     body = await _read(request)
     args = wire.parse_scheduling_args(body)
     meta = args.pod.get("metadata") or {}
     if not is_gpu_pod(meta.get("annotations")):
         return _json(wire.passthrough_result(args))
+    why = _untrusted(request, "filter")
+    if why:
+        # The result's Error fails this scheduling cycle; kube-scheduler retries the pod.
+        return _json(wire.filter_error(f"tfsched cannot place GPU pods yet: {why}"))
     state = request.app[STATE_KEY]
     metrics = request.app[METRICS_KEY]
     try:
@@ -101,6 +114,9 @@ async def handle_prioritize(request: web.Request) -> web.Response:
     meta = args.pod.get("metadata") or {}
     if not is_gpu_pod(meta.get("annotations")):
         return _json(wire.priority_result(args.names, np.zeros(len(args.names), np.int64)))
+    why = _untrusted(request, "prioritize")
+    if why:
+        return _json(orjson.dumps({"error": f"tfsched cannot score GPU pods yet: {why}"}), status=503)
     state = request.app[STATE_KEY]
     try:
         gpu_request = state.effective_request(args.pod)
@@ -118,10 +134,10 @@ async def handle_prioritize(request: web.Request) -> web.Response:
 
 async def handle_bind(request: web.Request) -> web.Response:
     args = wire.parse_binding_args(await _read(request))
-    state = request.app[STATE_KEY]
     metrics = request.app[METRICS_KEY]
-    if args.node not in state.inventory.node_index:
-        raise wire.WireError(f"unknown node {args.node!r}")
+    why = _untrusted(request, "bind")
+    if why:
+        return _json(wire.binding_result(f"tfsched cannot bind GPU pods yet: {why}"))
     try:
         result = await request.app[BINDER_KEY].bind(args.pod_namespace, args.pod_name, args.pod_uid, args.node)
     except BindError as exc:
@@ -138,9 +154,10 @@ async def handle_healthz(request: web.Request) -> web.Response:
 
 
 async def handle_readyz(request: web.Request) -> web.Response:
-    if request.app[READY_KEY]():
+    why = request.app[DISTRUST_KEY]()
+    if not why:
         return web.Response(text="ok")
-    return web.Response(text="not ready: caches not synced or kernels not compiled", status=503)
+    return web.Response(text=f"not ready: {why}", status=503)
 
 
 async def handle_metrics(request: web.Request) -> web.Response:
@@ -149,6 +166,9 @@ async def handle_metrics(request: web.Request) -> web.Response:
     reserved = sum(1 for a in ledger.allocations.values() if a.reserved)
     metrics.allocations.labels("reserved").set(reserved)
     metrics.allocations.labels("committed").set(len(ledger.allocations) - reserved)
+    metrics.leading.set(0 if request.app[BINDER_KEY].gate.why_closed() else 1)
+    for kind, count in request.app[STATE_KEY].problems.counts.items():
+        metrics.problems.labels(kind).set(count)
     body = generate_latest(metrics.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -157,14 +177,14 @@ def create_app(
     state: ClusterState,
     binder: Binder,
     *,
-    ready: Callable[[], bool] = lambda: True,
+    distrust: Callable[[], str] = lambda: "",
     metrics: ExtenderMetrics | None = None,
 ) -> web.Application:
     app = web.Application(client_max_size=state.config.max_request_bytes)
     app[STATE_KEY] = state
     app[BINDER_KEY] = binder
     app[METRICS_KEY] = metrics or ExtenderMetrics()
-    app[READY_KEY] = ready
+    app[DISTRUST_KEY] = distrust
     app[NODE_LISTS_KEY] = NodeListCache(state.inventory)
     app.router.add_post("/filter", _timed("filter", handle_filter))
     app.router.add_post("/prioritize", _timed("prioritize", handle_prioritize))

@@ -15,15 +15,21 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from tfsched.allocation.config import DEFAULT_SCHEDULER
 from tfsched.allocation.ledger import NoFit
 from tfsched.allocation.state import ClusterState
 from tfsched.clustermodel import annotations as ann
 from tfsched.clustermodel.cache import EventType, Kind, Obj
-from tfsched.clustermodel.gpurequest import GPURequest, RequestError, parse_gpu_request
+from tfsched.clustermodel.gpurequest import GPURequest, RequestError, is_gpu_pod, parse_gpu_request
+from tfsched.clustermodel.nodeaffinity import node_refusal
 from tfsched.clustermodel.quantity import format_bytes, format_tflops
 from tfsched.kubeapi.client import KubeApiError, KubeClient, pod_path
+from tfsched.kubeapi.leader import GateClosed, WriterGate
 
 log = logging.getLogger(__name__)
+
+
+BIND_TIMEOUT_S = 5.0
 
 
 class BindError(Exception):
@@ -58,7 +64,9 @@ class ApiPodWriter:
             "metadata": {"name": name, "namespace": namespace, "uid": uid, "annotations": annotations},
             "target": {"apiVersion": "v1", "kind": "Node", "name": node},
         }
-        await self.client.create(pod_path(namespace, name, "binding"), body)
+        # Bounded well below a lease duration, so a leader that lost its lease
+        # cannot still be writing when the next one has fenced.
+        await self.client.request("POST", pod_path(namespace, name, "binding"), body=body, timeout=BIND_TIMEOUT_S)
 
 
 class MemoryPodWriter:
@@ -119,13 +127,17 @@ class Binder:
     may still finish, so a retry waits for it and then looks at what it did.
     """
 
-    def __init__(self, state: ClusterState, writer: PodWriter) -> None:
+    def __init__(self, state: ClusterState, writer: PodWriter, gate: WriterGate | None = None) -> None:
         self.state = state
         self.writer = writer
+        self.gate = gate or WriterGate(None, _nothing)
         self._pod_locks: dict[str, tuple[asyncio.Lock, int]] = {}
 
     async def bind(self, namespace: str, name: str, uid: str, node: str) -> BindResult:
         state = self.state
+        node_refused = self._node_refusal(node)
+        if node_refused:
+            raise BindError(node_refused)
         pod = state.cache.get(Kind.POD, namespace, name) or await self.writer.fetch_pod(namespace, name)
         if pod is None:
             raise BindError(f"pod {namespace}/{name} not found")
@@ -133,8 +145,39 @@ class Binder:
         if uid and meta.get("uid") and meta["uid"] != uid:
             raise BindError(f"pod {namespace}/{name} has uid {meta['uid']}, not {uid}: it was re-created")
         uid = uid or meta.get("uid", "")
-        async with self._one_attempt(uid):
-            return await self._bind(namespace, name, uid, node, pod)
+        refused = self._pod_refusal(pod, node)
+        if refused:
+            raise BindError(f"pod {namespace}/{name}: {refused}")
+        try:
+            async with self.gate.writing(), self._one_attempt(uid):
+                return await self._bind(namespace, name, uid, node, pod)
+        except GateClosed as exc:
+            raise BindError(str(exc)) from None
+
+    def _node_refusal(self, node: str) -> str:
+        inv = self.state.inventory
+        n = inv.node_index.get(node)
+        if n is None:
+            return f"node {node[:64]!r} is unknown to the extender"
+        if not inv.node_present[n]:
+            return f"node {node[:64]!r} does not exist (it has GPU objects but no Node)"
+        return ""
+
+    def _pod_refusal(self, pod: Obj, node: str) -> str:
+        """Why kube-scheduler would never ask to bind this pod to this node ('' if it might)."""
+        meta = pod.get("metadata") or {}
+        spec = pod.get("spec") or {}
+        if not is_gpu_pod(meta.get("annotations")):
+            return "not a GPU pod of this extender (no tensor-fusion.ai annotations)"
+        scheduler = spec.get("schedulerName") or DEFAULT_SCHEDULER
+        if scheduler not in self.state.config.scheduler_names:
+            return f"its schedulerName {str(scheduler)[:64]!r} is not a profile that uses this extender"
+        bound_to = spec.get("nodeName")
+        if bound_to and bound_to != node:
+            return f"already bound to node {str(bound_to)[:64]}"
+        node_obj = self.state.cache.get(Kind.NODE, "", node) or {}
+        labels = (node_obj.get("metadata") or {}).get("labels") or {}
+        return node_refusal(spec, node, labels if isinstance(labels, dict) else {})
 
     async def _bind(self, namespace: str, name: str, uid: str, node: str, pod: Obj) -> BindResult:
         state = self.state
@@ -182,6 +225,10 @@ class Binder:
                 del self._pod_locks[uid]
             else:
                 self._pod_locks[uid] = (lock, users - 1)
+
+
+async def _nothing() -> None:
+    return None
 
 
 def _annotations(pod: Obj) -> dict[str, str]:

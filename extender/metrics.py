@@ -29,6 +29,17 @@ class ExtenderMetrics:
             ["verb", "kind"],
             registry=self.registry,
         )
+        self.leading = Gauge(
+            "tfsched_writer_active",
+            "1 on the one instance that binds and writes (the leader, fenced), 0 on standby.",
+            registry=self.registry,
+        )
+        self.problems = Gauge(
+            "tfsched_object_problems_reported",
+            "Objects found wrong while taking the cluster in (squatting gpu-ids, unreadable objects, drift), by kind.",
+            ["kind"],
+            registry=self.registry,
+        )
         self.allocations = Gauge(
             "tfsched_ledger_allocations",
             "Pod allocations held by the ledger.",

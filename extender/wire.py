@@ -121,6 +121,11 @@ def filter_result(
     return head + tail[1:]
 
 
+def filter_error(message: str) -> bytes:
+    """An ExtenderFilterResult carrying only an Error: kube-scheduler fails the cycle and retries."""
+    return orjson.dumps({"Nodes": None, "NodeNames": None, "FailedNodes": {}, "Error": message})
+
+
 def passthrough_result(args: SchedulingArgs) -> bytes:
     return filter_result(args, np.ones(len(args.names), np.bool_), {}, {})
 

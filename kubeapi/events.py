@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from tfsched.clustermodel.problems import ProblemLog
 from tfsched.clustermodel.times import format_time
 from tfsched.kubeapi.client import KubeApi, path_segment
 
@@ -48,3 +50,13 @@ async def record_event(
         await client.create(f"/api/v1/namespaces/{path_segment(namespace)}/events", body)
     except Exception as exc:
         log.warning("could not record event %s on %s/%s: %s", reason, namespace, meta.get("name"), exc)
+
+
+async def report_problems(client: KubeApi, problems: ProblemLog, *, every: float = 1.0, burst: int = 50) -> None:
+    """Raise the problems the cache and the ledger found as Warning events on
+    their objects, at most ``burst`` per ``every`` seconds (the log drops the
+    oldest past its bound, so a flood costs neither memory nor API calls)."""
+    while True:
+        for problem in problems.take()[-burst:]:
+            await record_event(client, problem.ref, problem.reason, problem.message, event_type="Warning")
+        await asyncio.sleep(every)

@@ -1,4 +1,4 @@
-"""The ``tfsched serve --config`` file: a ``scheduling`` and an ``autoscaling`` section."""
+"""The ``tfsched serve --config`` file: ``scheduling``, ``autoscaling`` and ``leaderElection`` sections."""
 
 from __future__ import annotations
 
@@ -9,12 +9,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from tfsched.allocation.config import SchedulingConfig
 from tfsched.autoscale.settings import AutoscaleSettings
 from tfsched.clustermodel.yamlfile import load_yaml_model
+from tfsched.kubeapi.leader import LeaderElectionSettings
 
 
 class ServeConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
     scheduling: SchedulingConfig = Field(default_factory=SchedulingConfig)
     autoscaling: AutoscaleSettings = Field(default_factory=AutoscaleSettings)
+    # Which instance binds, resizes and evicts: one at a time.
+    leader_election: LeaderElectionSettings = Field(default_factory=LeaderElectionSettings, alias="leaderElection")
 
 
 def load_config(path: Path | None) -> ServeConfig:

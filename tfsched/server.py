@@ -20,13 +20,14 @@ from tfsched.clustermodel.cache import Kind, read_snapshot
 from tfsched.extender.app import create_app
 from tfsched.extender.bind import ApiPodWriter, Binder, MemoryPodWriter
 from tfsched.kubeapi.client import KubeClient
+from tfsched.kubeapi.events import report_problems
 from tfsched.kubeapi.informer import RESOURCES, Informer
+from tfsched.kubeapi.leader import LeaderElector, Leadership, LeaseFollower, WriterGate
 from tfsched.scoring.kernels import warm_up
 
 if TYPE_CHECKING:
     from tfsched.autoscale.loop import Autoscaler
     from tfsched.config import ServeConfig
-    from tfsched.kubeapi.leader import LeaderElector
 
 log = logging.getLogger(__name__)
 
@@ -39,20 +40,32 @@ class Server:
 
     state: ClusterState
     binder: Binder
+    gate: WriterGate
     client: KubeClient | None = None
     autoscaler: Autoscaler | None = None
-    elector: LeaderElector | None = None
     test_hooks: bool = False
     kernels_ready: bool = False
     tasks: list[asyncio.Task] = field(default_factory=list)
     runner: web.AppRunner | None = None
-    leading: asyncio.Event = field(default_factory=asyncio.Event)
+    informers: dict[Kind, Informer] = field(default_factory=dict)
 
-    def ready(self) -> bool:
-        return self.kernels_ready and set(WATCHED_KINDS) <= self.state.cache.synced
+    def distrust(self) -> str:
+        """Why the ledger may not be answered from now ('' when it may)."""
+        if not self.kernels_ready:
+            return "kernels are still compiling"
+        missing = [str(kind) for kind in WATCHED_KINDS if kind not in self.state.cache.synced]
+        if missing:
+            return f"the cache is not current for {', '.join(missing)} (listing, or the API server unreachable)"
+        return ""
+
+    async def fresh_pod_list(self) -> None:
+        """The fence's quorum read: every bind the previous leader made is in the ledger after it."""
+        informer = self.informers.get(Kind.POD)
+        if informer is not None:
+            await informer.relisted()
 
     async def start(self, host: str, port: int) -> int:
-        app = create_app(self.state, self.binder, ready=self.ready)
+        app = create_app(self.state, self.binder, distrust=self.distrust)
         if self.test_hooks:
             self._add_test_hooks(app)
         self.runner = web.AppRunner(app, access_log=None)
@@ -66,23 +79,22 @@ class Server:
                 informer = Informer(
                     self.client, self.state.cache, RESOURCES[kind], keep_pod if kind is Kind.POD else None
                 )
+                self.informers[kind] = informer
                 self.tasks.append(asyncio.create_task(informer.run(), name=f"informer-{kind}"))
+            self.tasks.append(asyncio.create_task(report_problems(self.client, self.state.problems), name="problems"))
         # Compile (or load cached) kernels off the event loop; /readyz waits for it.
         await asyncio.to_thread(warm_up)
         self.kernels_ready = True
+        self.tasks.append(asyncio.create_task(self.gate.run(), name="writer-gate"))
         if self.autoscaler is not None:
             self.tasks.append(asyncio.create_task(self._run_autoscaler(), name="autoscaler"))
         return bound
 
     async def _run_autoscaler(self) -> None:
         assert self.autoscaler is not None
-        while not self.ready():  # decide nothing before the cache has the cluster
+        while self.distrust():  # decide nothing before the cache has the cluster
             await asyncio.sleep(0.1)
-        if self.elector is not None:
-            self.tasks.append(asyncio.create_task(self.elector.run(self.leading), name="leader-election"))
-        else:
-            self.leading.set()
-        await self.autoscaler.run(self.leading)
+        await self.autoscaler.run(self.gate.active)
 
     def _add_test_hooks(self, app: web.Application) -> None:
         async def clock(request: web.Request) -> web.Response:
@@ -96,7 +108,7 @@ class Server:
             return web.json_response({"now": self.autoscaler.clock.now().isoformat()})
 
         async def tick(request: web.Request) -> web.Response:
-            if self.autoscaler is None or not self.leading.is_set():
+            if self.autoscaler is None or not self.gate.active.is_set():
                 return web.json_response({"error": "no autoscaler leading here"}, status=409)
             await self.autoscaler.tick()
             return web.json_response({"ticks": self.autoscaler.ticks})
@@ -105,10 +117,9 @@ class Server:
         app.router.add_post("/debug/autoscale/tick", tick)
 
     async def stop(self) -> None:
-        if self.autoscaler is not None and self.leading.is_set():
+        if self.autoscaler is not None and self.gate.active.is_set():
             await self.autoscaler.shutdown()
-        if self.elector is not None:
-            await self.elector.release()
+        await self.gate.stop()  # no new writes; those in flight finish; then the lease is given up
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
@@ -131,26 +142,35 @@ async def build_server(
     state = ClusterState(config.scheduling)
     if snapshot is not None:
         state.load(read_snapshot(snapshot))
-        return Server(state, Binder(state, MemoryPodWriter(state)), test_hooks=test_hooks)
+        gate = WriterGate(None, _nothing)
+        return Server(state, Binder(state, MemoryPodWriter(state), gate), gate, test_hooks=test_hooks)
     client = await KubeClient.from_config(kubeconfig, context)
-    server = Server(state, Binder(state, ApiPodWriter(client)), client=client, test_hooks=test_hooks)
+    election = config.leader_election
+    leadership: Leadership | None = None
+    if election.enabled and election.follow_scheduler is not None:
+        leadership = LeaseFollower(client, election.follow_scheduler)
+    elif election.enabled:
+        leadership = LeaderElector(
+            client,
+            election.namespace,
+            election.lease_name,
+            lease_duration=election.lease_duration,
+            renew_every=election.renew_every,
+        )
+    server: Server
+    gate = WriterGate(leadership, lambda: server.fresh_pod_list())
+    server = Server(state, Binder(state, ApiPodWriter(client), gate), gate, client=client, test_hooks=test_hooks)
     settings = config.autoscaling
     if settings.enabled:
         from tfsched.autoscale.loop import Autoscaler
         from tfsched.autoscale.prometheus import PrometheusSource
-        from tfsched.kubeapi.leader import LeaderElector
 
         server.autoscaler = Autoscaler(state, client, PrometheusSource(settings.metrics), settings)
-        election = settings.leader_election
-        if election.enabled:
-            server.elector = LeaderElector(
-                client,
-                election.namespace,
-                election.lease_name,
-                lease_duration=election.lease_duration,
-                renew_every=election.renew_every,
-            )
     return server
+
+
+async def _nothing() -> None:
+    return None
 
 
 async def serve_forever(server: Server, host: str, port: int) -> None:

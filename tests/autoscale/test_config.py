@@ -195,11 +195,12 @@ def test_every_duration_field_reads_days_alike() -> None:
             "interval": "1d",
             "checkpointInterval": "1d",
             "evictionInterval": "1d",
-            "leaderElection": {"leaseDuration": "1d"},
         }
     )
     assert (settings.interval, settings.checkpoint_interval, settings.eviction_interval) == (day, day, day)
-    assert settings.leader_election.lease_duration == day
+    from tfsched.config import ServeConfig
+
+    assert ServeConfig.model_validate({"leaderElection": {"leaseDuration": "1d"}}).leader_election.lease_duration == day
     assert MetricsConfig.model_validate({"historyLength": "1d", "step": "1d"}).history_length == day
 
 

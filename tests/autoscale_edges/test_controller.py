@@ -74,9 +74,7 @@ def _setup(target: str = "all", *, gpu_vram: str = "80Gi", filler_vram: str | No
 
 
 def _usage(tflops: float, vram: float, minutes: int = 30) -> list[UsageRow]:
-    return [
-        UsageRow("ns", f"w{i}", T0 - timedelta(minutes=m), tflops, vram) for m in range(minutes) for i in range(2)
-    ]
+    return [UsageRow("ns", f"w{i}", T0 - timedelta(minutes=m), tflops, vram) for m in range(minutes) for i in range(2)]
 
 
 async def test_recommends_and_resizes_in_place_through_the_ledger():

@@ -170,7 +170,7 @@ async def test_bind_bad_input(make_client):
     status, result = await post(
         client, "bind", {"PodName": "p", "PodNamespace": "default", "PodUID": "", "Node": "ghost"}
     )
-    assert status == 400 and "unknown node" in result["error"]
+    assert status == 200 and "unknown to the extender" in result["Error"]
     status, result = await post(
         client, "bind", {"PodName": "nope", "PodNamespace": "default", "PodUID": "", "Node": "big"}
     )
