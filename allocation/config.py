@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from tfsched.clustermodel.times import PositiveDuration
 from tfsched.scoring.modes import DEFAULT_TFLOPS_WEIGHT, DEFAULT_VRAM_WEIGHT, PlacementMode
 
 DEFAULT_SCHEDULER = "default-scheduler"  # what an empty spec.schedulerName means
@@ -25,6 +28,8 @@ class SchedulingConfig(BaseModel):
     max_request_bytes: int = Field(64 * 1024 * 1024, gt=0, alias="maxRequestBytes")
     # The profiles of the kube-scheduler this extender serves: bind refuses a
     # pod whose spec.schedulerName names any other scheduler.
+    # How often the ledger is compared with a fresh list of pods.
+    audit_interval: PositiveDuration = Field(timedelta(minutes=1), alias="auditInterval")
     scheduler_names: list[str] = Field(
         default_factory=lambda: [DEFAULT_SCHEDULER], alias="schedulerNames", min_length=1
     )

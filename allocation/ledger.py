@@ -66,6 +66,8 @@ class Ledger:
     inventory: Inventory
     allocations: dict[str, Allocation] = field(default_factory=dict)
     by_gpu: dict[str, set[str]] = field(default_factory=dict)
+    # GPUs whose usage changed since the status writer last took them.
+    changed_gpus: set[str] = field(default_factory=set)
 
     # -- GPUs ----------------------------------------------------------------
 
@@ -86,6 +88,8 @@ class Ledger:
                 continue
             used_t += alloc.tflops_on(inv.cap_t[g])
             used_v += alloc.vram
+        if (inv.used_t[g], inv.used_v[g]) != (used_t, used_v):
+            self.changed_gpus.add(name)
         inv.used_t[g] = used_t
         inv.used_v[g] = used_v
 
@@ -104,6 +108,7 @@ class Ledger:
                 continue  # the GPU object is not here yet (upsert_gpu recounts it), or not on this node
             inv.used_t[g] += sign * alloc.tflops_on(inv.cap_t[g])
             inv.used_v[g] += sign * alloc.vram
+            self.changed_gpus.add(name)
 
     def _put(self, alloc: Allocation) -> None:
         self.release(alloc.uid)
@@ -131,46 +136,70 @@ class Ledger:
         Returns what is wrong with the pod's record, for a once-per-pod report:
         ``gpu-ids`` ignored, or a request that cannot be read (its GPUs are
         then held at zero: the pod runs there whatever its annotations say)."""
-        meta = pod.get("metadata") or {}
-        uid = meta.get("uid") or ""
+        uid = (pod.get("metadata") or {}).get("uid") or ""
         if not uid or not isinstance(uid, str):
             return None
+        held, problem = self.holding(pod)
+        if held is not None:
+            self._put(held)
+            return problem
+        current = self.allocations.get(uid)
+        # A pod we are binding has no gpu-ids in the API yet: keep its reservation.
+        if current is None or not current.reserved:
+            self.release(uid)
+        return problem
+
+    def holding(self, pod: Mapping[str, Any]) -> tuple[Allocation | None, PodProblem | None]:
+        """What a pod, as the API server has it, holds (``None``: nothing), and
+        what is wrong with its record.  Changes nothing."""
+        meta = pod.get("metadata") or {}
+        uid = meta.get("uid") or ""
         annotations = meta.get("annotations") or {}
         phase = (pod.get("status") or {}).get("phase")
         gpu_ids = annotations.get(ann.GPU_IDS, "")
         node = (pod.get("spec") or {}).get("nodeName") or ""
-        current = self.allocations.get(uid)
         # A terminating pod still holds its GPUs until it is gone or terminal.
-        if not gpu_ids or phase in TERMINAL_PHASES:
-            # A pod we are binding has no gpu-ids in the API yet: keep its reservation.
-            if current is None or not current.reserved:
-                self.release(uid)
-            return None
+        if not uid or not gpu_ids or phase in TERMINAL_PHASES:
+            return None, None
         names = tuple(n.strip() for n in str(gpu_ids).split(",") if n.strip())
         why = self._unbacked(names, node if isinstance(node, str) else "")
         if why:
-            if current is None or not current.reserved:
-                self.release(uid)
-            return PodProblem(ann.EVENT_GPU_IDS_IGNORED, f"gpu-ids ignored: {why}")
+            return None, PodProblem(ann.EVENT_GPU_IDS_IGNORED, f"gpu-ids ignored: {why}")
         problem = None
         try:
             request = parse_gpu_request(annotations)
         except RequestError as exc:
             request = GPURequest()
             problem = PodProblem(ann.EVENT_UNREADABLE_REQUEST, f"{exc}; its GPUs are held at zero")
-        self._put(
-            Allocation(
-                uid=uid,
-                pod=f"{meta.get('namespace', '')}/{meta.get('name', '')}",
-                node=node,
-                gpu_names=names,
-                tflops=tflops_units(request.tflops_request),
-                percent=request.percent_request,
-                vram=vram_units(request.vram_request),
-                reserved=False,
-            )
+        held = Allocation(
+            uid=uid,
+            pod=f"{meta.get('namespace', '')}/{meta.get('name', '')}",
+            node=node,
+            gpu_names=names,
+            tflops=tflops_units(request.tflops_request),
+            percent=request.percent_request,
+            vram=vram_units(request.vram_request),
+            reserved=False,
         )
-        return problem
+        return held, problem
+
+    def gpu_view(self, name: str) -> tuple[float, float, list[str]] | None:
+        """(available milli-TFLOPS, available bytes, holders as namespace/name) of
+        one GPU, for its status; ``None`` for a GPU the inventory lacks."""
+        inv = self.inventory
+        g = inv.gpu_index.get(name)
+        if g is None:
+            return None
+        holders = sorted(
+            alloc.pod for uid in self.by_gpu.get(name, ()) if self._counts_on(alloc := self.allocations[uid], g)
+        )
+        return max(inv.cap_t[g] - inv.used_t[g], 0.0), max(inv.cap_v[g] - inv.used_v[g], 0.0), holders
+
+    def overcommitted(self) -> list[str]:
+        """GPUs whose holders together exceed their capacity (the promise broken)."""
+        inv = self.inventory
+        over = (inv.used_t > inv.cap_t + 1e-6) | (inv.used_v > inv.cap_v + 1e-6)
+        return [name for g in np.flatnonzero(over).tolist() if (name := inv.gpu_names[g]) is not None]
 
     def _unbacked(self, gpu_names: tuple[str, ...], node: str) -> str:
         """Why a pod's ``gpu-ids`` do not make it a holder ('' when they do)."""

@@ -10,6 +10,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from tfsched.allocation.audit import GPU_OVERCOMMITTED, Drift
 from tfsched.allocation.config import SchedulingConfig
 from tfsched.allocation.ledger import Ledger
 from tfsched.clustermodel import annotations as ann
@@ -71,6 +72,7 @@ class ClusterState:
         self.config = config or SchedulingConfig()
         self.cache = cache or ClusterCache()
         self.problems = ProblemLog()
+        self.overcommitted_gpus = 0  # as the last audit found
         self.cache.on_error = self._unreadable
         self.inventory = Inventory()
         self.ledger = Ledger(self.inventory)
@@ -142,6 +144,22 @@ class ClusterState:
             if kind is Kind.POD:
                 items = [p for p in items if keep_pod(p)]
             self.cache.replace(kind, items)
+
+    def repair(self, drift: Drift) -> None:
+        """Take in what a missed watch event would have brought: the listed pod,
+        or the deletion of a pod the API server no longer has."""
+        if drift.kind == GPU_OVERCOMMITTED:
+            return  # not ours to repair: the holders are real pods
+        if drift.pod is not None:
+            self.cache.apply(Kind.POD, EventType.MODIFIED, drift.pod)
+            return
+        alloc = self.ledger.allocations.get(drift.uid)
+        namespace, _, name = (alloc.pod if alloc is not None else "/").partition("/")
+        cached = self.cache.get(Kind.POD, namespace, name)
+        if cached is not None and (cached.get("metadata") or {}).get("uid") == drift.uid:
+            self.cache.apply(Kind.POD, EventType.DELETED, cached)
+        else:
+            self.ledger.forget_pod(drift.uid)
 
     def foreign_gpus_of(self, node: int) -> dict[str, str]:
         """The GPUs of inventory node ``node`` that another system hands out, with that system."""

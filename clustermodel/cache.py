@@ -69,13 +69,14 @@ def slim_node(node: Obj) -> Obj:
 
 
 def slim_gpu(gpu: Obj) -> Obj:
-    """The inventory arrays hold capacity, model, pool and node; keep identity
-    and the phase."""
+    """The inventory arrays hold capacity, model, pool and node; keep identity,
+    the phase and what tfsched writes."""
     status = gpu.get("status") or {}
     return {
         "kind": ann.GPU_KIND,
         "metadata": _slim_meta(gpu.get("metadata") or {}),
-        "status": {"phase": status.get("phase")},
+        # What the status writer last wrote, so it writes only what changed.
+        "status": {k: status[k] for k in ("phase", "available", "runningApps") if k in status},
     }
 
 

@@ -323,6 +323,7 @@ class DevCluster:
                 "metrics": {"prometheusURL": self.prometheus_url, "step": "1s", "historyLength": "1h"},
                 "evictionInterval": "1s",
             },
+            "scheduling": {"auditInterval": "3s"},
             # One writer; short so tests that kill the leader see the takeover quickly.
             "leaderElection": {"leaseDuration": "6s", "renewEvery": "2s"},
         }

@@ -167,6 +167,7 @@ async def handle_metrics(request: web.Request) -> web.Response:
     metrics.allocations.labels("reserved").set(reserved)
     metrics.allocations.labels("committed").set(len(ledger.allocations) - reserved)
     metrics.leading.set(0 if request.app[BINDER_KEY].gate.why_closed() else 1)
+    metrics.overcommitted.set(request.app[STATE_KEY].overcommitted_gpus)
     for kind, count in request.app[STATE_KEY].problems.counts.items():
         metrics.problems.labels(kind).set(count)
     body = generate_latest(metrics.registry)

@@ -40,6 +40,11 @@ class ExtenderMetrics:
             ["kind"],
             registry=self.registry,
         )
+        self.overcommitted = Gauge(
+            "tfsched_gpus_overcommitted",
+            "GPUs whose holders together exceed their capacity, as the last ledger audit found (should be 0).",
+            registry=self.registry,
+        )
         self.allocations = Gauge(
             "tfsched_ledger_allocations",
             "Pod allocations held by the ledger.",

@@ -19,6 +19,7 @@ from tfsched.allocation.state import ClusterState, keep_pod
 from tfsched.clustermodel.cache import Kind, read_snapshot
 from tfsched.extender.app import create_app
 from tfsched.extender.bind import ApiPodWriter, Binder, MemoryPodWriter
+from tfsched.extender.upkeep import GpuStatusWriter, LedgerAuditor
 from tfsched.kubeapi.client import KubeClient
 from tfsched.kubeapi.events import report_problems
 from tfsched.kubeapi.informer import RESOURCES, Informer
@@ -82,6 +83,12 @@ class Server:
                 self.informers[kind] = informer
                 self.tasks.append(asyncio.create_task(informer.run(), name=f"informer-{kind}"))
             self.tasks.append(asyncio.create_task(report_problems(self.client, self.state.problems), name="problems"))
+            auditor = LedgerAuditor(
+                self.client, self.state, self.distrust, self.state.config.audit_interval.total_seconds()
+            )
+            self.tasks.append(asyncio.create_task(auditor.run(), name="ledger-auditor"))
+            gpu_status = GpuStatusWriter(self.client, self.state, self.gate)
+            self.tasks.append(asyncio.create_task(gpu_status.run(), name="gpu-status"))
         # Compile (or load cached) kernels off the event loop; /readyz waits for it.
         await asyncio.to_thread(warm_up)
         self.kernels_ready = True

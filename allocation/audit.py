@@ -1,0 +1,92 @@
+"""The ledger auditor's comparison: the ledger against a fresh list of pods.
+
+Pure: the caller lists pods (a quorum read) and hands them in.  A list is a
+snapshot at one resourceVersion while the ledger keeps moving with the watch,
+so a difference seen once may just be an event in flight; only a difference
+seen again by the next audit, unchanged on both sides, counts as drift.  What
+is safe to repair is repaired by ``ClusterState.repair`` through the cache,
+as the missed watch event would have done; over-committed GPUs cannot be
+repaired by tfsched, only reported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from tfsched.allocation.ledger import Allocation, Ledger
+
+# Drift kinds (the metric's label).
+ALLOCATION_WITHOUT_POD = "allocation_without_pod"
+POD_WITHOUT_ALLOCATION = "pod_without_allocation"
+ALLOCATION_MISMATCH = "allocation_mismatch"
+GPU_OVERCOMMITTED = "gpu_overcommitted"
+
+
+@dataclass(frozen=True, slots=True)
+class Drift:
+    kind: str
+    uid: str  # the pod's uid, or the GPU's name for GPU_OVERCOMMITTED
+    message: str
+    pod: dict[str, Any] | None = None  # the listed pod, when there is one
+
+
+@dataclass
+class Auditor:
+    """Remembers what the previous audit saw, to tell drift from events in flight."""
+
+    ledger: Ledger
+    _suspects: dict[tuple[str, str], tuple] = field(default_factory=dict)
+    audits: int = 0
+
+    def audit(self, pods: Iterable[dict[str, Any]]) -> list[Drift]:
+        """Compare, and return the drift confirmed by two audits in a row (GPU
+        over-commit is reported at once: it is a fact about the ledger now)."""
+        self.audits += 1
+        ledger = self.ledger
+        listed: dict[str, tuple[dict[str, Any], Allocation | None]] = {}
+        for pod in pods:
+            uid = (pod.get("metadata") or {}).get("uid")
+            if isinstance(uid, str) and uid:
+                listed[uid] = (pod, ledger.holding(pod)[0])
+        seen: dict[tuple[str, str], tuple] = {}
+        for uid, alloc in ledger.allocations.items():
+            if alloc.reserved:
+                continue  # a bind or resize in flight: not yet on the pod
+            entry = listed.get(uid)
+            if entry is None or entry[1] is None:
+                seen[(ALLOCATION_WITHOUT_POD, uid)] = _shape(alloc)
+            elif _shape(entry[1]) != _shape(alloc):
+                seen[(ALLOCATION_MISMATCH, uid)] = (_shape(alloc), _shape(entry[1]))
+        for uid, (_, held) in listed.items():
+            if held is not None and uid not in ledger.allocations:
+                seen[(POD_WITHOUT_ALLOCATION, uid)] = _shape(held)
+        confirmed = [key for key, value in seen.items() if self._suspects.get(key) == value]
+        self._suspects = seen
+        out = []
+        for kind, uid in confirmed:
+            pod = listed.get(uid, (None, None))[0]
+            alloc = ledger.allocations.get(uid)
+            what = alloc.pod if alloc is not None else _name(pod)
+            if kind == ALLOCATION_WITHOUT_POD:
+                message = f"the ledger held GPUs for pod {what}, which no longer holds them; released"
+            elif kind == POD_WITHOUT_ALLOCATION:
+                message = f"pod {what} holds GPUs the ledger did not count; counted now"
+            else:
+                message = f"the ledger's record of pod {what} differed from the pod; taken from the pod"
+            out.append(Drift(kind, uid, message, pod))
+        out.extend(
+            Drift(GPU_OVERCOMMITTED, name, f"GPU {name}: its holders together exceed its capacity")
+            for name in ledger.overcommitted()
+        )
+        return out
+
+
+def _shape(alloc: Allocation) -> tuple:
+    return (alloc.node, alloc.gpu_names, alloc.tflops, alloc.percent, alloc.vram)
+
+
+def _name(pod: dict[str, Any] | None) -> str:
+    meta = (pod or {}).get("metadata") or {}
+    return f"{meta.get('namespace', '')}/{meta.get('name', '')}"

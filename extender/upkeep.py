@@ -1,0 +1,173 @@
+"""Background upkeep of the allocation state: the ledger auditor and the GPU
+status writer.  Both are edges (they list and patch through the API); the
+comparisons they act on are pure (``allocation/audit.py``, ``Ledger.gpu_view``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from tfsched.allocation.audit import GPU_OVERCOMMITTED, Auditor
+from tfsched.allocation.state import ClusterState, keep_pod
+from tfsched.clustermodel import annotations as ann
+from tfsched.clustermodel.cache import Kind
+from tfsched.clustermodel.quantity import MILLI_PER_TFLOPS, format_bytes, format_tflops
+from tfsched.kubeapi.client import KubeClient, path_segment
+from tfsched.kubeapi.informer import LIST_PAGE_SIZE, RESOURCES
+from tfsched.kubeapi.leader import WriterGate
+
+log = logging.getLogger(__name__)
+
+GPU_STATUS_MIN_INTERVAL_S = 1.0  # at most one status write per GPU per second
+GPU_STATUS_CONCURRENCY = 8
+
+
+async def list_gpu_pods(client: KubeClient) -> list[dict[str, Any]]:
+    """Every GPU pod, by a quorum read (no resourceVersion: served from etcd, not a cache)."""
+    pods: list[dict[str, Any]] = []
+    cont = ""
+    while True:
+        params = {"limit": LIST_PAGE_SIZE, **({"continue": cont} if cont else {})}
+        page = await client.get(RESOURCES[Kind.POD].path, **params)
+        for item in page.get("items") or []:
+            if isinstance(item, dict) and _keeps(item):
+                item.setdefault("kind", "Pod")
+                item.setdefault("apiVersion", "v1")
+                pods.append(item)
+        cont = (page.get("metadata") or {}).get("continue") or ""
+        if not cont:
+            return pods
+
+
+def _keeps(pod: dict[str, Any]) -> bool:
+    try:
+        return keep_pod(pod)
+    except Exception:
+        return False
+
+
+class LedgerAuditor:
+    """Every ``interval``, compare the ledger with a fresh list of pods; report
+    drift (metric, log, Warning event) and repair what is safe."""
+
+    def __init__(
+        self, client: KubeClient, state: ClusterState, distrust: Callable[[], str], interval: float = 60.0
+    ) -> None:
+        self.client = client
+        self.state = state
+        self.distrust = distrust
+        self.interval = interval
+        self.auditor = Auditor(state.ledger)
+
+    async def audit_once(self) -> int:
+        """One audit; returns the number of drifts found."""
+        pods = await list_gpu_pods(self.client)
+        if self.distrust():
+            return 0  # the cache is being re-listed: comparing now would only find noise
+        drifts = self.auditor.audit(pods)
+        self.state.overcommitted_gpus = sum(1 for d in drifts if d.kind == GPU_OVERCOMMITTED)
+        for drift in drifts:
+            if drift.kind == GPU_OVERCOMMITTED:
+                ref = {"apiVersion": ann.GROUP_VERSION, "kind": ann.GPU_KIND, "metadata": {"name": drift.uid}}
+                reason = ann.EVENT_GPU_OVERCOMMITTED
+            else:
+                ref = drift.pod or {"kind": "Pod", "metadata": {"uid": drift.uid}}
+                reason = ann.EVENT_LEDGER_DRIFT
+            if self.state.problems.report(drift.kind, ref, reason, drift.message):
+                log.warning("ledger audit: %s", drift.message)
+            self.state.repair(drift)
+        return len(drifts)
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            if self.distrust():
+                continue
+            try:
+                await self.audit_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("ledger audit failed: %s: %s", type(exc).__name__, exc)
+
+
+class GpuStatusWriter:
+    """Keeps each GPU's ``status.available`` and ``status.runningApps`` showing
+    the ledger (a view: the ledger stays the truth).  Only the writer that
+    binds writes them; changes are coalesced, at most one write per GPU per
+    second, and a GPU whose status already says it is not written."""
+
+    def __init__(self, client: KubeClient, state: ClusterState, gate: WriterGate) -> None:
+        self.client = client
+        self.state = state
+        self.gate = gate
+        self.last_write: dict[str, float] = {}
+        self.writes = 0
+
+    def desired(self, name: str) -> dict[str, Any] | None:
+        view = self.state.ledger.gpu_view(name)
+        if view is None:
+            return None
+        free_t, free_v, holders = view
+        apps: dict[tuple[str, str], int] = {}
+        for holder in holders:
+            namespace, _, pod_name = holder.partition("/")
+            pod = self.state.cache.get(Kind.POD, namespace, pod_name) or {}
+            workload = ((pod.get("metadata") or {}).get("annotations") or {}).get(ann.WORKLOAD)
+            key = (namespace, workload if isinstance(workload, str) and workload else pod_name)
+            apps[key] = apps.get(key, 0) + 1
+        return {
+            "available": {"tflops": format_tflops(free_t / MILLI_PER_TFLOPS), "vram": format_bytes(free_v)},
+            "runningApps": [{"name": n, "namespace": ns, "count": c} for (ns, n), c in sorted(apps.items())],
+        }
+
+    async def write_due(self) -> int:
+        """Write the changed GPUs that are due; returns how many were written."""
+        ledger = self.state.ledger
+        now = time.monotonic()
+        due = [n for n in ledger.changed_gpus if now - self.last_write.get(n, -1e9) >= GPU_STATUS_MIN_INTERVAL_S]
+        ledger.changed_gpus.difference_update(due)
+        todo = []
+        for name in due:
+            status = self.desired(name)
+            cached = self.state.cache.get(Kind.GPU, "", name) or {}
+            current = cached.get("status") or {}
+            if status is None or all(current.get(k) == v for k, v in status.items()):
+                continue
+            todo.append((name, status))
+        semaphore = asyncio.Semaphore(GPU_STATUS_CONCURRENCY)
+
+        async def write(name: str, status: dict[str, Any]) -> None:
+            async with semaphore:
+                self.last_write[name] = time.monotonic()
+                path = f"/apis/{ann.GROUP_VERSION}/{ann.GPU_PLURAL}/{path_segment(name)}/status"
+                try:
+                    await self.client.patch(path, {"status": status})
+                    self.writes += 1
+                except Exception as exc:
+                    log.warning("GPU %s: status not written: %s", name, exc)
+                    ledger.changed_gpus.add(name)  # retried when due again
+
+        await asyncio.gather(*(write(name, status) for name, status in todo))
+        return len(todo)
+
+    async def run(self, every: float = 0.2) -> None:
+        was_active = False
+        while True:
+            active = self.gate.active.is_set()
+            if active and not was_active:
+                # A new leader: whatever the previous one wrote is checked once.
+                self.state.ledger.changed_gpus.update(self.state.inventory.gpu_index)
+            was_active = active
+            if active and self.state.ledger.changed_gpus:
+                try:
+                    await self.write_due()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.warning("GPU status writer: %s: %s", type(exc).__name__, exc)
+            await asyncio.sleep(every)

@@ -1,0 +1,87 @@
+"""The ledger auditor: drift seen twice in a row is reported and repaired; events in flight are not drift."""
+
+from __future__ import annotations
+
+import copy
+
+from tfsched.allocation.audit import (
+    ALLOCATION_MISMATCH,
+    ALLOCATION_WITHOUT_POD,
+    GPU_OVERCOMMITTED,
+    POD_WITHOUT_ALLOCATION,
+    Auditor,
+)
+from tfsched.allocation.state import ClusterState
+from tfsched.clustermodel.cache import EventType, Kind
+from tfsched.clustermodel.objects import gpu_name, gpu_object, gpu_pod, node_object
+
+GiB = 2**30
+
+
+def setup() -> tuple[ClusterState, Auditor]:
+    state = ClusterState()
+    state.load(
+        {Kind.NODE: [node_object("a")], Kind.GPU: [gpu_object("a", i, tflops=100, vram=16 * GiB) for i in range(2)]}
+    )
+    return state, Auditor(state.ledger)
+
+
+def holder(uid: str, gpu: int = 0, tflops: str = "40") -> dict:
+    return gpu_pod(uid, tflops=tflops, vram="4Gi", gpu_ids=[gpu_name("a", gpu)], node="a", uid=uid)
+
+
+def test_agreement_is_no_drift():
+    state, auditor = setup()
+    pods = [holder("p1"), holder("p2", 1)]
+    for pod in pods:
+        state.cache.apply(Kind.POD, EventType.ADDED, pod)
+    assert auditor.audit(pods) == [] and auditor.audit(pods) == []
+
+
+def test_a_missed_delete_is_drift_on_the_second_audit_and_repaired():
+    state, auditor = setup()
+    state.cache.apply(Kind.POD, EventType.ADDED, holder("gone"))
+    assert auditor.audit([]) == []  # once: maybe a delete in flight
+    [drift] = auditor.audit([])
+    assert drift.kind == ALLOCATION_WITHOUT_POD and "default/gone" in drift.message
+    state.repair(drift)
+    assert "gone" not in state.ledger.allocations
+    assert state.cache.get(Kind.POD, "default", "gone") is None
+    assert auditor.audit([]) == []
+
+
+def test_a_missed_bind_is_counted():
+    state, auditor = setup()
+    listed = [holder("missed")]
+    assert auditor.audit(listed) == []
+    [drift] = auditor.audit(listed)
+    assert drift.kind == POD_WITHOUT_ALLOCATION
+    state.repair(drift)
+    assert state.ledger.allocations["missed"].tflops == 40_000
+
+
+def test_a_changed_record_is_taken_from_the_pod():
+    state, auditor = setup()
+    state.cache.apply(Kind.POD, EventType.ADDED, holder("p", tflops="40"))
+    listed = [holder("p", tflops="60")]
+    auditor.audit(listed)
+    [drift] = auditor.audit(listed)
+    assert drift.kind == ALLOCATION_MISMATCH
+    state.repair(drift)
+    assert state.ledger.allocations["p"].tflops == 60_000
+
+
+def test_an_event_in_flight_is_not_drift():
+    state, auditor = setup()
+    state.cache.apply(Kind.POD, EventType.ADDED, holder("new"))
+    assert auditor.audit([]) == []  # listed before the bind
+    assert auditor.audit([holder("new")]) == []  # the next list has it
+
+
+def test_reservations_are_not_drift_and_overcommit_is_reported_at_once():
+    state, auditor = setup()
+    pods = [holder("x", tflops="70"), holder("y", tflops="70")]  # two real pods on one 100-TFLOPS GPU
+    for pod in copy.deepcopy(pods):
+        state.cache.apply(Kind.POD, EventType.ADDED, pod)
+    [drift] = auditor.audit(pods)
+    assert drift.kind == GPU_OVERCOMMITTED and drift.uid == gpu_name("a", 0)
