@@ -25,7 +25,9 @@ class SchedulingConfig(BaseModel):
     pool_placement_modes: dict[str, PlacementMode] = Field(default_factory=dict, alias="poolPlacementModes")
     vram_weight: float = Field(DEFAULT_VRAM_WEIGHT, ge=0, le=1, alias="vramWeight")
     tflops_weight: float = Field(DEFAULT_TFLOPS_WEIGHT, ge=0, le=1, alias="tflopsWeight")
-    max_request_bytes: int = Field(64 * 1024 * 1024, gt=0, alias="maxRequestBytes")
+    # The largest legitimate request: 5,000 whole Node objects (nodeCacheCapable:
+    # false) are 76.4 MiB (bench/bench_request_size.py; extender/budget.py).
+    max_request_bytes: int = Field(80 * 1024 * 1024, gt=0, alias="maxRequestBytes")
     # The profiles of the kube-scheduler this extender serves: bind refuses a
     # pod whose spec.schedulerName names any other scheduler.
     # How often the ledger is compared with a fresh list of pods.

@@ -12,7 +12,10 @@ figures back the constants of ``extender/budget.py``.
 kube-scheduler strips managedFields from its *pod* informer only, not from
 nodes, so they are part of what it sends.
 
-Run: ``.venv/bin/python bench/bench_request_size.py [--nodes N]``.
+Linux only (peak RSS is VmHWM, reset through /proc/self/clear_refs).  It also
+parses hostile bodies of the same size, built to expand as much as possible.
+
+Run: ``.venv/bin/python bench/bench_request_size.py [--nodes N] [--images K]``.
 Not a test: it prints its figures.
 """
 

@@ -22,6 +22,13 @@ from tfsched.allocation.state import ClusterState
 from tfsched.clustermodel.gpurequest import RequestError, is_gpu_pod
 from tfsched.extender import wire
 from tfsched.extender.bind import Binder, BindError
+from tfsched.extender.budget import (
+    MAX_PARSE_ESTIMATE_BYTES,
+    WORST_EXPANSION_FACTOR,
+    BudgetTimeout,
+    ByteBudget,
+    parse_estimate,
+)
 from tfsched.extender.metrics import ExtenderMetrics
 from tfsched.extender.nodelist import NodeListCache
 from tfsched.extender.placement import filter_nodes, score_nodes
@@ -36,6 +43,7 @@ METRICS_KEY = web.AppKey("metrics", ExtenderMetrics)
 # listed, a re-list under way, the API server unreachable too long.
 DISTRUST_KEY = web.AppKey("distrust", Callable[[], str])
 NODE_LISTS_KEY = web.AppKey("node_lists", NodeListCache)
+BUDGET_KEY = web.AppKey("budget", ByteBudget)
 
 
 def _json(body: bytes, status: int = 200) -> web.Response:
@@ -46,12 +54,27 @@ def _bad_request(message: str) -> web.Response:
     return _json(orjson.dumps({"error": message}), status=400)
 
 
+def _weight(request: web.Request) -> int:
+    """What a body holds of the parse budget before it is read (see budget.py)."""
+    length = request.content_length
+    if length is None:  # chunked: as large as the limit allows
+        length = request.app[STATE_KEY].config.max_request_bytes
+    return length * WORST_EXPANSION_FACTOR
+
+
 async def _read(request: web.Request) -> bytes:
     try:
-        return await request.read()
+        body = await request.read()
     except web.HTTPRequestEntityTooLarge:
         limit = request.app[STATE_KEY].config.max_request_bytes
         raise wire.WireError(f"request body too large (limit {limit} bytes)") from None
+    estimate = parse_estimate(body)
+    if estimate > MAX_PARSE_ESTIMATE_BYTES:
+        raise wire.WireError(
+            f"request body too dense: parsing it would take ~{estimate >> 20} MiB"
+            f" (limit {MAX_PARSE_ESTIMATE_BYTES >> 20} MiB; the largest real request takes ~490 MiB)"
+        )
+    return body
 
 
 def _timed(verb: str, handler: Callable[[web.Request], Awaitable[web.Response]]):
@@ -59,7 +82,11 @@ def _timed(verb: str, handler: Callable[[web.Request], Awaitable[web.Response]])
         metrics = request.app[METRICS_KEY]
         started = time.perf_counter()
         try:
-            return await handler(request)
+            async with request.app[BUDGET_KEY].hold(_weight(request)):
+                return await handler(request)
+        except BudgetTimeout as exc:
+            metrics.errors.labels(verb, "busy").inc()
+            return _json(orjson.dumps({"error": str(exc)}), status=503)
         except wire.WireError as exc:
             metrics.errors.labels(verb, "bad_request").inc()
             return _bad_request(str(exc))
@@ -187,6 +214,7 @@ def create_app(
     app[METRICS_KEY] = metrics or ExtenderMetrics()
     app[DISTRUST_KEY] = distrust
     app[NODE_LISTS_KEY] = NodeListCache(state.inventory)
+    app[BUDGET_KEY] = ByteBudget()
     app.router.add_post("/filter", _timed("filter", handle_filter))
     app.router.add_post("/prioritize", _timed("prioritize", handle_prioritize))
     app.router.add_post("/bind", _timed("bind", handle_bind))

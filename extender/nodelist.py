@@ -16,6 +16,11 @@ names (a list comparison), and keep per entry:
 
 Only lists whose names are all known nodes with plain DNS characters are
 cached (no JSON escaping can be needed); anything else takes the plain path.
+
+Memory is bounded by the total number of names across entries, not only by
+the number of entries: any caller can send a list of millions of (repeated)
+known names, and 32 such lists held over 1 GB.  A list longer than the cap is
+never cached, and older entries are evicted until the total fits.
 """
 
 from __future__ import annotations
@@ -77,13 +82,31 @@ def _build(names: list[str], indices: np.ndarray) -> NodeList:
     )
 
 
+# Names held across all entries.  The largest cluster we serve has 5,000 nodes,
+# so this is room for 8 full lists (a few pod shapes interleaving, each with its
+# filter and its prioritize list).  An entry costs about 300 bytes per name for
+# 48-character names (the parsed strings, the key, the templates, the indices)
+# and about 1.1 KB at the 253-character maximum of a node name: 12 MB typical,
+# under 50 MB at worst.
+DEFAULT_MAX_NAMES = 8 * 5_000
+
+
 class NodeListCache:
-    def __init__(self, inventory: Inventory, max_entries: int = 32) -> None:
+    def __init__(self, inventory: Inventory, max_entries: int = 32, max_names: int = DEFAULT_MAX_NAMES) -> None:
+        if max_entries < 1 or max_names < 0:
+            raise ValueError("max_entries must be at least 1 and max_names not negative")
         self.inventory = inventory
         self.max_entries = max_entries
+        self.max_names = max_names
         self._entries: OrderedDict[bytes, NodeList] = OrderedDict()
+        self._names = 0  # sum of len(entry.names) over the entries
         self.hits = 0
         self.misses = 0
+
+    @property
+    def total_names(self) -> int:
+        """Names held across all entries (at most ``max_names``)."""
+        return self._names
 
     def lookup(self, body: bytes, names: list[str]) -> NodeList | None:
         """The cached entry for this request's node names, created on first sight;
@@ -99,11 +122,24 @@ class NodeListCache:
             self.hits += 1
             return entry
         self.misses += 1
+        # Checked before any per-name work: an oversized list costs one len().
+        if len(names) > self.max_names:
+            return None
         indices = self.inventory.node_indices(names)
         if (indices < 0).any() or not all(_DNS_NAME.match(n) for n in names):
             return None
         entry = _build(names, indices)
-        self._entries[key] = entry
-        if len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
+        self._put(key, entry)
         return entry
+
+    def _put(self, key: bytes, entry: NodeList) -> None:
+        """Insert as most recent, then evict the least recent until both caps hold."""
+        old = self._entries.pop(key, None)
+        if old is not None:
+            self._names -= len(old.names)
+        self._entries[key] = entry
+        self._names += len(entry.names)
+        # Never evicts ``entry`` itself: it alone fits both caps.
+        while len(self._entries) > self.max_entries or self._names > self.max_names:
+            _, evicted = self._entries.popitem(last=False)
+            self._names -= len(evicted.names)

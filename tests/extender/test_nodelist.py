@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -60,3 +61,88 @@ def test_lru_is_bounded():
         names = NAMES[k : k + 3]
         c.lookup(body(names), names)
     assert len(c._entries) == 2
+
+
+def big_cache(max_entries: int = 32, **kwargs) -> NodeListCache:
+    inv = Inventory()
+    for n in NAMES:
+        inv.set_node_present(n, True)
+    return NodeListCache(inv, max_entries=max_entries, **kwargs)
+
+
+def test_default_cap_refuses_a_list_longer_than_any_cluster():
+    # The security review's case: a huge list of repeated known names.  The old cache kept
+    # 32 of them; with the defaults, 12 × the largest cluster (5,000 nodes) is never cached.
+    c = big_cache()
+    small = NAMES[:3]
+    c.lookup(body(small), small)
+    huge = NAMES * 2_000
+    assert c.lookup(body(huge), huge) is None
+    assert c.lookup(body(huge), huge) is None  # nor on a second sight
+    assert [e.names for e in c._entries.values()] == [small]  # and nothing else was lost
+    assert c.total_names == 3 and 8 * 5_000 <= c.max_names < len(huge)
+
+
+def test_list_of_exactly_the_cap_is_cached():
+    c = big_cache(max_names=30)
+    assert c.lookup(body(NAMES), NAMES) is not None and c.total_names == 30
+    assert big_cache(max_names=29).lookup(body(NAMES), NAMES) is None
+
+
+def test_total_names_across_entries_is_capped_lru_first():
+    c = big_cache(max_names=10)
+    lists = [NAMES[k * 4 : k * 4 + 4] for k in range(3)]  # 3 × 4 names = 12 > 10
+    c.lookup(body(lists[0]), lists[0])
+    c.lookup(body(lists[1]), lists[1])
+    c.lookup(body(lists[0]), lists[0])  # a hit: lists[0] is now the most recent
+    c.lookup(body(lists[2]), lists[2])
+    assert [e.names for e in c._entries.values()] == [lists[0], lists[2]]
+    assert c.total_names == 8
+
+
+def test_a_long_list_evicts_as_many_entries_as_it_needs():
+    c = big_cache(max_names=12)
+    for k in range(4):
+        names = NAMES[k * 3 : k * 3 + 3]
+        c.lookup(body(names), names)
+    assert len(c._entries) == 4 and c.total_names == 12
+    long = NAMES[:10]
+    assert c.lookup(body(long), long) is not None
+    assert [e.names for e in c._entries.values()] == [long] and c.total_names == 10
+
+
+def test_rejected_lists_count_as_misses_and_cost_nothing():
+    c = big_cache(max_names=5)
+    assert c.lookup(body(NAMES[:6]), NAMES[:6]) is None
+    assert c.misses == 1 and c.total_names == 0 and not c._entries
+
+
+def test_replacing_an_entry_under_the_same_key_keeps_the_count():
+    c = big_cache(max_names=10)
+    names = NAMES[:5]
+    c.lookup(body(names), names)
+    other = NAMES[5:9]
+    c.lookup(body(names), other)  # same raw key, other parsed names (see the verification test)
+    assert len(c._entries) == 1 and c.total_names == 4
+
+
+def test_bad_caps_are_refused():
+    for kwargs in ({"max_entries": 0}, {"max_names": -1}):
+        with pytest.raises(ValueError):
+            big_cache(**kwargs)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 29), st.integers(0, 12)), max_size=40),
+    st.integers(1, 4),
+    st.integers(0, 20),
+)
+def test_caps_always_hold(lookups, max_entries, max_names):
+    c = big_cache(max_entries, max_names=max_names)
+    for start, length in lookups:
+        names = NAMES[start : start + length]
+        entry = c.lookup(body(names), names)
+        assert (entry is None) == (len(names) > max_names)
+        assert len(c._entries) <= max_entries
+        assert c.total_names == sum(len(e.names) for e in c._entries.values()) <= max_names
