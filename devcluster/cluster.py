@@ -52,6 +52,9 @@ COMPONENTS = (
 )
 
 
+MANUAL_SCHEDULER = "tfsched-test-manual"
+
+
 class DevClusterError(RuntimeError):
     pass
 
@@ -207,6 +210,10 @@ class DevCluster:
         processes.wait_until(lambda: self._ok(f"{client}/health"), timeout=60, what="etcd health", record=record)
 
     def _start_apiserver(self, say) -> None:
+        self.start_apiserver(say=say)
+
+    def start_apiserver(self, *, say=print) -> None:
+        """Start (or restart, on the same etcd, port and token) kube-apiserver."""
         pki = self.root / "pki"
         pki.mkdir(exist_ok=True)
         key, pub = pki / "sa.key", pki / "sa.pub"
@@ -323,17 +330,30 @@ class DevCluster:
                 "metrics": {"prometheusURL": self.prometheus_url, "step": "1s", "historyLength": "1h"},
                 "evictionInterval": "1s",
             },
-            "scheduling": {"auditInterval": "3s"},
+            # Pods naming MANUAL_SCHEDULER are left alone by kube-scheduler: tests bind them through /bind.
+            "scheduling": {"auditInterval": "3s", "schedulerNames": ["default-scheduler", MANUAL_SCHEDULER]},
             # One writer; short so tests that kill the leader see the takeover quickly.
             "leaderElection": {"leaseDuration": "6s", "renewEvery": "2s"},
         }
         self.tfsched_config.write_text(yaml.safe_dump(config))
 
-    def start_extender(self, *, say=print) -> None:
-        """Start (or restart) ``tfsched serve`` on the cluster's extender port."""
-        say(f"starting tfsched serve on {self.extender_url}")
+    def start_extender(
+        self,
+        *,
+        say=print,
+        name: str = "tfsched",
+        port: int | None = None,
+        config: Path | None = None,
+        lead: bool = True,
+    ) -> ProcessRecord:
+        """Start (or restart) a ``tfsched serve``: by default the cluster's own, on
+        the extender port; tests start more (another ``name``, ``port``, ``config``).
+        With ``lead``, wait until it is the one writer, not only ready."""
+        port = port or self.ports["extender"]
+        url = f"http://127.0.0.1:{port}"
+        say(f"starting tfsched serve on {url}")
         record = self._start(
-            "tfsched",
+            name,
             [
                 sys.executable,
                 "-m",
@@ -341,17 +361,17 @@ class DevCluster:
                 "serve",
                 f"--kubeconfig={self.kubeconfig}",
                 "--host=127.0.0.1",
-                f"--port={self.ports['extender']}",
-                f"--config={self.tfsched_config}",
+                f"--port={port}",
+                f"--config={config or self.tfsched_config}",
                 *self.extender_args,
             ],
             env={"NUMBA_CACHE_DIR": str(numba_cache_dir())},
         )
-        processes.wait_until(
-            lambda: self._ok(f"{self.extender_url}/readyz"), timeout=120, what="tfsched /readyz", record=record
-        )
-        # The one writer: binds are refused until it holds the lease and has fenced.
-        processes.wait_until(self.extender_leads, timeout=60, what="tfsched to lead", record=record)
+        processes.wait_until(lambda: self._ok(f"{url}/readyz"), timeout=120, what=f"{name} /readyz", record=record)
+        if lead:
+            # The one writer: binds are refused until it holds the lease and has fenced.
+            processes.wait_until(lambda: self.extender_leads(url), timeout=60, what=f"{name} to lead", record=record)
+        return record
 
     def extender_leads(self, url: str | None = None) -> bool:
         status, body = self._get(f"{url or self.extender_url}/metrics")
@@ -363,23 +383,42 @@ class DevCluster:
             processes.stop(record)
 
     def _start_scheduler(self, say) -> None:
+        self.start_scheduler(say=say)
+
+    def start_scheduler(
+        self,
+        *,
+        say=print,
+        name: str = "kube-scheduler",
+        extender_url: str | None = None,
+        leader_election: dict[str, Any] | None = None,
+        hostname: str | None = None,
+    ) -> ProcessRecord:
+        """Start a kube-scheduler with config/scheduler-config.yaml calling ``extender_url``.
+
+        ``hostname`` runs it in a UTS namespace of its own, as a pod would be,
+        so its leader identity (``<hostname>_<uuid>``) tells it apart from
+        another on this machine (needs root or unprivileged user namespaces)."""
         config = yaml.safe_load(SCHEDULER_CONFIG.read_text())
         config["clientConnection"]["kubeconfig"] = str(self.kubeconfig)
         for extender in config["extenders"]:
-            extender["urlPrefix"] = self.extender_url
-        rendered = self.root / "scheduler-config.yaml"
+            extender["urlPrefix"] = extender_url or self.extender_url
+        if leader_election is not None:
+            config["leaderElection"] = leader_election
+        rendered = self.root / f"{name}-config.yaml"
         rendered.write_text(yaml.safe_dump(config, sort_keys=False))
-        say("starting kube-scheduler")
-        self._start(
-            "kube-scheduler",
-            [
-                self.bin("kube-scheduler"),
-                f"--config={rendered}",
-                f"--authentication-kubeconfig={self.kubeconfig}",
-                f"--authorization-kubeconfig={self.kubeconfig}",
-                "--secure-port=0",
-            ],
-        )
+        say(f"starting {name}")
+        argv = [
+            self.bin("kube-scheduler"),
+            f"--config={rendered}",
+            f"--authentication-kubeconfig={self.kubeconfig}",
+            f"--authorization-kubeconfig={self.kubeconfig}",
+            "--secure-port=0",
+        ]
+        if hostname is not None:
+            user = [] if os.geteuid() == 0 else ["--user", "--map-root-user"]
+            argv = ["unshare", *user, "--uts", "sh", "-c", 'hostname "$0" && exec "$@"', hostname, *argv]
+        return self._start(name, argv)
 
     def _start_fake_kubelet(self, say) -> None:
         say("starting the fake kubelet")
@@ -401,7 +440,8 @@ class DevCluster:
     # -- down / status -------------------------------------------------------------
 
     def down(self, *, say=print) -> None:
-        for name in reversed(COMPONENTS):
+        extra = [name for name in self.records if name not in COMPONENTS]  # what tests started besides
+        for name in [*reversed(extra), *reversed(COMPONENTS)]:
             record = self.records.get(name)
             if record is not None and record.process() is not None:
                 say(f"stopping {name} (pid {record.pid})")

@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
 from tfsched.clustermodel.objects import gpu_pod
 from tfsched.devcluster.binaries import ensure_binaries
@@ -44,7 +43,8 @@ class Cluster:
         return json.loads(self.kubectl("get", *args, "-o", "json").stdout)
 
     def apply(self, *objects: dict) -> None:
-        self.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(objects))
+        # JSON, not YAML: PyYAML leaves strings such as "1e306" unquoted, which kubectl reads as numbers.
+        self.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": list(objects)}))
 
     def pods(self, namespace: str) -> list[dict]:
         return self.get_json("pods", "-n", namespace)["items"]

@@ -31,8 +31,8 @@ def assert_no_overcommit(cluster: Cluster) -> None:
     used_t: dict[str, float] = defaultdict(float)
     used_v: dict[str, float] = defaultdict(float)
     for pod in cluster.get_json("pods", "-A")["items"]:
-        if pod["status"].get("phase") in ("Succeeded", "Failed"):
-            continue
+        if pod["status"].get("phase") in ("Succeeded", "Failed") or not pod["spec"].get("nodeName"):
+            continue  # only bound pods hold GPUs (gpu-ids on an unbound pod are a squatter's)
         request = parse_gpu_request(pod["metadata"].get("annotations", {}))
         for g in gpu_ids(pod):
             cap_t = parse_quantity(gpus[g]["status"]["capacity"]["tflops"])
