@@ -127,6 +127,9 @@ class LeaderElector:
         duration = timedelta(seconds=int(current.get("leaseDurationSeconds") or 0))
         if holder and holder != self.identity and renewed is not None and renewed + duration > now:
             return False
+        # Only another holder's writes need waiting out: retaking our own lapsed lease needs none.
+        if holder == self.identity and not self.is_leader:
+            self.previous_holder = ""
         if holder != self.identity:
             self.previous_holder = holder or ""
             spec["acquireTime"] = format_micro_time(now)
@@ -141,15 +144,24 @@ class LeaderElector:
         return True
 
     async def run(self, leading: asyncio.Event) -> None:
-        """Keep ``leading`` set exactly while this process holds the lease."""
+        """Keep ``leading`` set exactly while this process holds the lease.
+
+        A renewal that fails (the API server restarting) does not end the
+        lead at once: nobody can take the lease before it expires, so the
+        holder keeps it until two thirds of a lease duration have passed
+        since its last successful renewal (client-go's renew deadline)."""
+        renewed_at = 0.0
         while True:
             try:
                 won = await self.try_acquire_or_renew()
+                if won:
+                    renewed_at = time.monotonic()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.warning("leader election: %s", exc)
-                won = False
+                deadline = renewed_at + self.lease_duration.total_seconds() * 2 / 3
+                won = self.is_leader and time.monotonic() < deadline
             if won != self.is_leader:
                 log.info("leader election: %s the lease %s", "acquired" if won else "lost", self.name)
             self.is_leader = won
