@@ -24,6 +24,8 @@ from tfsched.extender import wire
 from tfsched.extender.bind import Binder, BindError
 from tfsched.extender.budget import (
     MAX_PARSE_ESTIMATE_BYTES,
+    SMALL_BODY_BYTES,
+    SMALL_LANE_BYTES,
     WORST_EXPANSION_FACTOR,
     BudgetTimeout,
     ByteBudget,
@@ -43,7 +45,9 @@ METRICS_KEY = web.AppKey("metrics", ExtenderMetrics)
 # listed, a re-list under way, the API server unreachable too long.
 DISTRUST_KEY = web.AppKey("distrust", Callable[[], str])
 NODE_LISTS_KEY = web.AppKey("node_lists", NodeListCache)
+# Two lanes, so kube-scheduler's usual small calls never queue behind large bodies.
 BUDGET_KEY = web.AppKey("budget", ByteBudget)
+SMALL_BUDGET_KEY = web.AppKey("small_budget", ByteBudget)
 
 
 def _json(body: bytes, status: int = 200) -> web.Response:
@@ -82,7 +86,9 @@ def _timed(verb: str, handler: Callable[[web.Request], Awaitable[web.Response]])
         metrics = request.app[METRICS_KEY]
         started = time.perf_counter()
         try:
-            async with request.app[BUDGET_KEY].hold(_weight(request)):
+            weight = _weight(request)
+            lane = SMALL_BUDGET_KEY if weight <= SMALL_BODY_BYTES * WORST_EXPANSION_FACTOR else BUDGET_KEY
+            async with request.app[lane].hold(weight):
                 return await handler(request)
         except BudgetTimeout as exc:
             metrics.errors.labels(verb, "busy").inc()
@@ -215,6 +221,7 @@ def create_app(
     app[DISTRUST_KEY] = distrust
     app[NODE_LISTS_KEY] = NodeListCache(state.inventory)
     app[BUDGET_KEY] = ByteBudget()
+    app[SMALL_BUDGET_KEY] = ByteBudget(SMALL_LANE_BYTES)
     app.router.add_post("/filter", _timed("filter", handle_filter))
     app.router.add_post("/prioritize", _timed("prioritize", handle_prioritize))
     app.router.add_post("/bind", _timed("bind", handle_bind))

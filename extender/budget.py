@@ -53,6 +53,12 @@ PARSE_EXPANSION_FACTOR = 7
 WORST_EXPANSION_FACTOR = 40
 DEFAULT_PARSE_BUDGET_BYTES = 512 * MiB
 
+# Bodies up to 1 MiB (kube-scheduler's NodeNames calls are ~64 KiB at 5,000
+# nodes) take a lane of their own, 256 MiB at the worst expansion, so a few
+# large bodies can delay them by a parse at most, never queue them out.
+SMALL_BODY_BYTES = 1 * MiB
+SMALL_LANE_BYTES = 256 * MiB
+
 # Once read, a body's parse costs about its length plus ~64 bytes per JSON
 # value (a value per ``,``, ``:``, ``[`` or ``{``): 486 MiB estimated for the
 # 76.4 MiB legitimate request (509 MiB RSS measured).  A body estimated above

@@ -226,3 +226,21 @@ async def test_cancelling_inside_the_block_releases():
     holder.task.cancel()
     await settle()
     assert holder.task.cancelled() and budget.held == 0
+
+
+async def test_small_calls_never_queue_behind_large_bodies(aiohttp_client) -> None:
+    """kube-scheduler's usual calls (NodeNames, ~KiB) have a lane of their own."""
+    import orjson
+
+    from tfsched.allocation.state import ClusterState
+    from tfsched.extender.app import BUDGET_KEY, create_app
+    from tfsched.extender.bind import Binder, MemoryPodWriter
+
+    state = ClusterState()
+    app = create_app(state, Binder(state, MemoryPodWriter(state)))
+    client = await aiohttp_client(app)
+    large = app[BUDGET_KEY]
+    async with large.hold(large.capacity):  # the large lane is full (dense bodies being parsed)
+        body = {"Pod": {"metadata": {"name": "p"}}, "NodeNames": ["a"]}
+        resp = await client.post("/filter", data=orjson.dumps(body))
+        assert resp.status == 200
