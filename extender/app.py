@@ -213,7 +213,12 @@ def create_app(
     *,
     distrust: Callable[[], str] = lambda: "",
     metrics: ExtenderMetrics | None = None,
+    verbs: bool = True,
+    health: bool = True,
 ) -> web.Application:
+    """The extender verbs and/or the health and metrics endpoints (two apps on
+    two listeners when the verbs require client certificates and probes cannot
+    present them); apps built with the same ``metrics`` share them."""
     app = web.Application(client_max_size=state.config.max_request_bytes)
     app[STATE_KEY] = state
     app[BINDER_KEY] = binder
@@ -222,10 +227,12 @@ def create_app(
     app[NODE_LISTS_KEY] = NodeListCache(state.inventory)
     app[BUDGET_KEY] = ByteBudget()
     app[SMALL_BUDGET_KEY] = ByteBudget(SMALL_LANE_BYTES)
-    app.router.add_post("/filter", _timed("filter", handle_filter))
-    app.router.add_post("/prioritize", _timed("prioritize", handle_prioritize))
-    app.router.add_post("/bind", _timed("bind", handle_bind))
-    app.router.add_get("/healthz", handle_healthz)
-    app.router.add_get("/readyz", handle_readyz)
-    app.router.add_get("/metrics", handle_metrics)
+    if verbs:
+        app.router.add_post("/filter", _timed("filter", handle_filter))
+        app.router.add_post("/prioritize", _timed("prioritize", handle_prioritize))
+        app.router.add_post("/bind", _timed("bind", handle_bind))
+    if health:
+        app.router.add_get("/healthz", handle_healthz)
+        app.router.add_get("/readyz", handle_readyz)
+        app.router.add_get("/metrics", handle_metrics)
     return app

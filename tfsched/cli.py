@@ -39,6 +39,26 @@ def main(log_level: str) -> None:
 )
 @click.option("--no-autoscale", is_flag=True, help="Serve the extender only; run no autoscale loop.")
 @click.option(
+    "--tls-cert-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Serve HTTPS with this certificate (PEM; re-read when it changes).",
+)
+@click.option(
+    "--tls-private-key-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The certificate's private key (PEM).",
+)
+@click.option(
+    "--client-ca-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Require client certificates signed by this CA (kube-scheduler's extender tlsConfig) for every call.",
+)
+@click.option(
+    "--health-port",
+    type=click.IntRange(0, 65535),
+    help="Serve /healthz, /readyz and /metrics on this port (plain HTTP), apart from the verbs.",
+)
+@click.option(
     "--enable-test-hooks",
     is_flag=True,
     hidden=True,
@@ -52,6 +72,10 @@ def serve(
     snapshot: Path | None,
     config_path: Path | None,
     no_autoscale: bool,
+    tls_cert_file: Path | None,
+    tls_private_key_file: Path | None,
+    client_ca_file: Path | None,
+    health_port: int | None,
     enable_test_hooks: bool,
 ) -> None:
     """Serve the scheduler extender (filter, prioritize, bind) and, against a
@@ -68,6 +92,19 @@ def serve(
         raise click.BadParameter(str(exc), param_hint="--config") from None
     if no_autoscale:
         config.autoscaling.enabled = False
+    if (tls_cert_file is None) != (tls_private_key_file is None):
+        raise click.UsageError("--tls-cert-file and --tls-private-key-file go together")
+    if client_ca_file is not None and tls_cert_file is None:
+        raise click.UsageError("--client-ca-file needs --tls-cert-file and --tls-private-key-file")
+    tls = None
+    if tls_cert_file is not None and tls_private_key_file is not None:
+        from tfsched.extender.tls import TLSConfigError, TLSFiles, server_context
+
+        tls = TLSFiles(tls_cert_file, tls_private_key_file, client_ca_file)
+        try:
+            server_context(tls)  # fail now, naming the file, rather than after the caches sync
+        except TLSConfigError as exc:
+            raise click.UsageError(str(exc)) from None
 
     async def run() -> None:
         try:
@@ -78,7 +115,7 @@ def serve(
             raise click.BadParameter(str(exc), param_hint="--snapshot") from None
         except KubeConfigError as exc:
             raise click.UsageError(str(exc)) from None
-        await serve_forever(server, host, port)
+        await serve_forever(server, host, port, tls=tls, health_port=health_port)
 
     asyncio.run(run())
 

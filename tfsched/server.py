@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import ssl
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -19,6 +20,8 @@ from tfsched.allocation.state import ClusterState, keep_pod
 from tfsched.clustermodel.cache import Kind, read_snapshot
 from tfsched.extender.app import create_app
 from tfsched.extender.bind import ApiPodWriter, Binder, MemoryPodWriter
+from tfsched.extender.metrics import ExtenderMetrics
+from tfsched.extender.tls import TLSFiles, reload_on_change, server_context
 from tfsched.extender.upkeep import GpuStatusWriter, LedgerAuditor
 from tfsched.kubeapi.client import KubeClient
 from tfsched.kubeapi.events import report_problems
@@ -47,7 +50,8 @@ class Server:
     test_hooks: bool = False
     kernels_ready: bool = False
     tasks: list[asyncio.Task] = field(default_factory=list)
-    runner: web.AppRunner | None = None
+    runners: list[web.AppRunner] = field(default_factory=list)
+    health_port: int | None = None
     informers: dict[Kind, Informer] = field(default_factory=dict)
 
     def distrust(self) -> str:
@@ -65,16 +69,23 @@ class Server:
         if informer is not None:
             await informer.relisted()
 
-    async def start(self, host: str, port: int) -> int:
-        app = create_app(self.state, self.binder, distrust=self.distrust)
+    async def start(self, host: str, port: int, *, tls: TLSFiles | None = None, health_port: int | None = None) -> int:
+        """Listen (HTTPS with ``tls``; the health and metrics endpoints on
+        ``health_port``, plain HTTP, when given) and start the background work.
+        Returns the verbs' port (the one bound, for port 0)."""
+        metrics = ExtenderMetrics()
+        separate = health_port is not None
+        app = create_app(self.state, self.binder, distrust=self.distrust, metrics=metrics, health=not separate)
         if self.test_hooks:
             self._add_test_hooks(app)
-        self.runner = web.AppRunner(app, access_log=None)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, host, port, reuse_address=True)
-        await site.start()
-        sockets = site._server.sockets if site._server else []  # the port actually bound (port 0 in tests)
-        bound = sockets[0].getsockname()[1] if sockets else port
+        context = None
+        if tls is not None:
+            context = server_context(tls)
+            self.tasks.append(asyncio.create_task(reload_on_change(context, tls), name="tls-reload"))
+        bound = await self._listen(app, host, port, context)
+        if separate:
+            health = create_app(self.state, self.binder, distrust=self.distrust, metrics=metrics, verbs=False)
+            self.health_port = await self._listen(health, host, health_port or 0, None)
         if self.client is not None:
             for kind in WATCHED_KINDS:
                 informer = Informer(
@@ -96,6 +107,15 @@ class Server:
         if self.autoscaler is not None:
             self.tasks.append(asyncio.create_task(self._run_autoscaler(), name="autoscaler"))
         return bound
+
+    async def _listen(self, app: web.Application, host: str, port: int, context: ssl.SSLContext | None) -> int:
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        self.runners.append(runner)
+        site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=context)
+        await site.start()
+        sockets = site._server.sockets if site._server else []  # the port actually bound (port 0 in tests)
+        return sockets[0].getsockname()[1] if sockets else port
 
     async def _run_autoscaler(self) -> None:
         assert self.autoscaler is not None
@@ -132,8 +152,8 @@ class Server:
         await asyncio.gather(*self.tasks, return_exceptions=True)
         if self.autoscaler is not None:
             await self.autoscaler.source.close()
-        if self.runner is not None:
-            await self.runner.cleanup()
+        for runner in self.runners:
+            await runner.cleanup()
         if self.client is not None:
             await self.client.close()
 
@@ -180,13 +200,24 @@ async def _nothing() -> None:
     return None
 
 
-async def serve_forever(server: Server, host: str, port: int) -> None:
+async def serve_forever(
+    server: Server, host: str, port: int, *, tls: TLSFiles | None = None, health_port: int | None = None
+) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    bound = await server.start(host, port)
-    log.info("tfsched listening on %s:%d", host, bound)
+    bound = await server.start(host, port, tls=tls, health_port=health_port)
+    scheme = "https" if tls else "http"
+    log.info(
+        "tfsched listening on %s://%s:%d%s",
+        scheme,
+        host,
+        bound,
+        " (client certificates required)" if tls and tls.client_ca else "",
+    )
+    if server.health_port is not None:
+        log.info("health and metrics on http://%s:%d", host, server.health_port)
     try:
         await stop.wait()
     finally:
