@@ -345,12 +345,15 @@ class DevCluster:
         port: int | None = None,
         config: Path | None = None,
         lead: bool = True,
+        args: list[str] | None = None,
+        health_port: int | None = None,
     ) -> ProcessRecord:
         """Start (or restart) a ``tfsched serve``: by default the cluster's own, on
-        the extender port; tests start more (another ``name``, ``port``, ``config``).
+        the extender port; tests start more (another ``name``, ``port``, ``config``,
+        extra ``args`` such as TLS flags, with probes on ``health_port``).
         With ``lead``, wait until it is the one writer, not only ready."""
         port = port or self.ports["extender"]
-        url = f"http://127.0.0.1:{port}"
+        url = f"http://127.0.0.1:{health_port or port}"
         say(f"starting tfsched serve on {url}")
         record = self._start(
             name,
@@ -364,6 +367,8 @@ class DevCluster:
                 f"--port={port}",
                 f"--config={config or self.tfsched_config}",
                 *self.extender_args,
+                *(args or []),
+                *([f"--health-port={health_port}"] if health_port else []),
             ],
             env={"NUMBA_CACHE_DIR": str(numba_cache_dir())},
         )
@@ -393,16 +398,25 @@ class DevCluster:
         extender_url: str | None = None,
         leader_election: dict[str, Any] | None = None,
         hostname: str | None = None,
+        scheduler_name: str | None = None,
+        extender_tls: dict[str, Any] | None = None,
     ) -> ProcessRecord:
         """Start a kube-scheduler with config/scheduler-config.yaml calling ``extender_url``.
 
         ``hostname`` runs it in a UTS namespace of its own, as a pod would be,
         so its leader identity (``<hostname>_<uuid>``) tells it apart from
-        another on this machine (needs root or unprivileged user namespaces)."""
+        another on this machine (needs root or unprivileged user namespaces).
+        ``scheduler_name`` names its profile (a second scheduler);
+        ``extender_tls`` is the extender's ``tlsConfig`` (HTTPS, client certificate)."""
         config = yaml.safe_load(SCHEDULER_CONFIG.read_text())
         config["clientConnection"]["kubeconfig"] = str(self.kubeconfig)
         for extender in config["extenders"]:
             extender["urlPrefix"] = extender_url or self.extender_url
+            if extender_tls is not None:
+                extender["enableHTTPS"] = True
+                extender["tlsConfig"] = extender_tls
+        if scheduler_name is not None:
+            config["profiles"] = [{"schedulerName": scheduler_name}]
         if leader_election is not None:
             config["leaderElection"] = leader_election
         rendered = self.root / f"{name}-config.yaml"

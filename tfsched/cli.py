@@ -54,6 +54,11 @@ def main(log_level: str) -> None:
     help="Require client certificates signed by this CA (kube-scheduler's extender tlsConfig) for every call.",
 )
 @click.option(
+    "--webhook-port",
+    type=click.IntRange(0, 65535),
+    help="Serve the mutating admission webhook (POST /mutate) here, over HTTPS with --tls-cert-file.",
+)
+@click.option(
     "--health-port",
     type=click.IntRange(0, 65535),
     help="Serve /healthz, /readyz and /metrics on this port (plain HTTP), apart from the verbs.",
@@ -75,6 +80,7 @@ def serve(
     tls_cert_file: Path | None,
     tls_private_key_file: Path | None,
     client_ca_file: Path | None,
+    webhook_port: int | None,
     health_port: int | None,
     enable_test_hooks: bool,
 ) -> None:
@@ -94,6 +100,8 @@ def serve(
         config.autoscaling.enabled = False
     if (tls_cert_file is None) != (tls_private_key_file is None):
         raise click.UsageError("--tls-cert-file and --tls-private-key-file go together")
+    if webhook_port is not None and tls_cert_file is None:
+        raise click.UsageError("--webhook-port needs --tls-cert-file and --tls-private-key-file")
     if client_ca_file is not None and tls_cert_file is None:
         raise click.UsageError("--client-ca-file needs --tls-cert-file and --tls-private-key-file")
     tls = None
@@ -115,7 +123,7 @@ def serve(
             raise click.BadParameter(str(exc), param_hint="--snapshot") from None
         except KubeConfigError as exc:
             raise click.UsageError(str(exc)) from None
-        await serve_forever(server, host, port, tls=tls, health_port=health_port)
+        await serve_forever(server, host, port, tls=tls, health_port=health_port, webhook_port=webhook_port)
 
     asyncio.run(run())
 

@@ -9,7 +9,16 @@ from pydantic import BaseModel, ConfigDict, Field
 from tfsched.allocation.config import SchedulingConfig
 from tfsched.autoscale.settings import AutoscaleSettings
 from tfsched.clustermodel.yamlfile import load_yaml_model
+from tfsched.extender.webhook import DEFAULT_WEBHOOK_SCHEDULER
 from tfsched.kubeapi.leader import LeaderElectionSettings
+
+
+class WebhookSettings(BaseModel):
+    """The mutating admission webhook (``serve --webhook-port``)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    # The second scheduler GPU pods are sent to; bind must serve it (scheduling.schedulerNames).
+    scheduler_name: str = Field(DEFAULT_WEBHOOK_SCHEDULER, alias="schedulerName", min_length=1)
 
 
 class ServeConfig(BaseModel):
@@ -18,6 +27,7 @@ class ServeConfig(BaseModel):
     autoscaling: AutoscaleSettings = Field(default_factory=AutoscaleSettings)
     # Which instance binds, resizes and evicts: one at a time.
     leader_election: LeaderElectionSettings = Field(default_factory=LeaderElectionSettings, alias="leaderElection")
+    webhook: WebhookSettings = Field(default_factory=WebhookSettings)
 
 
 def load_config(path: Path | None) -> ServeConfig:

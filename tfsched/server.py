@@ -23,6 +23,7 @@ from tfsched.extender.bind import ApiPodWriter, Binder, MemoryPodWriter
 from tfsched.extender.metrics import ExtenderMetrics
 from tfsched.extender.tls import TLSFiles, reload_on_change, server_context
 from tfsched.extender.upkeep import GpuStatusWriter, LedgerAuditor
+from tfsched.extender.webhook import DEFAULT_WEBHOOK_SCHEDULER, add_webhook_route
 from tfsched.kubeapi.client import KubeClient
 from tfsched.kubeapi.events import report_problems
 from tfsched.kubeapi.informer import RESOURCES, Informer
@@ -52,6 +53,8 @@ class Server:
     tasks: list[asyncio.Task] = field(default_factory=list)
     runners: list[web.AppRunner] = field(default_factory=list)
     health_port: int | None = None
+    webhook_port: int | None = None
+    webhook_scheduler: str = DEFAULT_WEBHOOK_SCHEDULER
     informers: dict[Kind, Informer] = field(default_factory=dict)
 
     def distrust(self) -> str:
@@ -69,9 +72,19 @@ class Server:
         if informer is not None:
             await informer.relisted()
 
-    async def start(self, host: str, port: int, *, tls: TLSFiles | None = None, health_port: int | None = None) -> int:
+    async def start(
+        self,
+        host: str,
+        port: int,
+        *,
+        tls: TLSFiles | None = None,
+        health_port: int | None = None,
+        webhook_port: int | None = None,
+    ) -> int:
         """Listen (HTTPS with ``tls``; the health and metrics endpoints on
-        ``health_port``, plain HTTP, when given) and start the background work.
+        ``health_port``, plain HTTP, when given; the admission webhook on
+        ``webhook_port``, HTTPS with the same certificate but no client
+        certificate, as the API server calls it) and start the background work.
         Returns the verbs' port (the one bound, for port 0)."""
         metrics = ExtenderMetrics()
         separate = health_port is not None
@@ -86,6 +99,17 @@ class Server:
         if separate:
             health = create_app(self.state, self.binder, distrust=self.distrust, metrics=metrics, verbs=False)
             self.health_port = await self._listen(health, host, health_port or 0, None)
+        if webhook_port is not None:
+            if tls is None:
+                raise ValueError("the admission webhook needs TLS (--tls-cert-file, --tls-private-key-file)")
+            webhook = web.Application(client_max_size=self.state.config.max_request_bytes)
+            add_webhook_route(webhook, self.webhook_scheduler)
+            plain_tls = TLSFiles(tls.cert, tls.key)
+            webhook_context = server_context(plain_tls)
+            self.tasks.append(
+                asyncio.create_task(reload_on_change(webhook_context, plain_tls), name="tls-reload-webhook")
+            )
+            self.webhook_port = await self._listen(webhook, host, webhook_port, webhook_context)
         if self.client is not None:
             for kind in WATCHED_KINDS:
                 informer = Informer(
@@ -187,6 +211,7 @@ async def build_server(
     server: Server
     gate = WriterGate(leadership, lambda: server.fresh_pod_list())
     server = Server(state, Binder(state, ApiPodWriter(client), gate), gate, client=client, test_hooks=test_hooks)
+    server.webhook_scheduler = config.webhook.scheduler_name
     settings = config.autoscaling
     if settings.enabled:
         from tfsched.autoscale.loop import Autoscaler
@@ -201,13 +226,19 @@ async def _nothing() -> None:
 
 
 async def serve_forever(
-    server: Server, host: str, port: int, *, tls: TLSFiles | None = None, health_port: int | None = None
+    server: Server,
+    host: str,
+    port: int,
+    *,
+    tls: TLSFiles | None = None,
+    health_port: int | None = None,
+    webhook_port: int | None = None,
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    bound = await server.start(host, port, tls=tls, health_port=health_port)
+    bound = await server.start(host, port, tls=tls, health_port=health_port, webhook_port=webhook_port)
     scheme = "https" if tls else "http"
     log.info(
         "tfsched listening on %s://%s:%d%s",
@@ -218,6 +249,8 @@ async def serve_forever(
     )
     if server.health_port is not None:
         log.info("health and metrics on http://%s:%d", host, server.health_port)
+    if server.webhook_port is not None:
+        log.info("admission webhook on https://%s:%d/mutate", host, server.webhook_port)
     try:
         await stop.wait()
     finally:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-import subprocess
 from pathlib import Path
 
 import aiohttp
@@ -16,6 +15,7 @@ import pytest
 from tfsched.allocation.state import ClusterState
 from tfsched.clustermodel.cache import Kind
 from tfsched.clustermodel.objects import gpu_object, gpu_pod, node_object
+from tfsched.devcluster import pki as pki_files
 from tfsched.extender.bind import Binder, MemoryPodWriter
 from tfsched.extender.tls import TLSConfigError, TLSFiles, server_context
 from tfsched.kubeapi.leader import WriterGate
@@ -24,26 +24,14 @@ from tfsched.server import Server
 GiB = 2**30
 
 
-def openssl(*args: str) -> None:
-    subprocess.run(["openssl", *args], check=True, capture_output=True)
-
-
 def make_ca(d: Path, name: str) -> tuple[Path, Path]:
-    key, crt = d / f"{name}.key", d / f"{name}.crt"
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(crt),
-            "-days", "1", "-subj", f"/CN={name}")  # fmt: skip
-    return crt, key
+    pair = pki_files.make_ca(d, name)
+    return pair.cert, pair.key
 
 
 def issue(d: Path, ca: tuple[Path, Path], name: str, *, server: bool) -> tuple[Path, Path]:
-    key, csr, crt, ext = d / f"{name}.key", d / f"{name}.csr", d / f"{name}.crt", d / f"{name}.ext"
-    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(csr), "-subj", f"/CN={name}")
-    ext.write_text(
-        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n" if server else "extendedKeyUsage=clientAuth\n"
-    )
-    openssl("x509", "-req", "-in", str(csr), "-CA", str(ca[0]), "-CAkey", str(ca[1]), "-CAcreateserial",
-            "-out", str(crt), "-days", "1", "-extfile", str(ext))  # fmt: skip
-    return crt, key
+    pair = pki_files.issue(d, pki_files.KeyPair(*ca), name, server=server)
+    return pair.cert, pair.key
 
 
 @pytest.fixture(scope="module")
