@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 
 import orjson
@@ -14,14 +12,9 @@ import yaml
 
 from tfsched.clustermodel import annotations as ann
 from tfsched.clustermodel.objects import gpu_object, gpu_pod, node_object
+from tfsched.devcluster import processes
 
 GiB = 2**30
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def call(port: int, verb: str, body) -> tuple[int, object]:
@@ -45,26 +38,16 @@ def snapshot_server(tmp_path_factory):
     doc = {"apiVersion": "v1", "kind": "List", "items": nodes + gpus + pods, "metadata": {"resourceVersion": ""}}
     path = tmp / "snapshot.yaml"
     path.write_text(yaml.safe_dump(doc))
-    port = free_port()
-    proc = subprocess.Popen(
+    port = processes.free_port()
+    record = processes.start_until_ready(
+        "tfsched-snapshot",
         [sys.executable, "-m", "tfsched", "serve", "--snapshot", str(path), "--port", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+        tmp / "server.log",
+        f"http://127.0.0.1:{port}/readyz",
+        timeout=60,
     )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as resp:
-                if resp.status == 200:
-                    break
-        except OSError:
-            time.sleep(0.1)
-    else:
-        proc.kill()
-        raise RuntimeError(f"snapshot server did not become ready: {proc.stdout.read().decode()}")
     yield port, pods
-    proc.terminate()
-    proc.wait(10)
+    processes.stop(record)
 
 
 def test_snapshot_server_places_and_never_overcommits(snapshot_server):
@@ -102,7 +85,7 @@ def test_unreadable_snapshot_is_a_clear_cli_error(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("kind: List\nitems:\n  - kind: Node\n    metadata: {}\n")
     proc = subprocess.run(
-        [sys.executable, "-m", "tfsched", "serve", "--snapshot", str(bad), "--port", str(free_port())],
+        [sys.executable, "-m", "tfsched", "serve", "--snapshot", str(bad), "--port", str(processes.free_port())],
         capture_output=True,
         text=True,
         timeout=60,

@@ -15,12 +15,9 @@ import http.client
 import os
 import random
 import re
-import socket
-import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -34,6 +31,7 @@ import yaml
 
 from tfsched.clustermodel import annotations as ann
 from tfsched.clustermodel.objects import gpu_name, gpu_object, gpu_pod, node_object
+from tfsched.devcluster import processes
 
 GiB = 2**30
 SEED = int(os.environ.get("TFSCHED_FUZZ_SEED", "20261201"))
@@ -133,20 +131,20 @@ def snapshot_objects() -> list[Obj]:
 # -- the server --------------------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @dataclass(slots=True)
 class Served:
-    proc: subprocess.Popen[bytes]
+    record: processes.ProcessRecord
     port: int
-    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.record.pid
+
+    def alive(self) -> bool:
+        return self.record.process() is not None
 
     def log_text(self) -> str:
-        return self.log.read_text(errors="replace")
+        return Path(self.record.log).read_text(errors="replace")
 
 
 @pytest.fixture
@@ -154,37 +152,19 @@ def served(tmp_path: Path) -> Iterator[Served]:
     path = tmp_path / "snapshot.yaml"
     doc = {"apiVersion": "v1", "kind": "List", "items": snapshot_objects(), "metadata": {"resourceVersion": ""}}
     path.write_text(yaml.safe_dump(doc))
-    port = free_port()
-    log = tmp_path / "server.log"
-    # A file, not a pipe: a pipe nobody drains fills up with the bind log lines and blocks the server.
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "tfsched", "serve", "--snapshot", str(path), "--port", str(port)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    server = Served(proc, port, log)
+    port = processes.free_port()
+    # The log goes to a file, not a pipe: a pipe nobody drains fills up with bind log lines and blocks the server.
+    record = processes.start_until_ready(
+        "tfsched-snapshot",
+        [sys.executable, "-m", "tfsched", "serve", "--snapshot", str(path), "--port", str(port)],
+        tmp_path / "server.log",
+        f"http://127.0.0.1:{port}/readyz",
+        timeout=120,
+    )
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"snapshot server exited with {proc.returncode}:\n{server.log_text()[-4000:]}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"snapshot server not ready after 120 s:\n{server.log_text()[-4000:]}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.1)
-        yield server
+        yield Served(record, port)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        processes.stop(record)
 
 
 def proc_status_kb(pid: int, field: str) -> int:
@@ -744,7 +724,7 @@ def test_fuzzed_http_requests_get_no_5xx_change_no_allocation_and_stay_under_the
         assert passed == ([node] if fits else []), ("the edge probe is not at the edge", req.body, answer.body)
     before_allocations = allocation_metrics(client)
     assert before_allocations.get("committed") == 3, (tag, before_allocations)
-    baseline_kb = proc_status_kb(served.proc.pid, "VmRSS")
+    baseline_kb = proc_status_kb(served.pid, "VmRSS")
 
     reqs = generate(rng, N_REQUESTS)
     large, alone = large_bodies(rng)
@@ -760,7 +740,7 @@ def test_fuzzed_http_requests_get_no_5xx_change_no_allocation_and_stay_under_the
             burst_started.set()
 
     started = time.perf_counter()
-    with RssSampler(served.proc.pid) as sampler:
+    with RssSampler(served.pid) as sampler:
         burster = threading.Thread(target=burst)
         burster.start()
         answers = run_all(client, reqs, WORKERS, progress)
@@ -769,10 +749,9 @@ def test_fuzzed_http_requests_get_no_5xx_change_no_allocation_and_stay_under_the
         alone_answers = [client.send(r) for r in alone]
     wall = time.perf_counter() - started
 
-    alive = served.proc.poll() is None
-    assert alive, (tag, f"server exited with {served.proc.returncode}", served.log_text()[-4000:])
-    peak_kb = proc_status_kb(served.proc.pid, "VmHWM")
-    rss_kb = proc_status_kb(served.proc.pid, "VmRSS")
+    assert served.alive(), (tag, "the server exited", served.log_text()[-4000:])
+    peak_kb = proc_status_kb(served.pid, "VmHWM")
+    rss_kb = proc_status_kb(served.pid, "VmRSS")
     after = [client.send(p) for p in probes]
     after_allocations = allocation_metrics(client)
     all_reqs = reqs + large + alone
