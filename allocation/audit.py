@@ -38,12 +38,10 @@ class Auditor:
 
     ledger: Ledger
     _suspects: dict[tuple[str, str], tuple] = field(default_factory=dict)
-    audits: int = 0
 
     def audit(self, pods: Iterable[dict[str, Any]]) -> list[Drift]:
         """Compare, and return the drift confirmed by two audits in a row (GPU
         over-commit is reported at once: it is a fact about the ledger now)."""
-        self.audits += 1
         ledger = self.ledger
         listed: dict[str, tuple[dict[str, Any], Allocation | None]] = {}
         for pod in pods:

@@ -28,10 +28,10 @@ class SchedulingConfig(BaseModel):
     # The largest legitimate request: 5,000 whole Node objects (nodeCacheCapable:
     # false) are 76.4 MiB (bench/bench_request_size.py; extender/budget.py).
     max_request_bytes: int = Field(80 * 1024 * 1024, gt=0, alias="maxRequestBytes")
-    # The profiles of the kube-scheduler this extender serves: bind refuses a
-    # pod whose spec.schedulerName names any other scheduler.
     # How often the ledger is compared with a fresh list of pods.
     audit_interval: PositiveDuration = Field(timedelta(minutes=1), alias="auditInterval")
+    # The profiles of the kube-scheduler this extender serves: bind refuses a
+    # pod whose spec.schedulerName names any other scheduler.
     scheduler_names: list[str] = Field(
         default_factory=lambda: [DEFAULT_SCHEDULER], alias="schedulerNames", min_length=1
     )

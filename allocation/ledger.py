@@ -95,10 +95,13 @@ class Ledger:
 
     # -- allocations -----------------------------------------------------------
 
+    def _node_of(self, g: int) -> str:
+        inv = self.inventory
+        return inv.node_names[inv.gpu_node[g]]
+
     def _counts_on(self, alloc: Allocation, g: int) -> bool:
         """Only an allocation on the GPU's own node uses it."""
-        inv = self.inventory
-        return inv.node_names[inv.gpu_node[g]] == alloc.node
+        return self._node_of(g) == alloc.node
 
     def _apply(self, alloc: Allocation, sign: float) -> None:
         inv = self.inventory
@@ -210,7 +213,7 @@ class Ledger:
         inv = self.inventory
         for name in gpu_names:
             g = inv.gpu_index.get(name)
-            if g is not None and inv.node_names[inv.gpu_node[g]] != node:
+            if g is not None and self._node_of(g) != node:
                 return f"its gpu-ids name GPU {name[:64]}, which is not on its node {node[:64]}"
         return ""
 

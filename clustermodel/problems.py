@@ -27,7 +27,7 @@ class Problem:
     message: str
 
 
-def object_ref(obj: Mapping[str, Any], kind: str = "") -> dict[str, Any]:
+def object_ref(obj: Mapping[str, Any]) -> dict[str, Any]:
     """Just enough of an object to address an Event to it (hostile shapes become strings)."""
     meta = obj.get("metadata") if isinstance(obj, Mapping) else None
     meta = meta if isinstance(meta, Mapping) else {}
@@ -37,7 +37,7 @@ def object_ref(obj: Mapping[str, Any], kind: str = "") -> dict[str, Any]:
 
     return {
         "apiVersion": text(obj.get("apiVersion")) if isinstance(obj, Mapping) else "",
-        "kind": text(obj.get("kind")) if isinstance(obj, Mapping) and obj.get("kind") else kind,
+        "kind": text(obj.get("kind")) if isinstance(obj, Mapping) else "",
         "metadata": {k: text(meta.get(k)) for k in ("name", "namespace", "uid", "resourceVersion")},
     }
 
@@ -48,30 +48,32 @@ class ProblemLog:
         self.queue: deque[Problem] = deque(maxlen=MAX_QUEUED)
         self._reported: OrderedDict[tuple[str, str], str] = OrderedDict()
 
-    def report(self, kind: str, obj: Mapping[str, Any], reason: str, message: str, *, once: bool = True) -> bool:
-        """Count and queue one problem; with ``once``, the same message about the
-        same object (by uid, else name) is reported only the first time.
-        Returns whether it was reported."""
+    def report(self, kind: str, obj: Mapping[str, Any], reason: str, message: str) -> bool:
+        """Count and queue one problem, unless the same message about the same
+        object (by uid, else name) was reported last.  Returns whether it was."""
         ref = object_ref(obj)
-        meta = ref["metadata"]
-        key = (kind, meta["uid"] or f"{meta['namespace']}/{meta['name']}")
-        if once:
-            if self._reported.get(key) == message:
-                return False
-            self._reported[key] = message
-            self._reported.move_to_end(key)
-            if len(self._reported) > MAX_REMEMBERED:
-                self._reported.popitem(last=False)
+        key = _key(kind, ref)
+        if self._reported.get(key) == message:
+            return False
+        self._reported[key] = message
+        self._reported.move_to_end(key)
+        if len(self._reported) > MAX_REMEMBERED:
+            self._reported.popitem(last=False)
         self.counts[kind] += 1
         self.queue.append(Problem(kind, ref, reason, message))
         return True
 
     def resolved(self, kind: str, obj: Mapping[str, Any]) -> None:
         """The object is fine again (or gone): a later problem is news."""
-        meta = object_ref(obj)["metadata"]
-        self._reported.pop((kind, meta["uid"] or f"{meta['namespace']}/{meta['name']}"), None)
+        if self._reported:  # the common case on every watch event: nothing to forget
+            self._reported.pop(_key(kind, object_ref(obj)), None)
 
     def take(self) -> list[Problem]:
         out = list(self.queue)
         self.queue.clear()
         return out
+
+
+def _key(kind: str, ref: Mapping[str, Any]) -> tuple[str, str]:
+    meta = ref["metadata"]
+    return (kind, meta["uid"] or f"{meta['namespace']}/{meta['name']}")

@@ -58,12 +58,10 @@ def _bad_request(message: str) -> web.Response:
     return _json(orjson.dumps({"error": message}), status=400)
 
 
-def _weight(request: web.Request) -> int:
-    """What a body holds of the parse budget before it is read (see budget.py)."""
+def _body_length(request: web.Request) -> int:
+    """A body's length before it is read; chunked: as large as the limit allows."""
     length = request.content_length
-    if length is None:  # chunked: as large as the limit allows
-        length = request.app[STATE_KEY].config.max_request_bytes
-    return length * WORST_EXPANSION_FACTOR
+    return request.app[STATE_KEY].config.max_request_bytes if length is None else length
 
 
 async def _read(request: web.Request) -> bytes:
@@ -86,9 +84,10 @@ def _timed(verb: str, handler: Callable[[web.Request], Awaitable[web.Response]])
         metrics = request.app[METRICS_KEY]
         started = time.perf_counter()
         try:
-            weight = _weight(request)
-            lane = SMALL_BUDGET_KEY if weight <= SMALL_BODY_BYTES * WORST_EXPANSION_FACTOR else BUDGET_KEY
-            async with request.app[lane].hold(weight):
+            # Held before reading at the worst expansion measured (see budget.py).
+            length = _body_length(request)
+            lane = SMALL_BUDGET_KEY if length <= SMALL_BODY_BYTES else BUDGET_KEY
+            async with request.app[lane].hold(length * WORST_EXPANSION_FACTOR):
                 return await handler(request)
         except BudgetTimeout as exc:
             metrics.errors.labels(verb, "busy").inc()

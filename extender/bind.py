@@ -130,7 +130,7 @@ class Binder:
     def __init__(self, state: ClusterState, writer: PodWriter, gate: WriterGate | None = None) -> None:
         self.state = state
         self.writer = writer
-        self.gate = gate or WriterGate(None, _nothing)
+        self.gate = gate or WriterGate()
         self._pod_locks: dict[str, tuple[asyncio.Lock, int]] = {}
 
     async def bind(self, namespace: str, name: str, uid: str, node: str) -> BindResult:
@@ -225,10 +225,6 @@ class Binder:
                 del self._pod_locks[uid]
             else:
                 self._pod_locks[uid] = (lock, users - 1)
-
-
-async def _nothing() -> None:
-    return None
 
 
 def _annotations(pod: Obj) -> dict[str, str]:

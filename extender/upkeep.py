@@ -17,7 +17,7 @@ from tfsched.clustermodel import annotations as ann
 from tfsched.clustermodel.cache import Kind
 from tfsched.clustermodel.quantity import MILLI_PER_TFLOPS, format_bytes, format_tflops
 from tfsched.kubeapi.client import KubeClient, path_segment
-from tfsched.kubeapi.informer import LIST_PAGE_SIZE, RESOURCES
+from tfsched.kubeapi.informer import RESOURCES, list_objects
 from tfsched.kubeapi.leader import WriterGate
 
 log = logging.getLogger(__name__)
@@ -27,20 +27,8 @@ GPU_STATUS_CONCURRENCY = 8
 
 
 async def list_gpu_pods(client: KubeClient) -> list[dict[str, Any]]:
-    """Every GPU pod, by a quorum read (no resourceVersion: served from etcd, not a cache)."""
-    pods: list[dict[str, Any]] = []
-    cont = ""
-    while True:
-        params = {"limit": LIST_PAGE_SIZE, **({"continue": cont} if cont else {})}
-        page = await client.get(RESOURCES[Kind.POD].path, **params)
-        for item in page.get("items") or []:
-            if isinstance(item, dict) and _keeps(item):
-                item.setdefault("kind", "Pod")
-                item.setdefault("apiVersion", "v1")
-                pods.append(item)
-        cont = (page.get("metadata") or {}).get("continue") or ""
-        if not cont:
-            return pods
+    """Every GPU pod, by a quorum read (served from etcd, not a cache)."""
+    return [pod async for pod in list_objects(client, RESOURCES[Kind.POD]) if isinstance(pod, dict) and _keeps(pod)]
 
 
 def _keeps(pod: dict[str, Any]) -> bool:

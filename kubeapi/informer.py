@@ -13,8 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from tfsched.clustermodel import annotations as ann
 from tfsched.clustermodel.cache import ClusterCache, EventType, Kind, Obj, ObjectError, key_of
@@ -39,6 +40,31 @@ RESOURCES = {
     Kind.WORKLOAD: Resource(Kind.WORKLOAD, f"/apis/{ann.GROUP_VERSION}/{ann.WORKLOAD_PLURAL}"),
     Kind.WORKLOAD_PROFILE: Resource(Kind.WORKLOAD_PROFILE, f"/apis/{ann.GROUP_VERSION}/{ann.WORKLOAD_PROFILE_PLURAL}"),
 }
+
+
+async def list_objects(
+    client: KubeClient, resource: Resource, meta: dict[str, Any] | None = None
+) -> AsyncIterator[Any]:
+    """Every object of a kind, page by page (a quorum read: no resourceVersion),
+    each with the ``kind`` and ``apiVersion`` list items come without.  The
+    last page's metadata (its resourceVersion) is left in ``meta``."""
+    cont = ""
+    while True:
+        params = {"limit": LIST_PAGE_SIZE, **({"continue": cont} if cont else {})}
+        page = await client.get(resource.path, **params)
+        api_version = page.get("apiVersion", "v1")
+        for item in page.get("items") or []:
+            if isinstance(item, dict):
+                item.setdefault("kind", resource.kind.value)
+                item.setdefault("apiVersion", api_version)
+            yield item
+        page_meta = page.get("metadata") or {}
+        cont = page_meta.get("continue") or ""
+        if not cont:
+            if meta is not None:
+                meta.clear()
+                meta.update(page_meta)
+            return
 
 
 class _Expired(Exception):
@@ -158,25 +184,13 @@ class Informer:
         self._relist_requested.clear()
         self.cache.synced.discard(self.resource.kind)
         relist = self.cache.relist(self.resource.kind)
-        kind_name = self.resource.kind.value
-        cont = ""
-        while True:
-            params = {"limit": LIST_PAGE_SIZE, **({"continue": cont} if cont else {})}
-            page = await self.client.get(self.resource.path, **params)
-            api_version = page.get("apiVersion", "v1")
-            for item in page.get("items") or []:
-                if not isinstance(item, dict):
-                    self.cache.on_error(self.resource.kind, item, ObjectError("list item is not an object"))
-                    continue
-                item.setdefault("kind", kind_name)  # list items come without kind/apiVersion
-                item.setdefault("apiVersion", api_version)
-                if self._keeps(item):
-                    relist.add(item)
-            meta = page.get("metadata") or {}
-            cont = meta.get("continue") or ""
-            if not cont:
-                self.resource_version = meta.get("resourceVersion", "")
-                break
+        meta: dict[str, Any] = {}
+        async for item in list_objects(self.client, self.resource, meta):
+            if not isinstance(item, dict):
+                self.cache.on_error(self.resource.kind, item, ObjectError("list item is not an object"))
+            elif self._keeps(item):
+                relist.add(item)
+        self.resource_version = meta.get("resourceVersion", "")
         relist.finish()
         self.relists += 1
 

@@ -262,13 +262,16 @@ class WriterGate:
     opens at once.
     """
 
-    def __init__(self, leadership: Leadership | None, fresh_list: Callable[[], Awaitable[None]]) -> None:
+    def __init__(
+        self, leadership: Leadership | None = None, fresh_list: Callable[[], Awaitable[None]] | None = None
+    ) -> None:
+        if leadership is not None and fresh_list is None:
+            raise ValueError("a gate that can change hands needs the fresh list to fence with")
         self.leadership = leadership
         self.fresh_list = fresh_list
         self.active = asyncio.Event()
         self.state = "standby" if leadership is not None else "active"
         self.writes_in_flight = 0
-        self.fences = 0
         if leadership is None:
             self.active.set()
 
@@ -321,7 +324,6 @@ class WriterGate:
     async def _fence(self, leading: asyncio.Event) -> bool:
         """Whether still leading after the wait and the fresh list."""
         assert self.leadership is not None
-        self.fences += 1
         if self.leadership.previous_holder:
             log.info(
                 "took over from %s: waiting out its lease (%ss) before writing",
@@ -333,6 +335,7 @@ class WriterGate:
                 if not leading.is_set():
                     return False
                 await asyncio.sleep(0.05)
+        assert self.fresh_list is not None
         await self.fresh_list()
         return leading.is_set()
 

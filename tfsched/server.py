@@ -193,7 +193,7 @@ async def build_server(
     state = ClusterState(config.scheduling)
     if snapshot is not None:
         state.load(read_snapshot(snapshot))
-        gate = WriterGate(None, _nothing)
+        gate = WriterGate()
         return Server(state, Binder(state, MemoryPodWriter(state), gate), gate, test_hooks=test_hooks)
     client = await KubeClient.from_config(kubeconfig, context)
     election = config.leader_election
@@ -219,10 +219,6 @@ async def build_server(
 
         server.autoscaler = Autoscaler(state, client, PrometheusSource(settings.metrics), settings)
     return server
-
-
-async def _nothing() -> None:
-    return None
 
 
 async def serve_forever(

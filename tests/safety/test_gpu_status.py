@@ -38,7 +38,7 @@ def setup() -> tuple[ClusterState, Recorder, GpuStatusWriter]:
     gpus = [gpu_object("a", i, tflops=100, vram=16 * GiB) for i in range(2)]
     state.load({Kind.NODE: [node_object("a")], Kind.GPU: gpus})
     client = Recorder(state, gpus)
-    return state, client, GpuStatusWriter(client, state, WriterGate(None, noop))  # type: ignore[arg-type]
+    return state, client, GpuStatusWriter(client, state, WriterGate())  # type: ignore[arg-type]
 
 
 def pod(uid: str, tflops: str, workload: str | None = None) -> dict:

@@ -47,10 +47,6 @@ def pki(tmp_path_factory) -> dict[str, tuple[Path, Path]]:
     }
 
 
-async def noop() -> None:
-    return None
-
-
 def client_context(pki, cert: str | None) -> ssl.SSLContext:
     context = ssl.create_default_context(cafile=str(pki["ca"][0]))
     if cert is not None:
@@ -68,7 +64,7 @@ async def server(pki, tmp_path):
             Kind.POD: [gpu_pod("p", tflops="10", vram="1Gi", uid="u1")],
         }
     )
-    gate = WriterGate(None, noop)
+    gate = WriterGate()
     srv = Server(state, Binder(state, MemoryPodWriter(state), gate), gate)
     files = TLSFiles(pki["server"][0], pki["server"][1], pki["ca"][0])
     port = await srv.start("127.0.0.1", 0, tls=files, health_port=0)
