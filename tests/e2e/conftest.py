@@ -7,6 +7,7 @@ config/scheduler-config.yaml) and ``tfsched serve`` run as processes on
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import time
@@ -61,6 +62,21 @@ class Cluster:
                 return last
             time.sleep(interval)
         raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+    @contextlib.contextmanager
+    def without(self, *components: str) -> Iterator[None]:
+        """The session's own ``tfsched`` and/or ``kube-scheduler`` stopped for a
+        test that runs others in their place; started again afterwards."""
+        restart = {"tfsched": self.dev.start_extender, "kube-scheduler": self.dev.start_scheduler}
+        for name in components:
+            assert name in restart, name
+            self.dev.stop_component(name)
+        try:
+            yield
+        finally:
+            for name in components:
+                restart[name](say=lambda *_: None)
+            self.dev.save()
 
     def extender_metric(self, name: str, labels: str) -> float:
         status, body = self.dev._get(f"{self.dev.extender_url}/metrics")

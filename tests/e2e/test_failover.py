@@ -66,20 +66,18 @@ def start_pair(cluster: Cluster, name: str) -> Pair:
 @pytest.fixture
 def pairs(cluster: Cluster) -> Iterator[list[Pair]]:
     dev = cluster.dev
-    dev.stop_component("kube-scheduler")
-    dev.stop_component("tfsched")
-    started = []
-    try:
-        started = [start_pair(cluster, "pair-a"), start_pair(cluster, "pair-b")]
-        cluster.wait(lambda: sum(dev.extender_leads(p.url) for p in started) == 1, timeout=60, what="one pair to lead")
-        yield started
-    finally:
-        for pair in started:
-            processes.stop(pair.scheduler)
-            processes.stop(pair.tfsched)
-        dev.start_extender(say=lambda *_: None)
-        dev.start_scheduler(say=lambda *_: None)
-        dev.save()
+    started: list[Pair] = []
+    with cluster.without("tfsched", "kube-scheduler"):
+        try:
+            started = [start_pair(cluster, "pair-a"), start_pair(cluster, "pair-b")]
+            cluster.wait(
+                lambda: sum(dev.extender_leads(p.url) for p in started) == 1, timeout=60, what="one pair to lead"
+            )
+            yield started
+        finally:
+            for pair in started:
+                processes.stop(pair.scheduler)
+                processes.stop(pair.tfsched)
 
 
 def create_burst(cluster: Cluster, namespace: str) -> None:

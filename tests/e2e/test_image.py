@@ -164,34 +164,30 @@ def image_extender(cluster: Cluster) -> Iterator[ImageExtender]:
     dev = cluster.dev
     image, build_seconds = build_image()
     files = container_files(cluster, Path(tempfile.mkdtemp(prefix="tfsched-image-")))
-    dev.stop_component("kube-scheduler")
-    dev.stop_component("tfsched")
-    containers: list[Container] = []
-    scheduler: ProcessRecord | None = None
-    try:
-        # First without the baked cache (an empty writable folder, as the kind
-        # manifest's emptyDir gives), to see what it saves.
-        cold = run_extender(cluster, image, files, env={"NUMBA_CACHE_DIR": "/tmp/numba-empty"})
-        containers.append(cold)
-        cold.stop()
-        warm = run_extender(cluster, image, files)
-        containers.append(warm)
-        cluster.wait(lambda: dev.extender_leads(warm.url), timeout=60, what="the image's tfsched to lead")
-        scheduler = dev.start_scheduler(say=lambda *_: None, name="kube-scheduler-image", extender_url=warm.url)
-        print(
-            f"\nimage {image}: build {build_seconds:.1f}s; /readyz after {warm.ready_after:.1f}s "
-            f"with the baked numba cache, {cold.ready_after:.1f}s compiling the kernels"
-        )
-        yield ImageExtender(image, build_seconds, warm, cold.ready_after, scheduler)
-    finally:
-        if scheduler is not None:
-            processes.stop(scheduler)
-        for container in containers:
-            container.stop()
-        shutil.rmtree(files, ignore_errors=True)
-        dev.start_extender(say=lambda *_: None)
-        dev.start_scheduler(say=lambda *_: None)
-        dev.save()
+    with cluster.without("tfsched", "kube-scheduler"):
+        containers: list[Container] = []
+        scheduler: ProcessRecord | None = None
+        try:
+            # First without the baked cache (an empty writable folder, as the kind
+            # manifest's emptyDir gives), to see what it saves.
+            cold = run_extender(cluster, image, files, env={"NUMBA_CACHE_DIR": "/tmp/numba-empty"})
+            containers.append(cold)
+            cold.stop()
+            warm = run_extender(cluster, image, files)
+            containers.append(warm)
+            cluster.wait(lambda: dev.extender_leads(warm.url), timeout=60, what="the image's tfsched to lead")
+            scheduler = dev.start_scheduler(say=lambda *_: None, name="kube-scheduler-image", extender_url=warm.url)
+            print(
+                f"\nimage {image}: build {build_seconds:.1f}s; /readyz after {warm.ready_after:.1f}s "
+                f"with the baked numba cache, {cold.ready_after:.1f}s compiling the kernels"
+            )
+            yield ImageExtender(image, build_seconds, warm, cold.ready_after, scheduler)
+        finally:
+            if scheduler is not None:
+                processes.stop(scheduler)
+            for container in containers:
+                container.stop()
+            shutil.rmtree(files, ignore_errors=True)
 
 
 def test_the_image_schedules_gpu_pods_through_kube_scheduler(

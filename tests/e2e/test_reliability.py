@@ -4,6 +4,7 @@ and an API server that goes away."""
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -19,7 +20,7 @@ from tfsched.devcluster import processes
 from tfsched.devcluster.cluster import MANUAL_SCHEDULER
 
 from .conftest import Cluster, _post, make_pod
-from .test_scheduling import assert_no_overcommit, bound, gpu_ids, wait_bound
+from .test_scheduling import assert_no_overcommit, bound, gpu_ids, gpu_use, wait_bound
 
 pytestmark = pytest.mark.e2e
 
@@ -40,10 +41,17 @@ def events_of(cluster: Cluster, namespace: str, name: str) -> list[dict]:
     return [e for e in items if e["involvedObject"].get("name") == name]
 
 
+def wait_reported(cluster: Cluster, namespace: str, name: str, reason: str) -> None:
+    """Until an Event with ``reason`` is on the object ``name``."""
+    cluster.wait(
+        lambda: any(e["reason"] == reason for e in events_of(cluster, namespace, name)),
+        timeout=30,
+        what=f"{name} to be reported ({reason})",
+    )
+
+
 def restart_tfsched(cluster: Cluster, sig: int = signal.SIGKILL) -> None:
     record = cluster.dev.records["tfsched"]
-    import os
-
     os.kill(record.pid, sig)
     cluster.wait(lambda: record.process() is None, timeout=30, what="tfsched to exit")
     cluster.dev.start_extender(say=lambda *_: None)
@@ -59,11 +67,7 @@ def test_squatters_gpu_ids_hold_nothing(cluster: Cluster, namespace: str):
     pods = wait_bound(cluster, namespace, 2)
     assert sorted(p["metadata"]["name"] for p in pods) == ["real-0", "real-1"]
     assert_no_overcommit(cluster)
-    cluster.wait(
-        lambda: any(e["reason"] == ann.EVENT_GPU_IDS_IGNORED for e in events_of(cluster, namespace, "squatter")),
-        timeout=30,
-        what="the squatter to be reported",
-    )
+    wait_reported(cluster, namespace, "squatter", ann.EVENT_GPU_IDS_IGNORED)
 
 
 def test_poison_pod_then_restart_reports_it_and_never_overcommits(cluster: Cluster, namespace: str):
@@ -79,11 +83,7 @@ def test_poison_pod_then_restart_reports_it_and_never_overcommits(cluster: Clust
     names = sorted(p["metadata"]["name"] for p in bound(cluster.pods(namespace)))
     assert names == [f"fill-{i}" for i in range(4)], names
     assert_no_overcommit(cluster)
-    cluster.wait(
-        lambda: any(e["reason"] == ann.EVENT_GPU_IDS_IGNORED for e in events_of(cluster, namespace, "poison")),
-        timeout=30,
-        what="the poison pod to be reported",
-    )
+    wait_reported(cluster, namespace, "poison", ann.EVENT_GPU_IDS_IGNORED)
 
 
 def test_recreated_pod_gets_a_fresh_allocation(cluster: Cluster, namespace: str):
@@ -142,21 +142,15 @@ def avail_table(cluster: Cluster) -> dict[str, tuple[float, float]]:
 
 
 def expected_avail(cluster: Cluster) -> dict[str, tuple[float, float]]:
-    from tfsched.clustermodel.gpurequest import parse_gpu_request
-
-    gpus = cluster.gpus()
-    free = {
-        g: [parse_quantity(o["status"]["capacity"]["tflops"]), parse_quantity(o["status"]["capacity"]["vram"])]
+    """Capacity minus what bound pods hold, per GPU."""
+    gpus, used_t, used_v = gpu_use(cluster)
+    return {
+        g: (
+            round(parse_quantity(o["status"]["capacity"]["tflops"]) - used_t[g], 3),
+            parse_quantity(o["status"]["capacity"]["vram"]) - used_v[g],
+        )
         for g, o in gpus.items()
     }
-    for pod in cluster.get_json("pods", "-A")["items"]:
-        if not pod["spec"].get("nodeName") or pod["status"].get("phase") in ("Succeeded", "Failed"):
-            continue
-        request = parse_gpu_request(pod["metadata"].get("annotations", {}))
-        for g in gpu_ids(pod):
-            free[g][0] -= request.tflops_on(parse_quantity(gpus[g]["status"]["capacity"]["tflops"]))
-            free[g][1] -= request.vram_request
-    return {g: (round(t, 3), v) for g, (t, v) in free.items()}
 
 
 def test_kubectl_get_gpus_shows_what_is_available(cluster: Cluster, namespace: str):

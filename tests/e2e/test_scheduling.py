@@ -25,8 +25,8 @@ def gpu_ids(pod: dict) -> list[str]:
     return [g for g in pod["metadata"].get("annotations", {}).get(ann.GPU_IDS, "").split(",") if g]
 
 
-def assert_no_overcommit(cluster: Cluster) -> None:
-    """Sum of effective requests on each GPU ≤ its capacity, read from every pod in the cluster."""
+def gpu_use(cluster: Cluster) -> tuple[dict[str, dict], dict[str, float], dict[str, float]]:
+    """(GPUs by name, TFLOPS used, VRAM used per GPU), summed from the effective requests of every bound pod."""
     gpus = cluster.gpus()
     used_t: dict[str, float] = defaultdict(float)
     used_v: dict[str, float] = defaultdict(float)
@@ -38,6 +38,12 @@ def assert_no_overcommit(cluster: Cluster) -> None:
             cap_t = parse_quantity(gpus[g]["status"]["capacity"]["tflops"])
             used_t[g] += request.tflops_on(cap_t)
             used_v[g] += request.vram_request
+    return gpus, used_t, used_v
+
+
+def assert_no_overcommit(cluster: Cluster) -> None:
+    """Sum of effective requests on each GPU ≤ its capacity, read from every pod in the cluster."""
+    gpus, used_t, used_v = gpu_use(cluster)
     for g, gpu in gpus.items():
         cap = gpu["status"]["capacity"]
         assert used_t[g] <= parse_quantity(cap["tflops"]) + 1e-6, f"{g} TFLOPS over-committed: {used_t[g]}"

@@ -50,60 +50,64 @@ def second_scheduler(cluster: Cluster, tmp_path: Path) -> Iterator[Topology]:
     config["webhook"] = {"schedulerName": SCHEDULER}
     path = tmp_path / "tfsched.yaml"
     path.write_text(yaml.safe_dump(config))
-    dev.stop_component("tfsched")  # this instance is to be the one writer
     webhook_name = f"{LABEL}-{webhook_port}"
     records = []
-    try:
-        args = [
-            f"--tls-cert-file={serving.cert}",
-            f"--tls-private-key-file={serving.key}",
-            f"--client-ca-file={ca.cert}",
-            f"--webhook-port={webhook_port}",
-        ]
-        record = dev.start_extender(
-            say=lambda *_: None, name="tfsched-tls", port=port, config=path, args=args, health_port=health_port
-        )
-        records.append(record)
-        url = f"https://127.0.0.1:{port}"
-        records.append(
-            dev.start_scheduler(
-                say=lambda *_: None,
-                name="kube-scheduler-tfsched",
-                extender_url=url,
-                scheduler_name=SCHEDULER,
-                extender_tls={"certFile": str(client.cert), "keyFile": str(client.key), "caFile": str(ca.cert)},
+    # This instance is to be the one writer: the session's own tfsched stands down meanwhile.
+    with cluster.without("tfsched"):
+        try:
+            args = [
+                f"--tls-cert-file={serving.cert}",
+                f"--tls-private-key-file={serving.key}",
+                f"--client-ca-file={ca.cert}",
+                f"--webhook-port={webhook_port}",
+            ]
+            record = dev.start_extender(
+                say=lambda *_: None, name="tfsched-tls", port=port, config=path, args=args, health_port=health_port
             )
-        )
-        cluster.apply(
-            {
-                "apiVersion": "admissionregistration.k8s.io/v1",
-                "kind": "MutatingWebhookConfiguration",
-                "metadata": {"name": webhook_name},
-                "webhooks": [
-                    {
-                        "name": "gpu-pods.tfsched.tensor-fusion.ai",
-                        "clientConfig": {
-                            "url": f"https://127.0.0.1:{webhook_port}/mutate",
-                            "caBundle": base64.b64encode(ca.cert.read_bytes()).decode(),
-                        },
-                        "rules": [
-                            {"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"]}
-                        ],
-                        "namespaceSelector": {"matchLabels": {LABEL: "on"}},
-                        "failurePolicy": "Fail",
-                        "sideEffects": "None",
-                        "admissionReviewVersions": ["v1"],
-                    }
-                ],
-            }
-        )
-        yield Topology(url, ca, webhook_port)
-    finally:
-        cluster.kubectl("delete", "mutatingwebhookconfiguration", webhook_name, "--ignore-not-found", check=False)
-        for record in reversed(records):
-            processes.stop(record)
-        dev.start_extender(say=lambda *_: None)
-        dev.save()
+            records.append(record)
+            url = f"https://127.0.0.1:{port}"
+            records.append(
+                dev.start_scheduler(
+                    say=lambda *_: None,
+                    name="kube-scheduler-tfsched",
+                    extender_url=url,
+                    scheduler_name=SCHEDULER,
+                    extender_tls={"certFile": str(client.cert), "keyFile": str(client.key), "caFile": str(ca.cert)},
+                )
+            )
+            cluster.apply(
+                {
+                    "apiVersion": "admissionregistration.k8s.io/v1",
+                    "kind": "MutatingWebhookConfiguration",
+                    "metadata": {"name": webhook_name},
+                    "webhooks": [
+                        {
+                            "name": "gpu-pods.tfsched.tensor-fusion.ai",
+                            "clientConfig": {
+                                "url": f"https://127.0.0.1:{webhook_port}/mutate",
+                                "caBundle": base64.b64encode(ca.cert.read_bytes()).decode(),
+                            },
+                            "rules": [
+                                {
+                                    "operations": ["CREATE"],
+                                    "apiGroups": [""],
+                                    "apiVersions": ["v1"],
+                                    "resources": ["pods"],
+                                }
+                            ],
+                            "namespaceSelector": {"matchLabels": {LABEL: "on"}},
+                            "failurePolicy": "Fail",
+                            "sideEffects": "None",
+                            "admissionReviewVersions": ["v1"],
+                        }
+                    ],
+                }
+            )
+            yield Topology(url, ca, webhook_port)
+        finally:
+            cluster.kubectl("delete", "mutatingwebhookconfiguration", webhook_name, "--ignore-not-found", check=False)
+            for record in reversed(records):
+                processes.stop(record)
 
 
 def test_webhook_second_scheduler_and_mtls(cluster: Cluster, namespace: str, second_scheduler: Topology):
