@@ -24,6 +24,7 @@ from tfsched.extender import wire
 from tfsched.extender.bind import Binder, BindError
 from tfsched.extender.budget import (
     MAX_PARSE_ESTIMATE_BYTES,
+    MAX_UNCOUNTED_BYTES,
     SMALL_BODY_BYTES,
     SMALL_LANE_BYTES,
     WORST_EXPANSION_FACTOR,
@@ -70,8 +71,7 @@ async def _read(request: web.Request) -> bytes:
     except web.HTTPRequestEntityTooLarge:
         limit = request.app[STATE_KEY].config.max_request_bytes
         raise wire.WireError(f"request body too large (limit {limit} bytes)") from None
-    estimate = parse_estimate(body)
-    if estimate > MAX_PARSE_ESTIMATE_BYTES:
+    if len(body) > MAX_UNCOUNTED_BYTES and (estimate := parse_estimate(body)) > MAX_PARSE_ESTIMATE_BYTES:
         raise wire.WireError(
             f"request body too dense: parsing it would take ~{estimate >> 20} MiB"
             f" (limit {MAX_PARSE_ESTIMATE_BYTES >> 20} MiB; the largest real request takes ~490 MiB)"
