@@ -63,6 +63,7 @@ USER 65532:65532
 # path the server imports them from (numba keys the cache on it). The check
 # fails the build if numba silently could not write the cache.
 RUN python3 -c 'from tfsched.scoring.kernels import warm_up; warm_up()' \
+ && python3 -c 'from tfsched.autoscale.loop import warm_up; warm_up()' \
  && test -n "$(find /opt/tfsched/numba-cache -name '*.nbi')"
 EXPOSE 8888
 ENTRYPOINT ["tfsched"]

@@ -801,3 +801,23 @@ def decide_all(estimates: BatchEstimates, current: np.ndarray, config: AutoSetRe
         ):
             new_limit[i, j] = int(limit) * int(value) // int(request)
     return BatchDecisions(action, new_request, new_limit)
+
+
+def warm_up() -> None:
+    """Compile (or load from numba's on-disk cache) every kernel of the banks,
+    so the first autoscale interval does not stall the process compiling them
+    (seconds, with the event loop that answers kube-scheduler blocked)."""
+    from tfsched.clustermodel.autoscaling_config import AutoSetResources
+
+    bank = UsageBank(1, 1)
+    rows = bank.add_workloads(1)
+    slot = bank.worker_slot(int(rows[0]), "warm-up")
+    times = np.array([0, 10**9], np.int64)
+    bank.add_samples(np.array([slot, slot]), times, np.array([1.0, 2.0]), np.array([1e9, 2e9]))
+    values, weights = np.array([1.0, 2.0]), np.ones(2)
+    both = np.array([rows[0], rows[0]], np.int64)
+    bank.tflops.add_samples(both, values, weights, times)
+    bank.tflops.subtract_samples(both, values, weights, times)
+    bank.tflops.percentiles(np.array([0.5]))
+    config = AutoSetResources()
+    decide_all(estimate_all(bank, config), np.ones((1, 4), np.int64), config)

@@ -267,3 +267,12 @@ class Autoscaler:
             await self.checkpoint(self.feeder.workloads(), self.clock.now())
         except Exception as exc:
             log.warning("final checkpoint failed: %s", exc)
+
+
+def warm_up() -> None:
+    """Compile (or load) the autoscaler's numba kernels: the banks' and the
+    Prometheus number parser's.  Run off the event loop before the loop starts."""
+    from tfsched.autoscale import bank, numbers
+
+    bank.warm_up()
+    numbers.parse_numbers(b"1.5,2e3")

@@ -126,6 +126,10 @@ class Server:
             self.tasks.append(asyncio.create_task(gpu_status.run(), name="gpu-status"))
         # Compile (or load cached) kernels off the event loop; /readyz waits for it.
         await asyncio.to_thread(warm_up)
+        if self.autoscaler is not None:
+            from tfsched.autoscale.loop import warm_up as warm_up_autoscaler
+
+            await asyncio.to_thread(warm_up_autoscaler)
         self.kernels_ready = True
         self.tasks.append(asyncio.create_task(self.gate.run(), name="writer-gate"))
         if self.autoscaler is not None:
