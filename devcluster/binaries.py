@@ -1,4 +1,4 @@
-"""Where the Kubernetes binaries are, building them when they are missing."""
+"""Where the Kubernetes binaries (and helm) are, building them when they are missing."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 BUILD_SCRIPT = REPO / "hack" / "build-kube.sh"
-BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
+BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "helm")
 
 
 class BinariesError(RuntimeError):

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build real Kubernetes control-plane binaries (kube-apiserver, kube-scheduler,
-# kube-controller-manager, kubectl) and etcd from the official Go modules, at
+# kube-controller-manager, kubectl), etcd and helm from the official Go modules, at
 # the versions pinned in hack/kube-version.env, into a cache folder outside the
 # repository:
 #
@@ -25,6 +25,7 @@ HACK_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "${HACK_DIR}/kube-version.env"
 : "${KUBE_VERSION:?KUBE_VERSION missing in kube-version.env}"
 : "${ETCD_VERSION:?ETCD_VERSION missing in kube-version.env}"
+: "${HELM_VERSION:?HELM_VERSION missing in kube-version.env}"
 
 # The one place that defines where binaries live.
 kube_bin_dir() {
@@ -51,6 +52,7 @@ TARGETS=(
   "kube-scheduler|kube|k8s.io/kubernetes/cmd/kube-scheduler|Kubernetes ${KUBE_VERSION}|--version"
   "kubectl|kube|k8s.io/kubernetes/cmd/kubectl|Client Version: ${KUBE_VERSION}|version --client"
   "etcd|etcd|go.etcd.io/etcd/server/v3|etcd Version: ${ETCD_VERSION#v}|--version"
+  "helm|helm|helm.sh/helm/v3/cmd/helm|${HELM_VERSION}|version --short"
 )
 
 # binary_ok NAME EXPECTED ARGS: true when BIN_DIR/NAME runs and reports EXPECTED.
@@ -101,15 +103,17 @@ fi
 
 # Regenerate the wrapper modules if kube-version.env was bumped.
 if ! grep -q "^require k8s.io/kubernetes ${KUBE_VERSION}\$" "${HACK_DIR}/kube/go.mod" 2>/dev/null \
-   || ! grep -q "^require go.etcd.io/etcd/server/v3 ${ETCD_VERSION}\$" "${HACK_DIR}/etcd/go.mod" 2>/dev/null; then
-  log "hack/kube or hack/etcd go.mod does not match kube-version.env; regenerating"
+   || ! grep -q "^require go.etcd.io/etcd/server/v3 ${ETCD_VERSION}\$" "${HACK_DIR}/etcd/go.mod" 2>/dev/null \
+   || ! grep -q "^require helm.sh/helm/v3 ${HELM_VERSION}\$" "${HACK_DIR}/helm/go.mod" 2>/dev/null; then
+  log "hack/kube, hack/etcd or hack/helm go.mod does not match kube-version.env; regenerating"
   GO="${GO}" "${HACK_DIR}/gen-kube-gomod.sh"
 fi
 
 start_all=${SECONDS}
-log "downloading modules (kubernetes ${KUBE_VERSION}, etcd ${ETCD_VERSION})"
-(cd "${HACK_DIR}/kube" && "${GO}" mod download)
-(cd "${HACK_DIR}/etcd" && "${GO}" mod download)
+log "downloading modules (kubernetes ${KUBE_VERSION}, etcd ${ETCD_VERSION}, helm ${HELM_VERSION})"
+for mod_dir in kube etcd helm; do
+  (cd "${HACK_DIR}/${mod_dir}" && "${GO}" mod download)
+done
 log "modules ready ($((SECONDS - start_all))s)"
 
 # Version stamping, as kubernetes' hack/lib/version.sh does. The build date is
@@ -124,6 +128,7 @@ for pkg in k8s.io/client-go/pkg/version k8s.io/component-base/version; do
   [[ -n "${kube_time}" ]] && kube_ldflags+=" -X ${pkg}.buildDate=${kube_time}"
 done
 etcd_ldflags="-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=${ETCD_VERSION}"
+helm_ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=${HELM_VERSION} -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
 
 tmp=""
 ticker=""
@@ -145,11 +150,11 @@ for t in "${TARGETS[@]}"; do
     log "${name} (${n}/${total}) already built"
     continue
   fi
-  if [[ "${mod}" == kube ]]; then
-    ldflags="${kube_ldflags}"; tags="selinux,notest,grpcnotrace"
-  else
-    ldflags="${etcd_ldflags}"; tags=""
-  fi
+  case "${mod}" in
+    kube) ldflags="${kube_ldflags}"; tags="selinux,notest,grpcnotrace" ;;
+    etcd) ldflags="${etcd_ldflags}"; tags="" ;;
+    helm) ldflags="${helm_ldflags}"; tags="" ;;
+  esac
   log "building ${name} (${n}/${total})..."
   t0=${SECONDS}
   tmp="${BIN_DIR}/.${name}.tmp.$$"

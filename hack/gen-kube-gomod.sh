@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Regenerate the wrapper Go modules hack/kube/ and hack/etcd/ from the
+# Regenerate the wrapper Go modules hack/kube/, hack/etcd/ and hack/helm/ from the
 # versions in hack/kube-version.env.
 #
 # k8s.io/kubernetes requires its staging modules (k8s.io/api, k8s.io/client-go,
@@ -21,6 +21,7 @@ HACK_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "${HACK_DIR}/kube-version.env"
 : "${KUBE_VERSION:?KUBE_VERSION missing in kube-version.env}"
 : "${ETCD_VERSION:?ETCD_VERSION missing in kube-version.env}"
+: "${HELM_VERSION:?HELM_VERSION missing in kube-version.env}"
 
 export GOTOOLCHAIN=local
 export GOFLAGS="${GOFLAGS:--mod=mod}"
@@ -73,8 +74,20 @@ etcd_go_directive="$(sed -n 's/^go \([0-9.]*\)$/\1/p' "${etcd_gomod}")"
 } > "${HACK_DIR}/etcd/go.mod"
 rm -f "${HACK_DIR}/etcd/go.sum"
 
-for d in kube etcd; do
+{
+  echo "// Wrapper module used by hack/build-kube.sh to build helm (its own module, so"
+  echo "// helm's client-go pins never meet the control plane's)."
+  echo
+  echo "module tfsched.local/hack/helm"
+  echo
+  echo "go ${go_directive}"
+  echo
+  echo "require helm.sh/helm/v3 ${HELM_VERSION}"
+} > "${HACK_DIR}/helm/go.mod"
+rm -f "${HACK_DIR}/helm/go.sum"
+
+for d in kube etcd helm; do
   echo "go mod tidy in hack/${d} ..." >&2
   (cd "${HACK_DIR}/${d}" && "${GO}" mod tidy)
 done
-echo "regenerated hack/kube/go.mod (${#staging[@]} staging modules at ${STAGING_VERSION}) and hack/etcd/go.mod (etcd ${ETCD_VERSION})" >&2
+echo "regenerated hack/kube/go.mod (${#staging[@]} staging modules at ${STAGING_VERSION}) hack/etcd/go.mod (etcd ${ETCD_VERSION}) and hack/helm/go.mod (helm ${HELM_VERSION})" >&2
