@@ -18,7 +18,7 @@ def main(log_level: str) -> None:
 
 
 @main.command()
-@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address of the verbs' listener.")
 @click.option("--port", default=8888, show_default=True, type=click.IntRange(0, 65535))
 @click.option(
     "--kubeconfig",
@@ -64,6 +64,11 @@ def main(log_level: str) -> None:
     help="Serve /healthz, /readyz and /metrics on this port (plain HTTP), apart from the verbs.",
 )
 @click.option(
+    "--health-host",
+    help="Address of the health listener (default: --host): 0.0.0.0 for the kubelet, verbs still on 127.0.0.1.",
+)
+@click.option("--webhook-host", help="Address of the webhook listener (default: --host).")
+@click.option(
     "--enable-test-hooks",
     is_flag=True,
     hidden=True,
@@ -82,6 +87,8 @@ def serve(
     client_ca_file: Path | None,
     webhook_port: int | None,
     health_port: int | None,
+    health_host: str | None,
+    webhook_host: str | None,
     enable_test_hooks: bool,
 ) -> None:
     """Serve the scheduler extender (filter, prioritize, bind) and, against a
@@ -90,7 +97,7 @@ def serve(
     from tfsched.clustermodel.yamlfile import YamlFileError
     from tfsched.config import load_config
     from tfsched.kubeapi.client import KubeConfigError
-    from tfsched.server import build_server, serve_forever
+    from tfsched.server import Listener, build_server, serve_forever
 
     try:
         config = load_config(config_path)
@@ -123,7 +130,14 @@ def serve(
             raise click.BadParameter(str(exc), param_hint="--snapshot") from None
         except KubeConfigError as exc:
             raise click.UsageError(str(exc)) from None
-        await serve_forever(server, host, port, tls=tls, health_port=health_port, webhook_port=webhook_port)
+        await serve_forever(
+            server,
+            host,
+            port,
+            tls=tls,
+            health=Listener(health_host or host, health_port) if health_port is not None else None,
+            webhook=Listener(webhook_host or host, webhook_port) if webhook_port is not None else None,
+        )
 
     asyncio.run(run())
 

@@ -39,6 +39,14 @@ log = logging.getLogger(__name__)
 WATCHED_KINDS = (Kind.NODE, Kind.GPU, Kind.WORKLOAD, Kind.WORKLOAD_PROFILE, Kind.POD)
 
 
+@dataclass(frozen=True)
+class Listener:
+    """Where one of the side listeners (health, webhook) accepts connections; port 0 picks one."""
+
+    host: str
+    port: int
+
+
 @dataclass
 class Server:
     """One running tfsched, usable from the CLI and from tests."""
@@ -78,16 +86,16 @@ class Server:
         port: int,
         *,
         tls: TLSFiles | None = None,
-        health_port: int | None = None,
-        webhook_port: int | None = None,
+        health: Listener | None = None,
+        webhook: Listener | None = None,
     ) -> int:
         """Listen (HTTPS with ``tls``; the health and metrics endpoints on
-        ``health_port``, plain HTTP, when given; the admission webhook on
-        ``webhook_port``, HTTPS with the same certificate but no client
+        ``health``, plain HTTP, when given; the admission webhook on
+        ``webhook``, HTTPS with the same certificate but no client
         certificate, as the API server calls it) and start the background work.
         Returns the verbs' port (the one bound, for port 0)."""
         metrics = ExtenderMetrics()
-        separate = health_port is not None
+        separate = health is not None
         app = create_app(self.state, self.binder, distrust=self.distrust, metrics=metrics, health=not separate)
         if self.test_hooks:
             self._add_test_hooks(app)
@@ -96,20 +104,20 @@ class Server:
             context = server_context(tls)
             self.tasks.append(asyncio.create_task(reload_on_change(context, tls), name="tls-reload"))
         bound = await self._listen(app, host, port, context)
-        if separate:
-            health = create_app(self.state, self.binder, distrust=self.distrust, metrics=metrics, verbs=False)
-            self.health_port = await self._listen(health, host, health_port or 0, None)
-        if webhook_port is not None:
+        if health is not None:
+            probes = create_app(self.state, self.binder, distrust=self.distrust, metrics=metrics, verbs=False)
+            self.health_port = await self._listen(probes, health.host, health.port, None)
+        if webhook is not None:
             if tls is None:
                 raise ValueError("the admission webhook needs TLS (--tls-cert-file, --tls-private-key-file)")
-            webhook = web.Application(client_max_size=self.state.config.max_request_bytes)
-            add_webhook_route(webhook, self.webhook_scheduler)
+            mutate = web.Application(client_max_size=self.state.config.max_request_bytes)
+            add_webhook_route(mutate, self.webhook_scheduler)
             plain_tls = TLSFiles(tls.cert, tls.key)
             webhook_context = server_context(plain_tls)
             self.tasks.append(
                 asyncio.create_task(reload_on_change(webhook_context, plain_tls), name="tls-reload-webhook")
             )
-            self.webhook_port = await self._listen(webhook, host, webhook_port, webhook_context)
+            self.webhook_port = await self._listen(mutate, webhook.host, webhook.port, webhook_context)
         if self.client is not None:
             for kind in WATCHED_KINDS:
                 informer = Informer(
@@ -231,14 +239,14 @@ async def serve_forever(
     port: int,
     *,
     tls: TLSFiles | None = None,
-    health_port: int | None = None,
-    webhook_port: int | None = None,
+    health: Listener | None = None,
+    webhook: Listener | None = None,
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    bound = await server.start(host, port, tls=tls, health_port=health_port, webhook_port=webhook_port)
+    bound = await server.start(host, port, tls=tls, health=health, webhook=webhook)
     scheme = "https" if tls else "http"
     log.info(
         "tfsched listening on %s://%s:%d%s",
@@ -247,10 +255,10 @@ async def serve_forever(
         bound,
         " (client certificates required)" if tls and tls.client_ca else "",
     )
-    if server.health_port is not None:
-        log.info("health and metrics on http://%s:%d", host, server.health_port)
-    if server.webhook_port is not None:
-        log.info("admission webhook on https://%s:%d/mutate", host, server.webhook_port)
+    if health is not None:
+        log.info("health and metrics on http://%s:%d", health.host, server.health_port)
+    if webhook is not None:
+        log.info("admission webhook on https://%s:%d/mutate", webhook.host, server.webhook_port)
     try:
         await stop.wait()
     finally:

@@ -19,7 +19,7 @@ from tfsched.devcluster import pki as pki_files
 from tfsched.extender.bind import Binder, MemoryPodWriter
 from tfsched.extender.tls import TLSConfigError, TLSFiles, server_context
 from tfsched.kubeapi.leader import WriterGate
-from tfsched.server import Server
+from tfsched.server import Listener, Server
 
 GiB = 2**30
 
@@ -67,7 +67,7 @@ async def server(pki, tmp_path):
     gate = WriterGate()
     srv = Server(state, Binder(state, MemoryPodWriter(state), gate), gate)
     files = TLSFiles(pki["server"][0], pki["server"][1], pki["ca"][0])
-    port = await srv.start("127.0.0.1", 0, tls=files, health_port=0)
+    port = await srv.start("127.0.0.1", 0, tls=files, health=Listener("127.0.0.1", 0))
     yield srv, port
     await srv.stop()
 
