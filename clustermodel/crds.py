@@ -1,6 +1,6 @@
 """Typed views of tfsched's custom resources: GPU, TensorFusionWorkload, WorkloadProfile.
 
-The CRD manifests live in ``deploy/crds/`` (:func:`crd_paths`); these pydantic
+The CRD manifests live in the Helm chart, ``deploy/helm/tfsched/crds/`` (:func:`crd_paths`); these pydantic
 models cover the parts the Python side reads.  Quantities become floats in base
 units through :func:`tfsched.clustermodel.quantity.parse_quantity` (TFLOPS, bytes).
 Field names follow the Kubernetes JSON (camelCase aliases); unknown fields are
@@ -58,7 +58,7 @@ CRD_FILES = (
 def crd_dir() -> Path:
     """The folder holding the CRD YAML files.
 
-    ``$TFSCHED_CRD_DIR`` when set; otherwise ``deploy/crds/`` of the source
+    ``$TFSCHED_CRD_DIR`` when set; otherwise the chart's ``crds/`` in the source
     tree this module sits in.  That works from a checkout and from an editable
     install (``pip install -e .``), not from a wheel, which does not carry the
     manifests; set the variable there.
@@ -66,7 +66,7 @@ def crd_dir() -> Path:
     override = os.environ.get(CRD_DIR_ENV)
     if override:
         return Path(override)
-    return Path(__file__).resolve().parent.parent / "deploy" / "crds"
+    return Path(__file__).resolve().parent.parent / "deploy" / "helm" / "tfsched" / "crds"
 
 
 def crd_paths() -> list[Path]:

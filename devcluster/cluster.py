@@ -24,12 +24,12 @@ from typing import Any
 
 import yaml
 
+from tfsched.clustermodel.crds import crd_dir
 from tfsched.devcluster import processes
 from tfsched.devcluster.binaries import REPO
 from tfsched.devcluster.processes import ProcessRecord
 
 SCHEDULER_CONFIG = REPO / "config" / "scheduler-config.yaml"
-CRD_DIR = REPO / "deploy" / "crds"
 SERVICE_CIDR = "10.0.0.0/24"
 
 # Controllers that need a kubelet or a cloud are off; node lifecycle would
@@ -266,7 +266,7 @@ class DevCluster:
 
     def _install_crds(self, say) -> None:
         say("installing CRDs")
-        self.kubectl("apply", "-f", str(CRD_DIR))
+        self.kubectl("apply", "-f", str(crd_dir()))
         self.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
 
     def _start_controller_manager(self, say) -> None:

@@ -26,7 +26,7 @@ from tfsched.clustermodel.autoscaling_config import AutoScalingConfig
 from tfsched.clustermodel.quantity import parse_quantity
 
 ROOT = Path(__file__).resolve().parent.parent
-CRD_DIR = ROOT / "deploy" / "crds"
+CRD_DIR = crds.crd_dir()
 SCHEDULER_CONFIG = ROOT / "config" / "scheduler-config.yaml"
 KIND_DIR = ROOT / "deploy" / "kind"
 EXAMPLES = ROOT / "examples"
