@@ -182,6 +182,10 @@ class DevCluster:
             raise
         self.save()
 
+    def start_process(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> ProcessRecord:
+        """Start a process of this cluster (logged, recorded, stopped by ``down``)."""
+        return self._start(name, argv, env)
+
     def _start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> ProcessRecord:
         record = processes.start(name, argv, self.log(name), env)
         self.records[name] = record
@@ -417,8 +421,9 @@ class DevCluster:
                 extender["tlsConfig"] = extender_tls
         if scheduler_name is not None:
             config["profiles"] = [{"schedulerName": scheduler_name}]
-        if leader_election is not None:
-            config["leaderElection"] = leader_election
+        # The chart's leader election is on; here one kube-scheduler runs unless a test
+        # says otherwise, and one stopped for another would hold the lease for 15 s.
+        config["leaderElection"] = leader_election if leader_election is not None else {"leaderElect": False}
         rendered = self.root / f"{name}-config.yaml"
         rendered.write_text(yaml.safe_dump(config, sort_keys=False))
         say(f"starting {name}")

@@ -1,0 +1,268 @@
+"""The Helm chart, with the real helm (lint, template) and without a cluster.
+
+What a cluster would check is in tests/e2e/test_chart.py (server-side dry run,
+install/upgrade, RBAC, the secondScheduler pod on the real control plane).
+Here: lint; every value set renders; the schema refuses what it should; the
+rendered configurations are ones kube-scheduler and ``tfsched serve`` accept;
+config/scheduler-config.yaml is the current extendScheduler rendering.
+"""
+
+from __future__ import annotations
+
+import base64
+import ssl
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import click
+import pytest
+import yaml
+
+from tfsched.cli import main as cli_main
+from tfsched.clustermodel import annotations as ann
+from tfsched.config import ServeConfig
+from tfsched.devcluster import chart
+
+from ..test_manifests import SCHEDULER_CONFIG, scheduler_config_errors
+
+Obj = dict[str, Any]
+
+
+def _render(values: Obj | None = None) -> list[Obj]:
+    return chart.render(values or {})
+
+
+def _pod(docs: list[Obj]) -> Obj:
+    (workload,) = [d for d in docs if d["kind"] in ("Deployment", "DaemonSet")]
+    return workload["spec"]["template"]["spec"]
+
+
+def _command(docs: list[Obj], name: str) -> list[str]:
+    (c,) = [c for c in _pod(docs)["containers"] if c["name"] == name]
+    return c["command"]
+
+
+def test_helm_lint_passes_strict() -> None:
+    out = chart.helm("lint", "--strict", str(chart.CHART), "--kube-version", chart.kube_version())
+    assert "1 chart(s) linted, 0 chart(s) failed" in out.stdout
+
+
+def test_the_default_is_a_second_scheduler_with_mtls_and_the_webhook() -> None:
+    docs = _render()
+    kinds = sorted(d["kind"] for d in docs)
+    for kind in ("Deployment", "MutatingWebhookConfiguration", "PodDisruptionBudget", "NetworkPolicy", "Service"):
+        assert kind in kinds
+    assert "ServiceMonitor" not in kinds and "DaemonSet" not in kinds
+    deployment = chart.find(docs, "Deployment", "tfsched-scheduler")
+    assert deployment["spec"]["replicas"] == 2
+    pod = _pod(docs)
+    assert [c["name"] for c in pod["containers"]] == ["kube-scheduler", "tfsched"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    scheduler = chart.scheduler_config(docs)
+    assert scheduler_config_errors(scheduler, in_cluster=True) == []
+    assert [p["schedulerName"] for p in scheduler["profiles"]] == ["tfsched-scheduler"]
+    lease = scheduler["leaderElection"]
+    assert (lease["leaderElect"], lease["resourceNamespace"], lease["resourceName"]) == (
+        True,
+        chart.NAMESPACE,
+        "tfsched-scheduler",
+    )
+    (ext,) = scheduler["extenders"]
+    assert ext["urlPrefix"] == "https://127.0.0.1:8888" and ext["enableHTTPS"] is True
+    assert ext["managedResources"] == [{"name": ann.MANAGED_RESOURCE, "ignoredByScheduler": True}]
+    tls = ext["tlsConfig"]
+    # The files kube-scheduler reads are the client Secret's, mounted where the config says.
+    (c,) = [c for c in pod["containers"] if c["name"] == "kube-scheduler"]
+    mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    for key in ("certFile", "keyFile", "caFile"):
+        folder, file = tls[key].rsplit("/", 1)
+        assert volumes[mounts[folder]]["secret"]["secretName"] == "tfsched-scheduler-client-tls"
+        assert file in {"tls.crt", "tls.key", "ca.crt"}
+    # kube-scheduler authenticates as its own account, from its token Secret.
+    assert volumes[mounts["/var/run/secrets/kubernetes.io/serviceaccount"]]["secret"]["secretName"] == (
+        "tfsched-scheduler-token"
+    )
+    assert pod["serviceAccountName"] == "tfsched"
+
+
+def test_the_tfsched_command_line_and_config_are_ones_serve_accepts(tmp_path: Path) -> None:
+    for values in ({}, {"topology": "extendScheduler"}, {"webhook": {"enabled": False}}):
+        docs = _render(values)
+        command = _command(docs, "tfsched")
+        assert command[0] == "tfsched"
+        # click parses it as `tfsched ... serve ...` would (files are checked at run time).
+        params = _serve_params(command[1:], tmp_path)
+        assert params["host"] == "127.0.0.1"  # the verbs on loopback only
+        assert params["health_host"] == "0.0.0.0"
+        config = ServeConfig.model_validate(chart.tfsched_config(docs))
+        follow = config.leader_election.follow_scheduler
+        assert follow is not None
+        second = values.get("topology") != "extendScheduler"
+        assert (follow.namespace, follow.lease_name) == (
+            (chart.NAMESPACE, "tfsched-scheduler") if second else ("kube-system", "kube-scheduler")
+        )
+        assert config.scheduling.scheduler_names == (["tfsched-scheduler"] if second else ["default-scheduler"])
+        webhook = "--webhook-port=9443" in command
+        assert webhook == (second and values.get("webhook", {}).get("enabled", True))
+        assert (params["client_ca_file"] is not None) == second
+
+
+def test_user_config_merges_over_the_charts() -> None:
+    docs = _render(
+        {"tfsched": {"config": {"scheduling": {"placementMode": "CompactFirst"}}, "prometheusURL": "http://p:9090"}}
+    )
+    config = chart.tfsched_config(docs)
+    assert config["scheduling"] == {"placementMode": "CompactFirst", "schedulerNames": ["tfsched-scheduler"]}
+    assert config["autoscaling"]["metrics"]["prometheusURL"] == "http://p:9090"
+    ServeConfig.model_validate(config)
+
+
+def test_extend_scheduler_runs_on_the_control_plane_hosts_network() -> None:
+    docs = _render({"topology": "extendScheduler"})
+    kinds = {d["kind"] for d in docs}
+    assert "DaemonSet" in kinds and "Deployment" not in kinds
+    assert "MutatingWebhookConfiguration" not in kinds and "Secret" not in kinds
+    pod = _pod(docs)
+    assert pod["hostNetwork"] is True
+    assert pod["nodeSelector"] == {"node-role.kubernetes.io/control-plane": ""}
+    assert [c["name"] for c in pod["containers"]] == ["tfsched"]
+    command = _command(docs, "tfsched")
+    scheduler = chart.scheduler_config(docs)
+    assert scheduler_config_errors(scheduler) == []
+    (ext,) = scheduler["extenders"]
+    assert ext["urlPrefix"] == f"http://127.0.0.1:{command[command.index('--port=8888')].split('=')[1]}"
+
+
+def test_config_scheduler_config_is_the_current_extend_rendering() -> None:
+    assert SCHEDULER_CONFIG.read_text() == chart.extend_scheduler_config_text(), (
+        "config/scheduler-config.yaml is stale: run .venv/bin/python -m tfsched.devcluster.chart "
+        "> config/scheduler-config.yaml"
+    )
+
+
+def test_generated_certificates_name_loopback_and_the_service(tmp_path: Path) -> None:
+    docs = _render()
+    serving = chart.find(docs, "Secret", "tfsched-tls")["data"]
+    client = chart.find(docs, "Secret", "tfsched-scheduler-client-tls")["data"]
+    assert serving["ca.crt"] == client["ca.crt"]
+    hook = chart.find(docs, "MutatingWebhookConfiguration", "tfsched")["webhooks"][0]
+    assert hook["clientConfig"]["caBundle"] == serving["ca.crt"]
+    files = {}
+    for name, data in (("serving", serving), ("client", client)):
+        for key in ("tls.crt", "tls.key", "ca.crt"):
+            path = tmp_path / f"{name}-{key}"
+            path.write_bytes(base64.b64decode(data[key]))
+            files[name, key] = path
+    text = subprocess.run(
+        ["openssl", "x509", "-noout", "-ext", "subjectAltName", "-in", str(files["serving", "tls.crt"])],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    for name in (
+        "IP Address:127.0.0.1",
+        "DNS:tfsched.tfsched-system.svc",
+        "DNS:tfsched.tfsched-system.svc.cluster.local",
+    ):
+        assert name in text
+    # The pair loads as a server context that requires the client's certificate.
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(files["serving", "ca.crt"]))
+    server.load_cert_chain(files["serving", "tls.crt"], files["serving", "tls.key"])
+    client_context = ssl.create_default_context(cafile=str(files["client", "ca.crt"]))
+    client_context.load_cert_chain(files["client", "tls.crt"], files["client", "tls.key"])
+
+
+def test_cert_manager_mode_issues_the_same_secrets() -> None:
+    docs = _render({"tls": {"mode": "certManager"}})
+    certificates = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Certificate"}
+    assert certificates["tfsched-tls"]["spec"]["secretName"] == "tfsched-tls"
+    assert certificates["tfsched-tls"]["spec"]["ipAddresses"] == ["127.0.0.1"]
+    assert certificates["tfsched-scheduler-client-tls"]["spec"]["usages"][0] == "client auth"
+    assert not [d for d in docs if d["kind"] == "Secret" and d["type"] == "kubernetes.io/tls"]
+    hook = chart.find(docs, "MutatingWebhookConfiguration", "tfsched")
+    assert hook["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == f"{chart.NAMESPACE}/tfsched-tls"
+    assert "caBundle" not in hook["webhooks"][0]["clientConfig"]
+    issued = _render(
+        {"tls": {"mode": "certManager", "certManager": {"issuerRef": {"name": "corp", "kind": "ClusterIssuer"}}}}
+    )
+    assert not [d for d in issued if d["kind"] == "Issuer"]
+
+
+def test_webhook_never_selects_the_control_plane_or_its_own_namespace() -> None:
+    docs = _render({"webhook": {"namespaceSelector": {"matchLabels": {"gpu": "on"}}, "failurePolicy": "Ignore"}})
+    (hook,) = chart.find(docs, "MutatingWebhookConfiguration", "tfsched")["webhooks"]
+    assert hook["failurePolicy"] == "Ignore"
+    assert hook["namespaceSelector"]["matchLabels"] == {"gpu": "on"}
+    assert {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": [chart.NAMESPACE]} in hook[
+        "namespaceSelector"
+    ]["matchExpressions"]
+    assert hook["rules"] == [
+        {
+            "operations": ["CREATE"],
+            "apiGroups": [""],
+            "apiVersions": ["v1"],
+            "resources": ["pods"],
+            "scope": "Namespaced",
+        }
+    ]
+    assert hook["sideEffects"] == "None"
+
+
+def test_scheduler_image_follows_the_cluster_version() -> None:
+    assert f"registry.k8s.io/kube-scheduler:{chart.kube_version()}" in yaml.safe_dump(_render())
+    pinned = _render({"scheduler": {"image": {"tag": "v1.35.1"}}})
+    (c,) = [c for c in _pod(pinned)["containers"] if c["name"] == "kube-scheduler"]
+    assert c["image"] == "registry.k8s.io/kube-scheduler:v1.35.1"
+
+
+def test_optional_objects_follow_their_switches() -> None:
+    docs = _render({"serviceMonitor": {"enabled": True}, "podDisruptionBudget": {"enabled": False}})
+    kinds = {d["kind"] for d in docs}
+    assert "ServiceMonitor" in kinds and "PodDisruptionBudget" not in kinds
+    assert "NetworkPolicy" not in {d["kind"] for d in _render({"networkPolicy": {"enabled": False}})}
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"topology": "kind"}, "topology"),
+        ({"replicas": 0}, "replicas"),
+        ({"unknown": 1}, "unknown"),
+        ({"tfsched": {"config": {"leaderElection": {"enabled": False}}}}, "leaderElection"),
+        ({"tfsched": {"port": 70000}}, "port"),
+        ({"webhook": {"failurePolicy": "Maybe"}}, "failurePolicy"),
+        ({"scheduler": {"name": "Not_A_Name"}}, "name"),
+        ({"scheduler": {"leaderElection": {"leaseDuration": "15 seconds"}}}, "leaseDuration"),
+        ({"tls": {"mode": "vault"}}, "mode"),
+    ],
+)
+def test_the_schema_refuses_bad_values(values: Obj, message: str) -> None:
+    with pytest.raises(chart.ChartError) as caught:
+        _render(values)
+    assert "values don't meet the specifications of the schema" in str(caught.value)
+    assert message in str(caught.value)
+
+
+def _serve_params(args: list[str], files: Path) -> dict[str, Any]:
+    """The parameters click gives ``serve`` for this command line (the pod's files stand-ins here)."""
+    local = []
+    for arg in args:
+        flag, _, value = arg.partition("=")
+        if value.startswith("/etc/"):
+            stand_in = files / value.strip("/").replace("/", "_")
+            stand_in.touch()
+            arg = f"{flag}={stand_in}"
+        local.append(arg)
+    at = local.index("serve")
+    with cli_main.make_context("tfsched", [*local[:at], "serve"]) as group:
+        serve = cli_main.get_command(group, "serve")
+        assert serve is not None
+        return serve.make_context("serve", local[at + 1 :], parent=group).params
+
+
+def test_click_is_what_parses_the_command(tmp_path: Path) -> None:
+    # The command-line check above means something only if a bad flag fails it.
+    with pytest.raises(click.NoSuchOption):
+        _serve_params(["--log-level=INFO", "serve", "--no-such-flag"], tmp_path)
