@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from tfsched.clustermodel import annotations as ann
-from tfsched.devcluster import processes
+from tfsched.devcluster import chart, processes
 from tfsched.devcluster.processes import ProcessRecord
 
 from .conftest import Cluster, make_pod
@@ -76,6 +76,8 @@ class ImageExtender:
     container: Container
     cold_ready_after: float
     scheduler: ProcessRecord
+    cache: ChartCache
+    cache_filled: dict[str, float]  # the initContainer's copy, before tfsched started
 
 
 def build_image() -> tuple[str, float]:
@@ -107,11 +109,54 @@ def metric(url: str, sample: str) -> float:
     return 0.0
 
 
-def run_extender(cluster: Cluster, image: str, files: Path, *, env: dict[str, str] | None = None) -> Container:
+@dataclass(frozen=True)
+class ChartCache:
+    """How the chart's pod gives numba a writable cache on a read-only root: its
+    initContainer copies the baked cache into an emptyDir (here a host folder)."""
+
+    folder: Path
+    mount: str  # where the pod mounts the emptyDir (NUMBA_CACHE_DIR)
+    copy: list[str]  # the initContainer's command
+
+    @classmethod
+    def from_chart(cls, folder: Path) -> ChartCache:
+        pod = chart.find(chart.render(), "Deployment", f"{chart.RELEASE}-scheduler")["spec"]["template"]["spec"]
+        (init,) = pod["initContainers"]
+        (tfsched,) = [c for c in pod["containers"] if c["name"] == "tfsched"]
+        mount = next(e["value"] for e in tfsched["env"] if e["name"] == "NUMBA_CACHE_DIR")
+        assert [m["mountPath"] for m in init["volumeMounts"]] == [mount]
+        folder.mkdir()
+        folder.chmod(0o777)  # the emptyDir, writable by the pod's uid
+        return cls(folder, mount, init["command"])
+
+    def flags(self) -> list[str]:
+        return ["--read-only", "--tmpfs", "/tmp", "--volume", f"{self.folder}:{self.mount}"]
+
+    def fill(self, image: str) -> None:
+        """Run the initContainer."""
+        entrypoint, *args = self.copy
+        argv = [*PODMAN, "run", "--rm", *RUN_FLAGS, *self.flags(), "--entrypoint", entrypoint, image, *args]
+        subprocess.run(argv, check=True, capture_output=True, text=True, timeout=120)
+
+    def files(self) -> dict[str, float]:
+        return {str(p.relative_to(self.folder)): p.stat().st_mtime for p in self.folder.rglob("*") if p.is_file()}
+
+
+def run_extender(
+    cluster: Cluster,
+    image: str,
+    files: Path,
+    *,
+    env: dict[str, str] | None = None,
+    cache: ChartCache | None = None,
+) -> Container:
     """`tfsched serve` in a container on the host's network, on a free port;
-    returns once /readyz answers 200."""
+    returns once /readyz answers 200.  With ``cache``, as the chart's pod runs it:
+    read-only root filesystem, numba's cache in the initContainer's copy."""
     port = processes.free_port()
     name = f"tfsched-image-{uuid.uuid4().hex[:8]}"
+    if cache is not None:
+        env = {**(env or {}), "NUMBA_CACHE_DIR": cache.mount}
     env_flags = [flag for key, value in (env or {}).items() for flag in ("--env", f"{key}={value}")]
     argv = [
         *PODMAN,
@@ -120,6 +165,7 @@ def run_extender(cluster: Cluster, image: str, files: Path, *, env: dict[str, st
         "--name",
         name,
         *RUN_FLAGS,
+        *(cache.flags() if cache is not None else []),
         *env_flags,
         "--volume",
         f"{files}:/etc/tfsched:ro",
@@ -163,7 +209,10 @@ def image_extender(cluster: Cluster) -> Iterator[ImageExtender]:
     image's tfsched and a kube-scheduler calling it; restored afterwards."""
     dev = cluster.dev
     image, build_seconds = build_image()
-    files = container_files(cluster, Path(tempfile.mkdtemp(prefix="tfsched-image-")))
+    work = Path(tempfile.mkdtemp(prefix="tfsched-image-"))
+    (work / "files").mkdir()
+    files = container_files(cluster, work / "files")
+    cache = ChartCache.from_chart(work / "numba-cache")
     with cluster.without("tfsched", "kube-scheduler"):
         containers: list[Container] = []
         scheduler: ProcessRecord | None = None
@@ -173,7 +222,10 @@ def image_extender(cluster: Cluster) -> Iterator[ImageExtender]:
             cold = run_extender(cluster, image, files, env={"NUMBA_CACHE_DIR": "/tmp/numba-empty"})
             containers.append(cold)
             cold.stop()
-            warm = run_extender(cluster, image, files)
+            # Then as the chart's pod runs it (read-only root, the initContainer's copy).
+            cache.fill(image)
+            filled = cache.files()
+            warm = run_extender(cluster, image, files, cache=cache)
             containers.append(warm)
             cluster.wait(lambda: dev.extender_leads(warm.url), timeout=60, what="the image's tfsched to lead")
             scheduler = dev.start_scheduler(say=lambda *_: None, name="kube-scheduler-image", extender_url=warm.url)
@@ -181,13 +233,13 @@ def image_extender(cluster: Cluster) -> Iterator[ImageExtender]:
                 f"\nimage {image}: build {build_seconds:.1f}s; /readyz after {warm.ready_after:.1f}s "
                 f"with the baked numba cache, {cold.ready_after:.1f}s compiling the kernels"
             )
-            yield ImageExtender(image, build_seconds, warm, cold.ready_after, scheduler)
+            yield ImageExtender(image, build_seconds, warm, cold.ready_after, scheduler, cache, filled)
         finally:
             if scheduler is not None:
                 processes.stop(scheduler)
             for container in containers:
                 container.stop()
-            shutil.rmtree(files, ignore_errors=True)
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def test_the_image_schedules_gpu_pods_through_kube_scheduler(
@@ -218,9 +270,12 @@ def test_the_container_runs_as_non_root_and_is_ready_in_seconds(image_extender: 
     container = image_extender.container
     assert container.podman("exec", container.name, "id", "-u").stdout.strip() == UID
     assert container.ready_after < READY_WITHIN, container.ready_after
-    # Every kernel came from the baked cache (placement and the autoscaler's, both
-    # compiled before readiness): the container wrote no numba cache file (a miss
-    # compiles and writes an index and its data).
+    # Every kernel came from the baked cache, copied by the chart's initContainer
+    # (placement and the autoscaler's, both compiled before readiness): tfsched
+    # wrote no numba cache file (a miss compiles and writes an index and its data).
+    filled = image_extender.cache_filled
+    assert any(name.endswith(".nbi") for name in filled), "the initContainer copied no cache"
+    assert image_extender.cache.files() == filled
+    # Nor anything on the root filesystem, which is read-only as in the pod.
     changed = container.podman("diff", container.name).stdout.splitlines()
-    written = [line for line in changed if BAKED_CACHE in line and line.endswith((".nbi", ".nbc"))]
-    assert not written, written
+    assert not [line for line in changed if BAKED_CACHE in line], changed
