@@ -24,7 +24,7 @@ from tfsched.extender import wire
 from tfsched.extender.bind import Binder, BindError
 from tfsched.extender.budget import (
     MAX_PARSE_ESTIMATE_BYTES,
-    MAX_UNCOUNTED_BYTES,
+    RAW_LANE_BYTES,
     SMALL_BODY_BYTES,
     SMALL_LANE_BYTES,
     WORST_EXPANSION_FACTOR,
@@ -49,6 +49,7 @@ NODE_LISTS_KEY = web.AppKey("node_lists", NodeListCache)
 # Two lanes, so kube-scheduler's usual small calls never queue behind large bodies.
 BUDGET_KEY = web.AppKey("budget", ByteBudget)
 SMALL_BUDGET_KEY = web.AppKey("small_budget", ByteBudget)
+RAW_BUDGET_KEY = web.AppKey("raw_budget", ByteBudget)
 
 
 def _json(body: bytes, status: int = 200) -> web.Response:
@@ -71,24 +72,43 @@ async def _read(request: web.Request) -> bytes:
     except web.HTTPRequestEntityTooLarge:
         limit = request.app[STATE_KEY].config.max_request_bytes
         raise wire.WireError(f"request body too large (limit {limit} bytes)") from None
-    if len(body) > MAX_UNCOUNTED_BYTES and (estimate := parse_estimate(body)) > MAX_PARSE_ESTIMATE_BYTES:
+    return body
+
+
+def _parse_cost(body: bytes) -> int:
+    """What parsing ``body`` will take; a body too dense to parse is refused (400)."""
+    estimate = parse_estimate(body)
+    if estimate > MAX_PARSE_ESTIMATE_BYTES:
         raise wire.WireError(
             f"request body too dense: parsing it would take ~{estimate >> 20} MiB"
             f" (limit {MAX_PARSE_ESTIMATE_BYTES >> 20} MiB; the largest real request takes ~490 MiB)"
         )
-    return body
+    return estimate
 
 
-def _timed(verb: str, handler: Callable[[web.Request], Awaitable[web.Response]]):
+async def _admitted(request: web.Request, handler: Callable[[web.Request, bytes], Awaitable[web.Response]]):
+    """Read the body and run ``handler`` on it within the budgets (see budget.py).
+
+    A small body (kube-scheduler's usual calls) holds its lane at the worst
+    expansion before it is read. A large one holds its raw length in a lane of
+    its own to be read, then what its parse will take, known once it is read:
+    a body too dense to parse is refused at once, never queued for the parse."""
+    length = _body_length(request)
+    if length <= SMALL_BODY_BYTES:  # too short to be too dense
+        async with request.app[SMALL_BUDGET_KEY].hold(length * WORST_EXPANSION_FACTOR):
+            return await handler(request, await _read(request))
+    async with request.app[RAW_BUDGET_KEY].hold(length):
+        body = await _read(request)
+        async with request.app[BUDGET_KEY].hold(_parse_cost(body)):
+            return await handler(request, body)
+
+
+def _timed(verb: str, handler: Callable[[web.Request, bytes], Awaitable[web.Response]]):
     async def wrapper(request: web.Request) -> web.Response:
         metrics = request.app[METRICS_KEY]
         started = time.perf_counter()
         try:
-            # Held before reading at the worst expansion measured (see budget.py).
-            length = _body_length(request)
-            lane = SMALL_BUDGET_KEY if length <= SMALL_BODY_BYTES else BUDGET_KEY
-            async with request.app[lane].hold(length * WORST_EXPANSION_FACTOR):
-                return await handler(request)
+            return await _admitted(request, handler)
         except BudgetTimeout as exc:
             metrics.errors.labels(verb, "busy").inc()
             return _json(orjson.dumps({"error": str(exc)}), status=503)
@@ -112,8 +132,7 @@ def _untrusted(request: web.Request, verb: str) -> str:
     return why
 
 
-async def handle_filter(request: web.Request) -> web.Response:
-    body = await _read(request)
+async def handle_filter(request: web.Request, body: bytes) -> web.Response:
     args = wire.parse_scheduling_args(body)
     meta = args.pod.get("metadata") or {}
     if not is_gpu_pod(meta.get("annotations")):
@@ -140,8 +159,7 @@ async def handle_filter(request: web.Request) -> web.Response:
     return _json(wire.filter_result(args, outcome.passed, outcome.failed, outcome.unresolvable, node_list))
 
 
-async def handle_prioritize(request: web.Request) -> web.Response:
-    body = await _read(request)
+async def handle_prioritize(request: web.Request, body: bytes) -> web.Response:
     args = wire.parse_scheduling_args(body)
     meta = args.pod.get("metadata") or {}
     if not is_gpu_pod(meta.get("annotations")):
@@ -164,8 +182,8 @@ async def handle_prioritize(request: web.Request) -> web.Response:
     return _json(wire.priority_result(args.names, scores, node_list))
 
 
-async def handle_bind(request: web.Request) -> web.Response:
-    args = wire.parse_binding_args(await _read(request))
+async def handle_bind(request: web.Request, body: bytes) -> web.Response:
+    args = wire.parse_binding_args(body)
     metrics = request.app[METRICS_KEY]
     why = _untrusted(request, "bind")
     if why:
@@ -226,6 +244,7 @@ def create_app(
     app[NODE_LISTS_KEY] = NodeListCache(state.inventory)
     app[BUDGET_KEY] = ByteBudget()
     app[SMALL_BUDGET_KEY] = ByteBudget(SMALL_LANE_BYTES)
+    app[RAW_BUDGET_KEY] = ByteBudget(RAW_LANE_BYTES)
     if verbs:
         app.router.add_post("/filter", _timed("filter", handle_filter))
         app.router.add_post("/prioritize", _timed("prioritize", handle_prioritize))

@@ -2,13 +2,14 @@
 
 aiohttp's ``client_max_size`` bounds one body, not how many are in memory
 together: 16 concurrent 60 MiB bodies took the process to 1.25 GB, over the
-Deployment's 1 GiB limit.  A handler takes ``async with budget.hold(n)`` with
-the body's length *before* reading it (aiohttp stops reading a socket whose
-buffer is full, so a waiting body stays in the kernel and the client) and
-leaves after parsing.  Waiters are served first come, first served; one whose
-request alone exceeds the capacity is admitted when nothing else is held, so a
-legitimate large body is slow, never refused; a waiter that outstays
-``timeout`` gets :class:`BudgetTimeout` (the app answers 503).
+Deployment's 1 GiB limit.  A handler takes ``async with budget.hold(n)``
+*before* reading a body (aiohttp stops reading a socket whose buffer is full,
+so a waiting body stays in the kernel and the client) and leaves after
+parsing: a small body at its length times the worst expansion; a large one
+first its raw length (a lane of its own), then, once read, its parse estimate.
+Waiters are served first come, first served; one whose request alone exceeds
+the capacity is admitted when nothing else is held, so a legitimate large body
+is slow, never refused; a waiter that outstays ``timeout`` gets :class:`BudgetTimeout` (the app answers 503).
 
 Sizes, measured by ``bench/bench_request_size.py``:
 kube-scheduler with ``nodeCacheCapable: false`` sends every candidate Node
@@ -66,10 +67,14 @@ SMALL_LANE_BYTES = 256 * MiB
 # limit would otherwise take gigabytes.
 BYTES_PER_JSON_VALUE = 64
 MAX_PARSE_ESTIMATE_BYTES = 600 * MiB
-# A body this short cannot be estimated above the limit even if every byte were
-# a value, so it is not counted (the counts cost ~145 µs on a 64 KiB NodeNames
-# call, a seventh of a filter).
-MAX_UNCOUNTED_BYTES = MAX_PARSE_ESTIMATE_BYTES // (1 + BYTES_PER_JSON_VALUE)
+# Only bodies over SMALL_BODY_BYTES are counted (they cannot exceed the limit
+# otherwise, and the counts cost ~145 µs on a 64 KiB NodeNames call, a seventh
+# of a filter). Counting needs the body read: large bodies are read holding
+# their raw length in this lane (one larger is admitted alone), so a body too
+# dense to parse is refused at once rather than queued behind parses in
+# progress (a fuzzed 20 MiB one waited 2 s for a 503 when it held 40× before
+# reading), and a real body then holds what it takes (~6.4×), not 40×.
+RAW_LANE_BYTES = 128 * MiB
 
 
 def parse_estimate(body: bytes) -> int:

@@ -244,3 +244,22 @@ async def test_small_calls_never_queue_behind_large_bodies(aiohttp_client) -> No
         body = {"Pod": {"metadata": {"name": "p"}}, "NodeNames": ["a"]}
         resp = await client.post("/filter", data=orjson.dumps(body))
         assert resp.status == 200
+
+
+async def test_a_body_too_dense_is_refused_without_queueing_for_the_parse(aiohttp_client) -> None:
+    """A large body is read under its raw length, so one too dense to parse gets its 400
+    at once even while parses in progress hold the whole parse budget."""
+    from tfsched.allocation.state import ClusterState
+    from tfsched.extender.app import BUDGET_KEY, create_app
+    from tfsched.extender.bind import Binder, MemoryPodWriter
+
+    state = ClusterState()
+    app = create_app(state, Binder(state, MemoryPodWriter(state)))
+    client = await aiohttp_client(app)
+    parse = app[BUDGET_KEY]
+    dense = b"[" + b"[0]," * (5 * 2**20) + b"[0]]"  # 20 MiB of tiny containers
+    async with parse.hold(parse.capacity):  # every byte of the parse budget is in use
+        resp = await client.post("/filter", data=dense)
+        assert resp.status == 400
+        assert "too dense" in (await resp.json())["error"]
+        assert parse.waiting == 0
