@@ -28,7 +28,7 @@ def _say(message: str) -> None:
     click.echo(f"devcluster: {message}", err=True)
 
 
-def _up(root: Path, spec_path: Path, autoscale_interval: str = "1m") -> None:
+def _up(root: Path, spec_path: Path, autoscale_interval: str = "1m", topology: str = "extendScheduler") -> None:
     from tfsched.clustermodel.yamlfile import YamlFileError
     from tfsched.devcluster.binaries import BinariesError, ensure_binaries
     from tfsched.devcluster.cluster import DevCluster, DevClusterError
@@ -49,6 +49,12 @@ def _up(root: Path, spec_path: Path, autoscale_interval: str = "1m") -> None:
         nodes, gpus = spec.objects()
         _say(f"creating {len(nodes)} fake GPU nodes with {len(gpus)} GPUs")
         cluster.add_nodes(nodes, gpus)
+        if topology == "secondScheduler":
+            from tfsched.devcluster.cluster import numba_cache_dir
+            from tfsched.devcluster.deployed import run_second_scheduler
+
+            pair = run_second_scheduler(cluster, numba_cache=numba_cache_dir(), say=_say)
+            _say(f"GPU pods go to tfsched-scheduler; tfsched's metrics on {pair.health_url}/metrics")
     except (DevClusterError, RuntimeError, TimeoutError) as exc:
         raise click.ClickException(str(exc)) from None
     _say(f"up in {time.monotonic() - started:.1f}s; logs in {cluster.root / 'logs'}")
@@ -71,9 +77,17 @@ def devcluster() -> None:
     show_default=True,
     help="Cluster spec: groups of fake GPU nodes.",
 )
-def up(root: Path, spec_path: Path) -> None:
+@click.option(
+    "--topology",
+    type=click.Choice(["extendScheduler", "secondScheduler"]),
+    default="extendScheduler",
+    show_default=True,
+    help="As the Helm chart's value: kube-scheduler calls tfsched, or the chart's second "
+    "scheduler with mutual TLS and the webhook (GPU pods go to tfsched-scheduler).",
+)
+def up(root: Path, spec_path: Path, topology: str) -> None:
     """Build or reuse the binaries and start the cluster; prints shell exports."""
-    _up(root, spec_path)
+    _up(root, spec_path, topology=topology)
 
 
 @devcluster.command()

@@ -469,7 +469,7 @@ class DevCluster:
 
     def status(self) -> dict[str, str]:
         out: dict[str, str] = {}
-        for name in COMPONENTS:
+        for name in [*COMPONENTS, *(n for n in self.records if n not in COMPONENTS)]:
             record = self.records.get(name)
             if record is None:
                 out[name] = "not started"

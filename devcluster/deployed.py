@@ -228,3 +228,26 @@ def stop_pair(dev: Any, pair: DeployedPair) -> None:
     stored = pair.work / "stored.yaml"
     if stored.exists():
         dev.kubectl("delete", "--ignore-not-found", "--wait=false", "-f", str(stored), check=False)
+
+
+def run_second_scheduler(dev: Any, *, numba_cache: Path, say=print) -> DeployedPair:
+    """Make a running devcluster the chart's default topology: the chart's pair
+    (second kube-scheduler, tfsched over mutual TLS, the webhook sending GPU pods
+    to it) in place of the devcluster's own tfsched. The devcluster's kube-scheduler
+    stays, as a managed cluster's default scheduler, for every other pod."""
+    own = yaml.safe_load(dev.tfsched_config.read_text())
+    own.pop("leaderElection", None)  # the chart's: follow the pair's kube-scheduler
+    names = [n for n in own.get("scheduling", {}).get("schedulerNames", []) if n != "default-scheduler"]
+    own.setdefault("scheduling", {})["schedulerNames"] = ["tfsched-scheduler", *names]
+    values = pair_values(
+        port=processes.free_port(),
+        health_port=processes.free_port(),
+        webhook_port=processes.free_port(),
+        prometheus_url=dev.prometheus_url,
+        extra={"tfsched": {"config": own}},
+    )
+    dev.stop_component("tfsched")
+    dev.records.pop("tfsched", None)  # replaced, not failed: `status` lists the pair instead
+    pair = start_pair(dev, dev.root / "chart-pair", values, numba_cache=numba_cache, say=say)
+    dev.save()
+    return pair

@@ -227,3 +227,45 @@ def test_webhook_second_scheduler_and_mtls(cluster: Cluster, namespace: str, pai
         urllib.request.urlopen(request, timeout=10, context=trusting)
     except urllib.error.HTTPError as exc:
         assert exc.code == 400  # reached the verbs: an empty body is a 400 with a JSON message
+
+
+def test_devcluster_up_runs_the_charts_default_topology(tmp_path: Path):
+    """`tfsched devcluster up --topology secondScheduler`: the chart's pair in place of the
+    devcluster's tfsched; a GPU pod created without schedulerName is bound through it."""
+    import subprocess
+    import sys
+    import time
+
+    from tfsched.devcluster.binaries import ensure_binaries
+
+    root, spec = tmp_path / "dc", tmp_path / "spec.yaml"
+    spec.write_text("nodes:\n- namePrefix: gpu\n  count: 2\n  gpus: {count: 2, tflops: 100, vram: 16Gi}\n")
+    tfsched = [sys.executable, "-m", "tfsched", "devcluster"]
+    up = subprocess.run(
+        [*tfsched, "up", "--dir", str(root), "--spec", str(spec), "--topology", "secondScheduler"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    try:
+        assert up.returncode == 0, up.stderr[-3000:]
+        kubectl = [str(ensure_binaries() / "kubectl"), "--kubeconfig", str(root / "kubeconfig")]
+        pod = make_pod("gpu", "default", tflops="30", vram="4Gi")
+        del pod["spec"]["containers"][0]["resources"]
+        apply = [*kubectl, "apply", "-f", "-"]
+        subprocess.run(apply, input=yaml.safe_dump(pod), check=True, capture_output=True, text=True)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            got = yaml.safe_load(
+                subprocess.run([*kubectl, "get", "pod", "gpu", "-o", "yaml"], capture_output=True).stdout
+            )
+            if got["spec"].get("nodeName") and gpu_ids(got):
+                break
+            time.sleep(0.5)
+        assert got["spec"]["schedulerName"] == "tfsched-scheduler"
+        assert got["spec"].get("nodeName") and gpu_ids(got), got.get("status")
+        status = subprocess.run([*tfsched, "status", "--dir", str(root)], capture_output=True, text=True).stdout
+        assert "tfsched-tfsched " in status and "tfsched-kube-scheduler " in status
+        assert "exited" not in status, status
+    finally:
+        subprocess.run([*tfsched, "down", "--dir", str(root)], capture_output=True, timeout=120)
