@@ -2,7 +2,7 @@
 
 These run without a cluster.  They check what a real kube-apiserver and
 kube-scheduler would reject (non-structural CRD schemas, unknown fields in the
-strictly decoded scheduler configuration), that the kind files carry the same
+strictly decoded scheduler configuration), that the kind cluster mounts the
 scheduler configuration the devcluster runs with, that every name matches
 ``clustermodel.annotations``, and that the examples validate against the CRDs
 and parse into the Python models.

@@ -236,6 +236,7 @@ def test_optional_objects_follow_their_switches() -> None:
         ({"scheduler": {"name": "Not_A_Name"}}, "name"),
         ({"scheduler": {"leaderElection": {"leaseDuration": "15 seconds"}}}, "leaseDuration"),
         ({"tls": {"mode": "vault"}}, "mode"),
+        ({"tfsched": {"config": {"webhook": {"schedulerName": "other"}}}}, "webhook"),
     ],
 )
 def test_the_schema_refuses_bad_values(values: Obj, message: str) -> None:
