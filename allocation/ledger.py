@@ -240,7 +240,7 @@ class Ledger:
         if n is None:
             raise NoFit(f"node {node} is unknown to the extender")
         previous = self.release(uid)
-        eligible = inv.eligible_mask(request.gpu_model, request.vendor, request.pool, request.gpu_indices)
+        eligible = inv.eligible_mask(request.gpu_models, request.vendor, request.pool, request.gpu_indices)
         picked = pick_gpus_numba(
             n,
             inv.node_gpus,

@@ -45,7 +45,7 @@ class GPURequest:
     vram_request: float = 0.0
     vram_limit: float = 0.0
     gpu_count: int = 1
-    gpu_model: str = ""
+    gpu_models: tuple[str, ...] = ()  # any of these models ("" in the annotation: any model)
     vendor: str = ""
     pool: str = ""
     gpu_indices: frozenset[int] | None = None
@@ -116,6 +116,15 @@ def _pair(annotations: Mapping[str, str], req_key: str, lim_key: str) -> tuple[f
     return request, limit
 
 
+def parse_gpu_models(raw: object) -> tuple[str, ...]:
+    """``tensor-fusion.ai/gpu-model``: one model, or a comma-separated list of models
+    any of which will do (``V100M16,V100M32``), in order, without repeats."""
+    text = str(raw or "")
+    if len(text) > MAX_ANNOTATION_TEXT:
+        raise RequestError(f"annotation {ann.GPU_MODEL}: longer than {MAX_ANNOTATION_TEXT} characters")
+    return tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+
+
 def parse_gpu_request(annotations: Mapping[str, str]) -> GPURequest:
     """Read a pod's annotations; :class:`RequestError` names the bad annotation."""
     tflops_req, tflops_lim = _pair(annotations, ann.TFLOPS_REQUEST, ann.TFLOPS_LIMIT)
@@ -158,7 +167,7 @@ def parse_gpu_request(annotations: Mapping[str, str]) -> GPURequest:
         vram_request=vram_req,
         vram_limit=vram_lim,
         gpu_count=gpu_count,
-        gpu_model=str(annotations.get(ann.GPU_MODEL, "") or ""),
+        gpu_models=parse_gpu_models(annotations.get(ann.GPU_MODEL, "")),
         vendor=str(annotations.get(ann.VENDOR, "") or ""),
         pool=str(annotations.get(ann.GPU_POOL, "") or ""),
         gpu_indices=indices,

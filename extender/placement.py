@@ -44,7 +44,11 @@ def _tflops_text(request: GPURequest) -> str:
 def _constraints_text(request: GPURequest) -> str:
     parts = [
         f"{label}={value}"
-        for label, value in (("model", request.gpu_model), ("vendor", request.vendor), ("pool", request.pool))
+        for label, value in (
+            ("model", " or ".join(request.gpu_models)),
+            ("vendor", request.vendor),
+            ("pool", request.pool),
+        )
         if value
     ]
     if request.gpu_indices:
@@ -93,7 +97,7 @@ UNKNOWN_NODE_REASON = "node is unknown to the extender (no Node or GPU object se
 
 def _kernel_args(state: ClusterState, request: GPURequest) -> tuple:
     inv = state.inventory
-    eligible = inv.eligible_mask(request.gpu_model, request.vendor, request.pool, request.gpu_indices)
+    eligible = inv.eligible_mask(request.gpu_models, request.vendor, request.pool, request.gpu_indices)
     return (inv.node_gpus, eligible, inv.cap_t, inv.cap_v, inv.used_t, inv.used_v)
 
 

@@ -13,6 +13,7 @@ is the ledger's business (``tfsched.allocation.ledger``), which is the one write
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -204,19 +205,22 @@ class Inventory:
 
     def eligible_mask(
         self,
-        model: str = "",
+        models: Sequence[str] = (),
         vendor: str = "",
         pool: str = "",
         device_indices: frozenset[int] | None = None,
     ) -> np.ndarray:
-        """Usable GPUs that match a pod's model/vendor/pool/index restrictions.
+        """Usable GPUs that match a pod's model (any of ``models``), vendor, pool and
+        index restrictions.
 
         The common case (no restriction) returns the ``usable`` array itself,
         without a copy.
         """
         mask = self.usable
-        if model:
-            mask = mask & (self.model == self.models.lookup(model))
+        if len(models) == 1:
+            mask = mask & (self.model == self.models.lookup(models[0]))
+        elif models:
+            mask = mask & np.isin(self.model, np.fromiter((self.models.lookup(m) for m in models), np.int32))
         if vendor:
             mask = mask & (self.vendor == self.vendors.lookup(vendor))
         if pool:

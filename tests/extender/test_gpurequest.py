@@ -102,3 +102,21 @@ def test_cron_rule_is_a_floor_over_the_recommendation():
     eff = apply_override(declared, workload_override(_workload("all", rec=REC, cron=cron), {}))
     assert (eff.tflops_request, eff.vram_request) == (44, 5 * GiB)
     assert (eff.tflops_limit, eff.vram_limit) == (99, 10 * GiB)
+
+
+@pytest.mark.parametrize(
+    ("raw", "models"),
+    [
+        ("", ()),
+        ("A100", ("A100",)),
+        ("V100M16,V100M32", ("V100M16", "V100M32")),
+        (" V100M16 , V100M32 ,, V100M16 ", ("V100M16", "V100M32")),
+    ],
+)
+def test_gpu_model_is_one_model_or_a_comma_separated_list(raw, models):
+    assert parse_gpu_request({ann.VRAM_REQUEST: "1Gi", ann.GPU_MODEL: raw}).gpu_models == models
+
+
+def test_a_gpu_model_list_is_bounded():
+    with pytest.raises(RequestError, match=ann.GPU_MODEL):
+        parse_gpu_request({ann.VRAM_REQUEST: "1Gi", ann.GPU_MODEL: ",".join(["A100"] * 100)})

@@ -37,7 +37,10 @@ def test_eligibility_filters():
     inv.upsert_gpu(GPUSpec("c", "n", tflops=1, vram=1, model="H100", usable=False, device_index=2))
     names = np.array(inv.gpu_names)
     assert names[inv.eligible_mask()[: len(names)]].tolist() == ["a", "b"]
-    assert names[inv.eligible_mask(model="H100")[: len(names)]].tolist() == ["b"]
+    assert names[inv.eligible_mask(models=("H100",))[: len(names)]].tolist() == ["b"]
     assert names[inv.eligible_mask(pool="p1")[: len(names)]].tolist() == ["a"]
-    assert names[inv.eligible_mask(model="T4")[: len(names)]].tolist() == []
+    assert names[inv.eligible_mask(models=("T4",))[: len(names)]].tolist() == []
+    # A list: any of its models (an unknown one matches nothing and spoils nothing).
+    assert names[inv.eligible_mask(models=("T4", "A100", "H100"))[: len(names)]].tolist() == ["a", "b"]
+    assert names[inv.eligible_mask(models=("T4", "X"))[: len(names)]].tolist() == []
     assert names[inv.eligible_mask(device_indices=frozenset({1, 2}))[: len(names)]].tolist() == ["b"]

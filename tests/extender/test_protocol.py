@@ -8,9 +8,10 @@ import orjson
 import pytest
 
 from tfsched.allocation.config import SchedulingConfig
+from tfsched.allocation.state import ClusterState
 from tfsched.clustermodel import annotations as ann
 from tfsched.clustermodel.cache import Kind
-from tfsched.clustermodel.objects import gpu_pod, node_object
+from tfsched.clustermodel.objects import gpu_object, gpu_pod, node_object
 from tfsched.scoring.modes import PlacementMode
 
 from .conftest import GiB, make_state
@@ -253,3 +254,23 @@ async def test_metrics_and_health(make_client):
     assert 'tfsched_extender_request_duration_seconds_count{verb="filter"} 1.0' in text
     assert (await client.get("/healthz")).status == 200
     assert (await client.get("/readyz")).status == 200
+
+
+async def test_a_gpu_model_list_places_on_any_of_its_models(make_client):
+    models = {"a100": "A100", "h100": "H100", "t4": "T4"}
+    state = ClusterState(SchedulingConfig())
+    state.load(
+        {
+            Kind.NODE: [node_object(n, gpus=1) for n in models],
+            Kind.GPU: [gpu_object(n, 0, tflops=100, vram=16 * GiB, model=m) for n, m in models.items()],
+        }
+    )
+    client = await make_client(state)
+    names = ["a100", "h100", "t4"]
+    pod = gpu_pod("p", tflops="10", vram="1Gi", uid="u1", extra_annotations={ann.GPU_MODEL: "H100,T4"})
+    _, result = await post(client, "filter", args_names(pod, names))
+    assert result["NodeNames"] == ["h100", "t4"]
+    assert result["FailedAndUnresolvableNodes"]["a100"] == "no usable GPU matching model=H100 or T4 on node"
+    single = gpu_pod("q", tflops="10", vram="1Gi", uid="u2", extra_annotations={ann.GPU_MODEL: "A100"})
+    _, result = await post(client, "filter", args_names(single, names))
+    assert result["NodeNames"] == ["a100"]
