@@ -17,7 +17,7 @@ import orjson
 from aiohttp import web
 
 from tfsched.allocation.state import ClusterState, keep_pod
-from tfsched.clustermodel.cache import Kind, read_snapshot
+from tfsched.clustermodel.cache import EventType, Kind, read_snapshot
 from tfsched.extender.app import create_app
 from tfsched.extender.bind import ApiPodWriter, Binder, MemoryPodWriter
 from tfsched.extender.metrics import ExtenderMetrics
@@ -176,8 +176,29 @@ class Server:
             await self.autoscaler.tick()
             return web.json_response({"ticks": self.autoscaler.ticks})
 
+        async def objects(request: web.Request) -> web.Response:
+            """Snapshot mode: objects arriving as a watch would deliver them (a replay's pods)."""
+            if self.client is not None:
+                return web.json_response({"error": "only in snapshot mode: the cluster feeds the cache"}, status=409)
+            try:
+                body = orjson.loads(await request.read())
+                items = body["items"]
+                if not isinstance(items, list):
+                    raise TypeError("items is not a list")
+            except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+                return web.json_response({"error": f"expected {{'items': [objects]}}: {exc}"}, status=400)
+            taken = 0
+            for obj in items:
+                kind = {"Pod": Kind.POD, "Node": Kind.NODE, "GPU": Kind.GPU}.get(
+                    obj.get("kind") if isinstance(obj, dict) else None
+                )
+                if kind is not None:
+                    taken += self.state.cache.apply(kind, EventType.ADDED, obj)
+            return web.json_response({"applied": taken})
+
         app.router.add_post("/debug/clock", clock)
         app.router.add_post("/debug/autoscale/tick", tick)
+        app.router.add_post("/debug/objects", objects)
 
     async def stop(self) -> None:
         if self.autoscaler is not None and self.gate.active.is_set():
