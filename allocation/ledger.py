@@ -27,11 +27,12 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from tfsched.allocation.mix import MixArrays
 from tfsched.clustermodel import annotations as ann
 from tfsched.clustermodel.gpurequest import MAX_GPU_COUNT, GPURequest, RequestError, parse_gpu_request
 from tfsched.clustermodel.quantity import MILLI_PER_TFLOPS, format_bytes
 from tfsched.scoring.inventory import GPUSpec, Inventory, tflops_units, vram_units
-from tfsched.scoring.kernels import pick_gpus_numba
+from tfsched.scoring.kernels import frag_pick_numba, pick_gpus_numba
 from tfsched.scoring.modes import DEFAULT_TFLOPS_WEIGHT, DEFAULT_VRAM_WEIGHT, PlacementMode
 
 TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
@@ -229,6 +230,7 @@ class Ledger:
         request: GPURequest,
         mode: PlacementMode,
         weights: tuple[float, float] = (DEFAULT_TFLOPS_WEIGHT, DEFAULT_VRAM_WEIGHT),
+        mix: MixArrays | None = None,
     ) -> Allocation:
         """Check the request against the node *now* and reserve the GPUs it picks.
 
@@ -241,7 +243,7 @@ class Ledger:
             raise NoFit(f"node {node} is unknown to the extender")
         previous = self.release(uid)
         eligible = inv.eligible_mask(request.gpu_models, request.vendor, request.pool, request.gpu_indices)
-        picked = pick_gpus_numba(
+        args = (
             n,
             inv.node_gpus,
             eligible,
@@ -253,10 +255,11 @@ class Ledger:
             float(request.percent_request / 100.0),
             vram_units(request.vram_request),
             int(request.gpu_count),
-            float(weights[0]),
-            float(weights[1]),
-            bool(mode.gpu_compact),
         )
+        if mode.fragmentation_aware and mix is not None:
+            picked = frag_pick_numba(*args, *mix.args(), float(weights[0]), float(weights[1]))
+        else:
+            picked = pick_gpus_numba(*args, float(weights[0]), float(weights[1]), bool(mode.gpu_compact))
         if picked.size < request.gpu_count:
             if previous is not None:
                 self._put(previous)

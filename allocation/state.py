@@ -13,9 +13,16 @@ from typing import Any
 from tfsched.allocation.audit import GPU_OVERCOMMITTED, Drift
 from tfsched.allocation.config import SchedulingConfig
 from tfsched.allocation.ledger import Ledger
+from tfsched.allocation.mix import WorkloadMix
 from tfsched.clustermodel import annotations as ann
 from tfsched.clustermodel.cache import ClusterCache, EventType, Kind, Obj
-from tfsched.clustermodel.gpurequest import GPURequest, apply_override, is_gpu_pod, parse_gpu_request
+from tfsched.clustermodel.gpurequest import (
+    GPURequest,
+    RequestError,
+    apply_override,
+    is_gpu_pod,
+    parse_gpu_request,
+)
 from tfsched.clustermodel.problems import ProblemLog
 from tfsched.clustermodel.quantity import QuantityError, parse_quantity
 from tfsched.clustermodel.workload import WorkloadView, read_workload
@@ -76,6 +83,8 @@ class ClusterState:
         self.cache.on_error = self._unreadable
         self.inventory = Inventory()
         self.ledger = Ledger(self.inventory)
+        # What the cluster asks, for the fragmentation-aware mode (allocation/mix.py).
+        self.mix = WorkloadMix()
         self.cache.subscribe(Kind.NODE, self._on_node)
         self.cache.subscribe(Kind.GPU, self._on_gpu)
         self.cache.subscribe(Kind.POD, self._on_pod)
@@ -106,16 +115,28 @@ class ClusterState:
             self.ledger.upsert_gpu(spec)
 
     def _on_pod(self, event: EventType, obj: Obj, old: Obj | None) -> None:
+        uid = str((obj.get("metadata") or {}).get("uid", ""))
         if event is EventType.DELETED:
-            self.ledger.forget_pod((obj.get("metadata") or {}).get("uid", ""))
+            self.ledger.forget_pod(uid)
+            self.mix.observe(uid, None)
             self.problems.resolved(PROBLEM_POD, obj)
             return
+        self.mix.observe(uid, self._asking(obj))
         problem = self.ledger.observe_pod(obj)
         if problem is None:
             self.problems.resolved(PROBLEM_POD, obj)
         elif self.problems.report(PROBLEM_POD, obj, problem.reason, problem.message):
             meta = obj.get("metadata") or {}
             log.warning("pod %s/%s: %s", meta.get("namespace"), meta.get("name"), problem.message)
+
+    def _asking(self, pod: Obj) -> GPURequest | None:
+        """What a pod asks while it runs or waits (None once finished, or unreadable)."""
+        if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+            return None
+        try:
+            return self.effective_request(pod)
+        except RequestError:
+            return None
 
     def _unreadable(self, kind: Kind, obj: object, exc: Exception) -> None:
         """An object the cache could not take in: reported, and the rest go on."""

@@ -198,7 +198,8 @@ class Binder:
             raise BindError(str(exc)) from None
         mode = state.config.mode_for(effective.pool)
         try:
-            alloc = ledger.reserve(uid, f"{namespace}/{name}", node, effective, mode, state.config.weights)
+            mix = state.mix.arrays(effective) if mode.fragmentation_aware else None
+            alloc = ledger.reserve(uid, f"{namespace}/{name}", node, effective, mode, state.config.weights, mix)
         except NoFit as exc:
             raise BindError(str(exc)) from None
         try:

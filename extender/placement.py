@@ -17,7 +17,7 @@ from tfsched.allocation.state import ClusterState
 from tfsched.clustermodel.gpurequest import GPURequest
 from tfsched.clustermodel.quantity import format_bytes, format_tflops
 from tfsched.scoring.inventory import tflops_units, vram_units
-from tfsched.scoring.kernels import fit_nodes_numba, score_nodes_numba
+from tfsched.scoring.kernels import fit_nodes_numba, frag_scores_numba, score_nodes_numba
 from tfsched.scoring.modes import (
     FIT_NO_BOTH,
     FIT_NO_ELIGIBLE_GPU,
@@ -160,6 +160,8 @@ def score_nodes(
     w_t, w_v = state.config.weights
     if nodes is None:
         nodes = inv.node_indices(list(names))
+    if mode.fragmentation_aware:
+        return _least_fragmentation_scores(state, request, nodes, float(w_t), float(w_v))
     raw = score_nodes_numba(nodes, *_kernel_args(state, request), float(w_t), float(w_v), bool(mode.node_compact))
     if raw.size == 0:
         return np.zeros(0, np.int64)
@@ -167,3 +169,29 @@ def score_nodes(
     if high - low < 1e-9:
         return np.full(raw.size, MAX_SCORE if high > 0 else 0, np.int64)
     return np.rint((raw - low) * (MAX_SCORE / (high - low))).astype(np.int64)
+
+
+def _least_fragmentation_scores(
+    state: ClusterState, request: GPURequest, nodes: np.ndarray, w_t: float, w_v: float
+) -> np.ndarray:
+    """0–10, highest where the pod raises its node's expected fragmentation least;
+    stretched min–max like the other modes; a node it does not fit scores 0."""
+    rise = frag_scores_numba(
+        nodes,
+        *_kernel_args(state, request),
+        tflops_units(request.tflops_request),
+        float(request.percent_request / 100.0),
+        vram_units(request.vram_request),
+        int(request.gpu_count),
+        *state.mix.arrays(request).args(),
+        w_t,
+        w_v,
+    )
+    fits = np.isfinite(rise)
+    if not fits.any():
+        return np.zeros(rise.size, np.int64)
+    low, high = float(rise[fits].min()), float(rise[fits].max())
+    if high - low < 1e-12:
+        return np.where(fits, MAX_SCORE, 0).astype(np.int64)
+    scaled = np.rint((high - np.where(fits, rise, high)) * (MAX_SCORE / (high - low))).astype(np.int64)
+    return np.where(fits, scaled, 0)

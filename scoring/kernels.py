@@ -164,6 +164,224 @@ def pick_gpus_numba(
     return cand[:m][order[:count]].copy()
 
 
+# -- fragmentation (FGD, Weng et al., USENIX ATC '23, in two dimensions) --------------
+#
+# A workload mix is what the cluster is likely to be asked next: request types
+# (per-GPU TFLOPS absolute ``mix_t`` or a share ``mix_pct`` of the GPU, VRAM
+# ``mix_v``, GPU count ``mix_count``) and their popularity ``mix_p`` (sums to 1).
+# A GPU's free room counts in one measure, its weighted free share
+# w_t·free_t/cap_t + w_v·free_v/cap_v (0–1 of a GPU). For one type, a node's
+# fragmentation is the free room it cannot use: that of its GPUs the type does
+# not fit on, or all of it when fewer than ``count`` GPUs fit. The expected
+# fragmentation is the popularity-weighted sum over types. A placement is scored
+# by how much it *raises* the expected fragmentation of its node (lower is better).
+
+
+@njit(cache=True)
+def _node_frag(gpus, m_gpus, cap_t, cap_v, ut, uv, mix_t, mix_pct, mix_v, mix_count, mix_p, w_t, w_v):
+    """Expected fragmentation of the ``m_gpus`` GPUs in ``gpus`` with used TFLOPS/VRAM ``ut``/``uv``."""
+    total = 0.0
+    for k in range(mix_p.shape[0]):
+        n_fit = 0
+        unfit = 0.0
+        free_all = 0.0
+        for j in range(m_gpus):
+            g = gpus[j]
+            free = 0.0
+            if cap_t[g] > 0:
+                free += w_t * (cap_t[g] - ut[j]) / cap_t[g]
+            if cap_v[g] > 0:
+                free += w_v * (cap_v[g] - uv[j]) / cap_v[g]
+            free_all += free
+            if cap_t[g] - ut[j] >= _need_tflops(mix_t[k], mix_pct[k], cap_t[g]) and cap_v[g] - uv[j] >= mix_v[k]:
+                n_fit += 1
+            else:
+                unfit += free
+        total += mix_p[k] * (unfit if n_fit >= mix_count[k] else free_all)
+    return total
+
+
+@njit(cache=True)
+def _frag_pick(
+    n,
+    node_gpus,
+    eligible,
+    cap_t,
+    cap_v,
+    used_t,
+    used_v,
+    req_t,
+    req_pct,
+    req_v,
+    count,
+    mix_t,
+    mix_pct,
+    mix_v,
+    mix_count,
+    mix_p,
+    w_t,
+    w_v,
+    picked,
+):
+    """Greedy: ``count`` times, the GPU whose share raises the node's expected
+    fragmentation least (ties: fullest, then inventory order). Fills ``picked``;
+    returns (GPUs picked, rise in expected fragmentation)."""
+    slots = node_gpus.shape[1]
+    gpus = np.empty(slots, np.int32)
+    ut = np.empty(slots, np.float64)
+    uv = np.empty(slots, np.float64)
+    taken = np.zeros(slots, np.bool_)
+    m = 0
+    for s in range(slots):
+        g = node_gpus[n, s]
+        if g < 0:
+            break
+        gpus[m] = g
+        ut[m] = used_t[g]
+        uv[m] = used_v[g]
+        m += 1
+    before = _node_frag(gpus, m, cap_t, cap_v, ut, uv, mix_t, mix_pct, mix_v, mix_count, mix_p, w_t, w_v)
+    current = before
+    for c in range(count):
+        best = -1
+        best_frag = np.inf
+        best_free = np.inf
+        for j in range(m):
+            g = gpus[j]
+            if taken[j] or not eligible[g]:
+                continue
+            need_t = _need_tflops(req_t, req_pct, cap_t[g])
+            if cap_t[g] - ut[j] < need_t or cap_v[g] - uv[j] < req_v:
+                continue
+            ut[j] += need_t
+            uv[j] += req_v
+            frag = _node_frag(gpus, m, cap_t, cap_v, ut, uv, mix_t, mix_pct, mix_v, mix_count, mix_p, w_t, w_v)
+            free = 0.0  # the GPU's free share after it: fuller wins a tie
+            if cap_t[g] > 0:
+                free += w_t * (cap_t[g] - ut[j]) / cap_t[g]
+            if cap_v[g] > 0:
+                free += w_v * (cap_v[g] - uv[j]) / cap_v[g]
+            ut[j] -= need_t
+            uv[j] -= req_v
+            if frag < best_frag - 1e-12 or (abs(frag - best_frag) <= 1e-12 and free < best_free - 1e-12):
+                best, best_frag, best_free = j, frag, free
+        if best < 0:
+            return c, np.inf
+        g = gpus[best]
+        ut[best] += _need_tflops(req_t, req_pct, cap_t[g])
+        uv[best] += req_v
+        taken[best] = True
+        picked[c] = g
+        current = best_frag
+    return count, current - before
+
+
+@njit(cache=True)
+def frag_scores_numba(
+    nodes,
+    node_gpus,
+    eligible,
+    cap_t,
+    cap_v,
+    used_t,
+    used_v,
+    req_t,
+    req_pct,
+    req_v,
+    count,
+    mix_t,
+    mix_pct,
+    mix_v,
+    mix_count,
+    mix_p,
+    w_t,
+    w_v,
+):
+    """Per node: the rise in expected fragmentation if the pod went there
+    (GPUs picked as :func:`frag_pick_numba` would), +inf where it does not fit."""
+    k = nodes.shape[0]
+    out = np.full(k, np.inf)
+    picked = np.empty(max(count, 1), np.int32)
+    for i in range(k):
+        n = nodes[i]
+        if n < 0:
+            continue
+        got, rise = _frag_pick(
+            n,
+            node_gpus,
+            eligible,
+            cap_t,
+            cap_v,
+            used_t,
+            used_v,
+            req_t,
+            req_pct,
+            req_v,
+            count,
+            mix_t,
+            mix_pct,
+            mix_v,
+            mix_count,
+            mix_p,
+            w_t,
+            w_v,
+            picked,
+        )
+        if got == count:
+            out[i] = rise
+    return out
+
+
+@njit(cache=True)
+def frag_pick_numba(
+    node,
+    node_gpus,
+    eligible,
+    cap_t,
+    cap_v,
+    used_t,
+    used_v,
+    req_t,
+    req_pct,
+    req_v,
+    count,
+    mix_t,
+    mix_pct,
+    mix_v,
+    mix_count,
+    mix_p,
+    w_t,
+    w_v,
+):
+    """The ``count`` GPUs of ``node`` whose shares raise its expected
+    fragmentation least; empty when fewer than ``count`` fit."""
+    picked = np.empty(max(count, 1), np.int32)
+    got, _ = _frag_pick(
+        node,
+        node_gpus,
+        eligible,
+        cap_t,
+        cap_v,
+        used_t,
+        used_v,
+        req_t,
+        req_pct,
+        req_v,
+        count,
+        mix_t,
+        mix_pct,
+        mix_v,
+        mix_count,
+        mix_p,
+        w_t,
+        w_v,
+        picked,
+    )
+    if got < count:
+        return np.empty(0, np.int32)
+    return picked[:count].copy()
+
+
 def _need_tflops_numpy(req_t: float, req_pct: float, cap: np.ndarray) -> np.ndarray:
     return req_t + np.ceil(req_pct * cap - 1e-9)
 
@@ -228,6 +446,108 @@ def pick_gpus_numpy(
     return cand[order[:count]]
 
 
+def _node_frag_numpy(g, ut, uv, cap_t, cap_v, mix_t, mix_pct, mix_v, mix_count, mix_p, w_t, w_v) -> float:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        free = np.where(cap_t[g] > 0, w_t * (cap_t[g] - ut) / cap_t[g], 0.0)
+        free = free + np.where(cap_v[g] > 0, w_v * (cap_v[g] - uv) / cap_v[g], 0.0)
+    need_t = mix_t[:, None] + np.ceil(mix_pct[:, None] * cap_t[g][None, :] - 1e-9)  # [types × GPUs]
+    fit = ((cap_t[g] - ut)[None, :] >= need_t) & ((cap_v[g] - uv)[None, :] >= mix_v[:, None])
+    unfit = (free[None, :] * ~fit).sum(axis=1)
+    frag = np.where(fit.sum(axis=1) >= mix_count, unfit, free.sum())
+    return float((mix_p * frag).sum())
+
+
+def _frag_pick_numpy(
+    node, node_gpus, eligible, cap_t, cap_v, used_t, used_v, req_t, req_pct, req_v, count, mix, w_t, w_v
+) -> tuple[np.ndarray, float]:
+    row = node_gpus[node]
+    g = row[row >= 0]
+    ut, uv = used_t[g].copy(), used_v[g].copy()
+    before = current = _node_frag_numpy(g, ut, uv, cap_t, cap_v, *mix, w_t, w_v)
+    picked: list[int] = []
+    for _ in range(count):
+        best, best_frag, best_free = -1, np.inf, np.inf
+        for j in range(g.size):
+            need_t = req_t + np.ceil(req_pct * cap_t[g[j]] - 1e-9)
+            if g[j] in picked or not eligible[g[j]] or cap_t[g[j]] - ut[j] < need_t or cap_v[g[j]] - uv[j] < req_v:
+                continue
+            ut[j] += need_t
+            uv[j] += req_v
+            frag = _node_frag_numpy(g, ut, uv, cap_t, cap_v, *mix, w_t, w_v)
+            free = (w_t * (cap_t[g[j]] - ut[j]) / cap_t[g[j]] if cap_t[g[j]] > 0 else 0.0) + (
+                w_v * (cap_v[g[j]] - uv[j]) / cap_v[g[j]] if cap_v[g[j]] > 0 else 0.0
+            )
+            ut[j] -= need_t
+            uv[j] -= req_v
+            if frag < best_frag - 1e-12 or (abs(frag - best_frag) <= 1e-12 and free < best_free - 1e-12):
+                best, best_frag, best_free = j, frag, free
+        if best < 0:
+            return np.empty(0, np.int32), np.inf
+        ut[best] += req_t + np.ceil(req_pct * cap_t[g[best]] - 1e-9)
+        uv[best] += req_v
+        picked.append(int(g[best]))
+        current = best_frag
+    return np.array(picked, np.int32), current - before
+
+
+def frag_scores_numpy(
+    nodes,
+    node_gpus,
+    eligible,
+    cap_t,
+    cap_v,
+    used_t,
+    used_v,
+    req_t,
+    req_pct,
+    req_v,
+    count,
+    mix_t,
+    mix_pct,
+    mix_v,
+    mix_count,
+    mix_p,
+    w_t,
+    w_v,
+):
+    """numpy twin of :func:`frag_scores_numba`."""
+    mix = (mix_t, mix_pct, mix_v, mix_count, mix_p)
+    out = np.full(nodes.shape[0], np.inf)
+    for i, n in enumerate(nodes.tolist()):
+        if n >= 0:
+            args = (cap_t, cap_v, used_t, used_v, req_t, req_pct, req_v, count, mix, w_t, w_v)
+            picked, rise = _frag_pick_numpy(n, node_gpus, eligible, *args)
+            if picked.size == count:
+                out[i] = rise
+    return out
+
+
+def frag_pick_numpy(
+    node,
+    node_gpus,
+    eligible,
+    cap_t,
+    cap_v,
+    used_t,
+    used_v,
+    req_t,
+    req_pct,
+    req_v,
+    count,
+    mix_t,
+    mix_pct,
+    mix_v,
+    mix_count,
+    mix_p,
+    w_t,
+    w_v,
+):
+    """numpy twin of :func:`frag_pick_numba`."""
+    mix = (mix_t, mix_pct, mix_v, mix_count, mix_p)
+    args = (cap_t, cap_v, used_t, used_v, req_t, req_pct, req_v, count, mix, w_t, w_v)
+    return _frag_pick_numpy(node, node_gpus, eligible, *args)[0]
+
+
 def warm_up() -> None:
     """Compile (or load from numba's on-disk cache) every kernel, so the first
     real request does not pay for it.  Called before /readyz turns ready."""
@@ -239,3 +559,6 @@ def warm_up() -> None:
     fit_nodes_numba(nodes, node_gpus, eligible, cap, cap, used, used, 0.0, 0.0, 0.0, 1)
     score_nodes_numba(nodes, node_gpus, eligible, cap, cap, used, used, 0.3, 0.7, True)
     pick_gpus_numba(0, node_gpus, eligible, cap, cap, used, used, 0.0, 0.0, 0.0, 1, 0.3, 0.7, True)
+    mix = (np.zeros(1), np.zeros(1), np.zeros(1), np.ones(1, np.int64), np.ones(1))
+    frag_scores_numba(nodes, node_gpus, eligible, cap, cap, used, used, 0.0, 0.0, 0.0, 1, *mix, 0.3, 0.7)
+    frag_pick_numba(0, node_gpus, eligible, cap, cap, used, used, 0.0, 0.0, 0.0, 1, *mix, 0.3, 0.7)

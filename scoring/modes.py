@@ -2,7 +2,9 @@
 
 TensorFusion's names: ``CompactFirst`` fills used GPUs and nodes first,
 ``LowLoadFirst`` spreads, and the default ``NodeCompactGPULowLoad`` packs nodes
-but spreads across the GPUs within the chosen node.
+but spreads across the GPUs within the chosen node. tfsched's own
+``LeastFragmentation`` places where the cluster's expected fragmentation for
+the requests it receives rises least (FGD, in TFLOPS and VRAM; see kernels.py).
 """
 
 from __future__ import annotations
@@ -16,6 +18,12 @@ class PlacementMode(StrEnum):
     COMPACT_FIRST = "CompactFirst"
     LOW_LOAD_FIRST = "LowLoadFirst"
     NODE_COMPACT_GPU_LOW_LOAD = "NodeCompactGPULowLoad"
+    LEAST_FRAGMENTATION = "LeastFragmentation"
+
+    @property
+    def fragmentation_aware(self) -> bool:
+        """Whether nodes and GPUs are chosen by the rise in expected fragmentation."""
+        return self is PlacementMode.LEAST_FRAGMENTATION
 
     @property
     def node_compact(self) -> bool:

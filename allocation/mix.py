@@ -1,0 +1,95 @@
+"""The workload mix the fragmentation-aware mode places for: what the cluster asks.
+
+FGD scores a placement against the requests the cluster is likely to receive
+next; here those are the effective requests of the GPU pods the cache holds
+(bound and pending: an effective request carries the workload's
+recommendation or cron override, so the autoscaler's view of what a workload
+will ask is in it). Each pod counts once under its request type; the arrays
+are rebuilt only when the counts changed, from the most common types.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+
+from tfsched.clustermodel.gpurequest import GPURequest
+from tfsched.scoring.inventory import tflops_units, vram_units
+
+# Types beyond the most common ones add cost to every score and little to the estimate.
+MAX_MIX_TYPES = 32
+
+RequestType = tuple[float, float, float, int]  # per-GPU TFLOPS units, share of a GPU, VRAM units, GPU count
+
+
+def request_type(request: GPURequest) -> RequestType:
+    return (
+        tflops_units(request.tflops_request),
+        float(request.percent_request / 100.0),
+        vram_units(request.vram_request),
+        int(request.gpu_count),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class MixArrays:
+    """Kernel inputs: per type its TFLOPS, share, VRAM, count, and popularity (sums to 1)."""
+
+    tflops: np.ndarray
+    share: np.ndarray
+    vram: np.ndarray
+    count: np.ndarray
+    popularity: np.ndarray
+
+    def args(self) -> tuple[np.ndarray, ...]:
+        return (self.tflops, self.share, self.vram, self.count, self.popularity)
+
+    @classmethod
+    def of(cls, counts: Counter[RequestType], limit: int = MAX_MIX_TYPES) -> MixArrays:
+        common = counts.most_common(limit)
+        if not common:
+            return cls(*(np.zeros(0, np.float64) for _ in range(3)), np.zeros(0, np.int64), np.zeros(0, np.float64))
+        types, weights = zip(*common, strict=True)
+        t, share, v, count = (np.array(col) for col in zip(*types, strict=True))
+        w = np.array(weights, np.float64)
+        return cls(
+            t.astype(np.float64), share.astype(np.float64), v.astype(np.float64), count.astype(np.int64), w / w.sum()
+        )
+
+
+class WorkloadMix:
+    """Request types of the pods seen, by uid; ``arrays(request)`` for the kernels."""
+
+    def __init__(self) -> None:
+        self._by_uid: dict[str, RequestType] = {}
+        self._counts: Counter[RequestType] = Counter()
+        self._arrays: MixArrays | None = None
+
+    def __len__(self) -> int:
+        return len(self._by_uid)
+
+    def observe(self, uid: str, request: GPURequest | None) -> None:
+        """The pod's current request (None: it asks nothing any more, or is gone)."""
+        new = request_type(request) if request is not None else None
+        old = self._by_uid.get(uid)
+        if old == new:
+            return
+        if old is not None:
+            self._counts[old] -= 1
+            if self._counts[old] <= 0:
+                del self._counts[old]
+            del self._by_uid[uid]
+        if new is not None:
+            self._by_uid[uid] = new
+            self._counts[new] += 1
+        self._arrays = None
+
+    def arrays(self, request: GPURequest) -> MixArrays:
+        """The mix; with no pods seen yet, the request being placed stands for it."""
+        if not self._counts:
+            return MixArrays.of(Counter({request_type(request): 1}))
+        if self._arrays is None:
+            self._arrays = MixArrays.of(self._counts)
+        return self._arrays
