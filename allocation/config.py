@@ -42,6 +42,11 @@ class SchedulingConfig(BaseModel):
             raise ValueError("vramWeight and tflopsWeight must add up to 1")
         return self
 
+    @property
+    def needs_all_pods(self) -> bool:
+        """A fragmentation-aware mode weighs each node's CPU and memory: every pod's requests count."""
+        return any(m.fragmentation_aware for m in (self.placement_mode, *self.pool_placement_modes.values()))
+
     def mode_for(self, pool: str) -> PlacementMode:
         return self.pool_placement_modes.get(pool, self.placement_mode) if pool else self.placement_mode
 

@@ -231,6 +231,7 @@ class Ledger:
         mode: PlacementMode,
         weights: tuple[float, float] = (DEFAULT_TFLOPS_WEIGHT, DEFAULT_VRAM_WEIGHT),
         mix: MixArrays | None = None,
+        cpu_mem: tuple[float, float] = (0.0, 0.0),
     ) -> Allocation:
         """Check the request against the node *now* and reserve the GPUs it picks.
 
@@ -257,7 +258,10 @@ class Ledger:
             int(request.gpu_count),
         )
         if mode.fragmentation_aware and mix is not None:
-            picked = frag_pick_numba(*args, *mix.args(), float(weights[0]), float(weights[1]))
+            # The node's free CPU and memory, which the kernel takes the pod's own off (it is not bound yet).
+            free_cpu, free_mem = inv.free_cpu_mem()
+            frag_args = (*args[:7], free_cpu, free_mem, *args[7:], *cpu_mem, *mix.args())
+            picked = frag_pick_numba(*frag_args, float(weights[0]), float(weights[1]))
         else:
             picked = pick_gpus_numba(*args, float(weights[0]), float(weights[1]), bool(mode.gpu_compact))
         if picked.size < request.gpu_count:

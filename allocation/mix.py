@@ -21,41 +21,52 @@ from tfsched.scoring.inventory import tflops_units, vram_units
 # Types beyond the most common ones add cost to every score and little to the estimate.
 MAX_MIX_TYPES = 32
 
-RequestType = tuple[float, float, float, int]  # per-GPU TFLOPS units, share of a GPU, VRAM units, GPU count
+# Per-GPU TFLOPS units, share of a GPU, VRAM units, GPU count; and the pod's milli-CPU and memory bytes.
+RequestType = tuple[float, float, float, int, float, float]
 
 
-def request_type(request: GPURequest) -> RequestType:
+def request_type(request: GPURequest, cpu: float = 0.0, mem: float = 0.0) -> RequestType:
     return (
         tflops_units(request.tflops_request),
         float(request.percent_request / 100.0),
         vram_units(request.vram_request),
         int(request.gpu_count),
+        float(cpu),
+        float(mem),
     )
 
 
 @dataclass(frozen=True, slots=True)
 class MixArrays:
-    """Kernel inputs: per type its TFLOPS, share, VRAM, count, and popularity (sums to 1)."""
+    """Kernel inputs: per type its TFLOPS, share, VRAM, count, CPU, memory and
+    popularity (sums to 1)."""
 
     tflops: np.ndarray
     share: np.ndarray
     vram: np.ndarray
     count: np.ndarray
+    cpu: np.ndarray
+    mem: np.ndarray
     popularity: np.ndarray
 
     def args(self) -> tuple[np.ndarray, ...]:
-        return (self.tflops, self.share, self.vram, self.count, self.popularity)
+        return (self.tflops, self.share, self.vram, self.count, self.cpu, self.mem, self.popularity)
 
     @classmethod
     def of(cls, counts: Counter[RequestType], limit: int = MAX_MIX_TYPES) -> MixArrays:
         common = counts.most_common(limit)
-        if not common:
-            return cls(*(np.zeros(0, np.float64) for _ in range(3)), np.zeros(0, np.int64), np.zeros(0, np.float64))
-        types, weights = zip(*common, strict=True)
-        t, share, v, count = (np.array(col) for col in zip(*types, strict=True))
+        types, weights = zip(*common, strict=True) if common else ((), ())
+        cols = [np.array(col) for col in zip(*types, strict=True)] if types else [np.zeros(0)] * 6
+        t, share, v, count, cpu, mem = cols
         w = np.array(weights, np.float64)
         return cls(
-            t.astype(np.float64), share.astype(np.float64), v.astype(np.float64), count.astype(np.int64), w / w.sum()
+            t.astype(np.float64),
+            share.astype(np.float64),
+            v.astype(np.float64),
+            count.astype(np.int64),
+            cpu.astype(np.float64),
+            mem.astype(np.float64),
+            w / w.sum() if w.size else w,
         )
 
 
@@ -70,9 +81,9 @@ class WorkloadMix:
     def __len__(self) -> int:
         return len(self._by_uid)
 
-    def observe(self, uid: str, request: GPURequest | None) -> None:
-        """The pod's current request (None: it asks nothing any more, or is gone)."""
-        new = request_type(request) if request is not None else None
+    def observe(self, uid: str, request: GPURequest | None, cpu: float = 0.0, mem: float = 0.0) -> None:
+        """The pod's current GPU request and CPU/memory (None: it asks no GPU, or is gone)."""
+        new = request_type(request, cpu, mem) if request is not None else None
         old = self._by_uid.get(uid)
         if old == new:
             return
@@ -86,10 +97,16 @@ class WorkloadMix:
             self._counts[new] += 1
         self._arrays = None
 
-    def arrays(self, request: GPURequest) -> MixArrays:
+    def arrays(self, request: GPURequest, cpu: float = 0.0, mem: float = 0.0) -> MixArrays:
         """The mix; with no pods seen yet, the request being placed stands for it."""
         if not self._counts:
-            return MixArrays.of(Counter({request_type(request): 1}))
+            return MixArrays.of(Counter({request_type(request, cpu, mem): 1}))
+        if self._arrays is None:
+            self._arrays = MixArrays.of(self._counts)
+        return self._arrays
+
+    def arrays_or_empty(self) -> MixArrays:
+        """The mix as it is (no stand-in): for a pod without GPUs, which is no GPU request type."""
         if self._arrays is None:
             self._arrays = MixArrays.of(self._counts)
         return self._arrays

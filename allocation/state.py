@@ -14,6 +14,7 @@ from tfsched.allocation.audit import GPU_OVERCOMMITTED, Drift
 from tfsched.allocation.config import SchedulingConfig
 from tfsched.allocation.ledger import Ledger
 from tfsched.allocation.mix import WorkloadMix
+from tfsched.allocation.noderesources import TERMINAL, NodeResources, node_cpu_mem, pod_cpu_mem
 from tfsched.clustermodel import annotations as ann
 from tfsched.clustermodel.cache import ClusterCache, EventType, Kind, Obj
 from tfsched.clustermodel.gpurequest import (
@@ -85,6 +86,7 @@ class ClusterState:
         self.ledger = Ledger(self.inventory)
         # What the cluster asks, for the fragmentation-aware mode (allocation/mix.py).
         self.mix = WorkloadMix()
+        self.node_resources = NodeResources(self.inventory)
         self.cache.subscribe(Kind.NODE, self._on_node)
         self.cache.subscribe(Kind.GPU, self._on_gpu)
         self.cache.subscribe(Kind.POD, self._on_pod)
@@ -96,6 +98,8 @@ class ClusterState:
 
     def _on_node(self, event: EventType, obj: Obj, old: Obj | None) -> None:
         name = (obj.get("metadata") or {}).get("name", "")
+        if name and isinstance(name, str):
+            self.node_resources.set_node(name, None if event is EventType.DELETED else node_cpu_mem(obj))
         if name:
             self.inventory.set_node_present(name, event is not EventType.DELETED)
 
@@ -119,9 +123,11 @@ class ClusterState:
         if event is EventType.DELETED:
             self.ledger.forget_pod(uid)
             self.mix.observe(uid, None)
+            self.node_resources.observe_pod(uid, None)
             self.problems.resolved(PROBLEM_POD, obj)
             return
-        self.mix.observe(uid, self._asking(obj))
+        self.node_resources.observe_pod(uid, obj)
+        self.mix.observe(uid, self._asking(obj), *pod_cpu_mem(obj))
         problem = self.ledger.observe_pod(obj)
         if problem is None:
             self.problems.resolved(PROBLEM_POD, obj)
@@ -129,9 +135,16 @@ class ClusterState:
             meta = obj.get("metadata") or {}
             log.warning("pod %s/%s: %s", meta.get("namespace"), meta.get("name"), problem.message)
 
+    def keeps_pod(self, pod: Obj) -> bool:
+        """Which pods the cache takes in: GPU pods; every pod when a fragmentation-aware
+        mode needs each node's CPU and memory."""
+        return self.config.needs_all_pods or keep_pod(pod)
+
     def _asking(self, pod: Obj) -> GPURequest | None:
         """What a pod asks while it runs or waits (None once finished, or unreadable)."""
-        if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+        if (pod.get("status") or {}).get("phase") in TERMINAL or not is_gpu_pod(
+            (pod.get("metadata") or {}).get("annotations")
+        ):
             return None
         try:
             return self.effective_request(pod)
@@ -163,7 +176,7 @@ class ClusterState:
         for kind in (Kind.NODE, Kind.GPU, Kind.WORKLOAD, Kind.WORKLOAD_PROFILE, Kind.POD):
             items = objects.get(kind, [])
             if kind is Kind.POD:
-                items = [p for p in items if keep_pod(p)]
+                items = [p for p in items if self.keeps_pod(p)]
             self.cache.replace(kind, items)
 
     def repair(self, drift: Drift) -> None:

@@ -168,14 +168,17 @@ class Extender:
         return orjson.loads(raw)
 
 
-def pod_object(pod: TracePod) -> dict:
-    annotations = {
-        ann.TFLOPS_REQUEST: str(pod.gpu_milli),
-        ann.VRAM_REQUEST: f"{pod.gpu_milli}Mi",
-        ann.GPU_COUNT: str(pod.gpus),
-    }
+def pod_object(pod: TracePod, node: str = "") -> dict:
+    annotations = {}
+    if pod.gpus:
+        annotations = {
+            ann.TFLOPS_REQUEST: str(pod.gpu_milli),
+            ann.VRAM_REQUEST: f"{pod.gpu_milli}Mi",
+            ann.GPU_COUNT: str(pod.gpus),
+        }
     if pod.models:
         annotations[ann.GPU_MODEL] = ",".join(pod.models)
+    limits = {ann.MANAGED_RESOURCE: "1"} if pod.gpus else {}
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -187,12 +190,13 @@ def pod_object(pod: TracePod) -> dict:
                     "name": "main",
                     "resources": {
                         "requests": {"cpu": f"{pod.cpu}m", "memory": f"{pod.memory}Mi"},
-                        "limits": {ann.MANAGED_RESOURCE: "1"},
+                        "limits": limits,
                     },
                 }
             ],
+            **({"nodeName": node} if node else {}),
         },
-        "status": {"phase": "Pending"},
+        "status": {"phase": "Running" if node else "Pending"},
     }
 
 
@@ -217,7 +221,9 @@ class Run:
     latency: dict[str, list[float]] = field(default_factory=dict)
 
 
-def replay(nodes: list[TraceNode], pods: list[TracePod], mode: str, seed: int, work: Path) -> Run:
+def replay(
+    nodes: list[TraceNode], pods: list[TracePod], mode: str, seed: int, work: Path, cpu_pods: str = "kube"
+) -> Run:
     capacity = sum(n.gpus for n in nodes) * GPU_MILLI
     config = work / f"tfsched-{mode}.yaml"
     config.write_text(json.dumps({"scheduling": {"placementMode": mode}, "autoscaling": {"enabled": False}}))
@@ -238,7 +244,7 @@ def replay(nodes: list[TraceNode], pods: list[TracePod], mode: str, seed: int, w
         started = time.perf_counter()
         for pod in arrivals(pods, capacity, seed):
             arrived += pod.gpu_request
-            node = place(pod, kube, extender, rng)
+            node = place(pod, kube, extender, rng, cpu_pods)
             if node is None:
                 run.dropped += 1
             else:
@@ -254,11 +260,22 @@ def replay(nodes: list[TraceNode], pods: list[TracePod], mode: str, seed: int, w
         processes.stop(server)
 
 
-def place(pod: TracePod, kube: KubeResources, extender: Extender, rng: np.random.Generator) -> int | None:
+def place(
+    pod: TracePod, kube: KubeResources, extender: Extender, rng: np.random.Generator, cpu_pods: str = "kube"
+) -> int | None:
+    """One pod the way kube-scheduler places it. ``cpu_pods``: ``kube`` — a pod without GPUs
+    never reaches tfsched (managedResources); ``extender`` — tfsched scores it too (a second
+    extender entry with only prioritize and no managedResources, same weight)."""
     candidates = kube.feasible(pod)
     if candidates.size == 0:
         return None
     scores = kube.scores(candidates, pod)
+    if not pod.gpus and cpu_pods == "extender":
+        obj = pod_object(pod)
+        names = [kube.names[i] for i in candidates]
+        priorities = extender.post("/prioritize", {"Pod": obj, "NodeNames": names, "Nodes": None})
+        by_name = {p["Host"]: p["Score"] for p in priorities}
+        scores = scores + np.array([by_name[n] for n in names], np.int64) * EXTENDER_WEIGHT * EXTENDER_SCALE
     if pod.gpus:
         obj = pod_object(pod)
         extender.post("/debug/objects", {"items": [obj]})
@@ -281,6 +298,8 @@ def place(pod: TracePod, kube: KubeResources, extender: Extender, rng: np.random
         )
         if bound.get("Error"):
             raise RuntimeError(f"bind {pod.name}: {bound['Error']}")
+    else:  # bound by kube-scheduler itself; tfsched's informer would see it, with its CPU and memory
+        extender.post("/debug/objects", {"items": [pod_object(pod, kube.names[choice])]})
     kube.place(choice, pod)
     return choice
 
@@ -304,6 +323,12 @@ def main() -> None:
     parser.add_argument("--seeds", default="42-51", help="a range a-b or a comma-separated list")
     parser.add_argument("--modes", default="all", help="comma-separated placement modes, or all")
     parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument(
+        "--cpu-pods",
+        choices=("kube", "extender"),
+        default="kube",
+        help="who scores pods without GPUs: kube-scheduler alone, or tfsched too (see place())",
+    )
     parser.add_argument("--json", type=Path, help="write every run's figures here")
     args = parser.parse_args()
     lo, _, hi = args.seeds.partition("-")
@@ -322,7 +347,7 @@ def main() -> None:
         snapshot(nodes, work / "nodes.json")
         for mode in modes:
             for seed in seeds:
-                run = replay(nodes, pods, mode, seed, work)
+                run = replay(nodes, pods, mode, seed, work, args.cpu_pods)
                 runs.append(run)
                 print(
                     f"  {mode:<24} seed {seed}: {run.allocated[100]:.2f} % at 100 %, "
@@ -337,6 +362,8 @@ def main() -> None:
     for policy, row in published(args.trace).items():
         table[f"published {policy}"] = row
     print(f"\nGPU capacity allocated (%), median of {len(seeds)} shuffles, at % of capacity arrived")
+    scorer = "kube-scheduler and tfsched" if args.cpu_pods == "extender" else "kube-scheduler"
+    print(f"(pods without GPUs scored by: {scorer})")
     print(f"{'policy':<38}" + "".join(f"{k:>7}" for k in REPORT_AT))
     for name, row in table.items():
         print(f"{name:<38}" + "".join(f"{row[k]:7.2f}" for k in REPORT_AT))

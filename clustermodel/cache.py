@@ -80,10 +80,26 @@ def slim_gpu(gpu: Obj) -> Obj:
     }
 
 
+def _slim_containers(containers: Any) -> list[Obj]:
+    """Of each container, only its CPU and memory requests (what NodeResourcesFit counts)."""
+    out: list[Obj] = []
+    for c in containers if isinstance(containers, list) else []:
+        resources = c.get("resources") if isinstance(c, dict) else None
+        requests = resources.get("requests") if isinstance(resources, dict) else None
+        kept = {k: requests[k] for k in ("cpu", "memory") if k in requests} if isinstance(requests, dict) else {}
+        out.append({"resources": {"requests": kept}} if kept else {})
+    return out
+
+
 def slim_pod(pod: Obj) -> Obj:
-    """Pods keep annotations, owners and where they run; not their containers."""
+    """Pods keep annotations, owners, where they run and their CPU and memory
+    requests; not the rest of their containers."""
     meta = _slim_meta(pod.get("metadata") or {}, "annotations", "ownerReferences", "deletionTimestamp")
     spec = {k: v for k, v in (pod.get("spec") or {}).items() if k in ("nodeName", "schedulerName", "nodeSelector")}
+    for key in ("containers", "initContainers"):
+        containers = _slim_containers((pod.get("spec") or {}).get(key))
+        if any(containers):
+            spec[key] = containers
     # Bind checks the pod's required node affinity as kube-scheduler would.
     affinity = ((pod.get("spec") or {}).get("affinity") or {}).get("nodeAffinity") or {}
     required = affinity.get("requiredDuringSchedulingIgnoredDuringExecution")

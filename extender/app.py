@@ -18,6 +18,7 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from tfsched.allocation.noderesources import pod_cpu_mem
 from tfsched.allocation.state import ClusterState
 from tfsched.clustermodel.gpurequest import RequestError, is_gpu_pod
 from tfsched.extender import wire
@@ -162,12 +163,18 @@ async def handle_filter(request: web.Request, body: bytes) -> web.Response:
 async def handle_prioritize(request: web.Request, body: bytes) -> web.Response:
     args = wire.parse_scheduling_args(body)
     meta = args.pod.get("metadata") or {}
+    state = request.app[STATE_KEY]
     if not is_gpu_pod(meta.get("annotations")):
-        return _json(wire.priority_result(args.names, np.zeros(len(args.names), np.int64)))
+        if not state.config.needs_all_pods or _untrusted(request, "prioritize"):
+            return _json(wire.priority_result(args.names, np.zeros(len(args.names), np.int64)))
+        # The fragmentation-aware mode scores pods without GPUs too: by what their CPU would strand.
+        node_list = request.app[NODE_LISTS_KEY].lookup(body, args.names) if args.nodes is None else None
+        indices = node_list.indices if node_list else None
+        scores = score_nodes(state, None, args.names, indices, pod_cpu_mem(args.pod))
+        return _json(wire.priority_result(args.names, scores, node_list))
     why = _untrusted(request, "prioritize")
     if why:
         return _json(orjson.dumps({"error": f"tfsched cannot score GPU pods yet: {why}"}), status=503)
-    state = request.app[STATE_KEY]
     try:
         gpu_request = state.effective_request(args.pod)
     except RequestError as exc:
@@ -178,7 +185,8 @@ async def handle_prioritize(request: web.Request, body: bytes) -> web.Response:
         if unknown:
             more = " ..." if len(unknown) > 5 else ""
             raise wire.WireError(f"unknown node(s): {', '.join(unknown[:5])}{more}")
-    scores = score_nodes(state, gpu_request, args.names, node_list.indices if node_list else None)
+    indices = node_list.indices if node_list else None
+    scores = score_nodes(state, gpu_request, args.names, indices, pod_cpu_mem(args.pod))
     return _json(wire.priority_result(args.names, scores, node_list))
 
 

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from tfsched.allocation.config import DEFAULT_SCHEDULER
 from tfsched.allocation.ledger import NoFit
+from tfsched.allocation.noderesources import pod_cpu_mem
 from tfsched.allocation.state import ClusterState
 from tfsched.clustermodel import annotations as ann
 from tfsched.clustermodel.cache import EventType, Kind, Obj
@@ -198,8 +199,11 @@ class Binder:
             raise BindError(str(exc)) from None
         mode = state.config.mode_for(effective.pool)
         try:
-            mix = state.mix.arrays(effective) if mode.fragmentation_aware else None
-            alloc = ledger.reserve(uid, f"{namespace}/{name}", node, effective, mode, state.config.weights, mix)
+            cpu_mem = pod_cpu_mem(pod)
+            mix = state.mix.arrays(effective, *cpu_mem) if mode.fragmentation_aware else None
+            alloc = ledger.reserve(
+                uid, f"{namespace}/{name}", node, effective, mode, state.config.weights, mix, cpu_mem
+            )
         except NoFit as exc:
             raise BindError(str(exc)) from None
         try:

@@ -145,7 +145,11 @@ def filter_nodes(
 
 
 def score_nodes(
-    state: ClusterState, request: GPURequest, names: Sequence[str], nodes: np.ndarray | None = None
+    state: ClusterState,
+    request: GPURequest | None,
+    names: Sequence[str],
+    nodes: np.ndarray | None = None,
+    cpu_mem: tuple[float, float] = (0.0, 0.0),
 ) -> np.ndarray:
     """Scores 0–10 in the order of ``names``.
 
@@ -153,15 +157,19 @@ def score_nodes(
     GPUs for compact modes, free share for low-load); these are stretched
     min–max over the candidates so the preference survives kube-scheduler's
     integer scale even when every node is nearly empty.  Equal nodes all
-    score the same.
+    score the same.  ``request`` None: a pod without GPUs, which only the
+    fragmentation-aware mode scores (by what its CPU and memory ``cpu_mem``
+    would strand); the other modes give every node 0.
     """
     inv = state.inventory
-    mode: PlacementMode = state.config.mode_for(request.pool)
+    mode: PlacementMode = state.config.mode_for(request.pool if request is not None else "")
     w_t, w_v = state.config.weights
     if nodes is None:
         nodes = inv.node_indices(list(names))
     if mode.fragmentation_aware:
-        return _least_fragmentation_scores(state, request, nodes, float(w_t), float(w_v))
+        return _least_fragmentation_scores(state, request, nodes, float(w_t), float(w_v), cpu_mem)
+    if request is None:
+        return np.zeros(len(names), np.int64)
     raw = score_nodes_numba(nodes, *_kernel_args(state, request), float(w_t), float(w_v), bool(mode.node_compact))
     if raw.size == 0:
         return np.zeros(0, np.int64)
@@ -171,21 +179,42 @@ def score_nodes(
     return np.rint((raw - low) * (MAX_SCORE / (high - low))).astype(np.int64)
 
 
-def _least_fragmentation_scores(
-    state: ClusterState, request: GPURequest, nodes: np.ndarray, w_t: float, w_v: float
-) -> np.ndarray:
-    """0–10, highest where the pod raises its node's expected fragmentation least;
-    stretched min–max like the other modes; a node it does not fit scores 0."""
-    rise = frag_scores_numba(
-        nodes,
-        *_kernel_args(state, request),
+def frag_request_args(state: ClusterState, request: GPURequest | None, cpu_mem: tuple[float, float]) -> tuple:
+    """The fragmentation kernels' per-node and per-pod inputs between the GPU arrays and the mix."""
+    inv = state.inventory
+    free_cpu, free_mem = inv.free_cpu_mem()
+    if request is None:  # no GPU: it takes CPU and memory only
+        return (inv.usable, inv.cap_t, inv.cap_v, inv.used_t, inv.used_v, free_cpu, free_mem, 0.0, 0.0, 0.0, 0)
+    eligible = inv.eligible_mask(request.gpu_models, request.vendor, request.pool, request.gpu_indices)
+    return (
+        eligible,
+        inv.cap_t,
+        inv.cap_v,
+        inv.used_t,
+        inv.used_v,
+        free_cpu,
+        free_mem,
         tflops_units(request.tflops_request),
         float(request.percent_request / 100.0),
         vram_units(request.vram_request),
         int(request.gpu_count),
-        *state.mix.arrays(request).args(),
-        w_t,
-        w_v,
+    )
+
+
+def _least_fragmentation_scores(
+    state: ClusterState,
+    request: GPURequest | None,
+    nodes: np.ndarray,
+    w_t: float,
+    w_v: float,
+    cpu_mem: tuple[float, float],
+) -> np.ndarray:
+    """0–10, highest where the pod raises its node's expected fragmentation least;
+    stretched min–max like the other modes; a node it does not fit scores 0."""
+    inv = state.inventory
+    mix = state.mix.arrays(request, *cpu_mem) if request is not None else state.mix.arrays_or_empty()
+    rise = frag_scores_numba(
+        nodes, inv.node_gpus, *frag_request_args(state, request, cpu_mem), *cpu_mem, *mix.args(), w_t, w_v
     )
     fits = np.isfinite(rise)
     if not fits.any():

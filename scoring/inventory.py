@@ -78,6 +78,12 @@ class Inventory:
         self.device_index = np.full(gpu_capacity, -1, np.int32)
         self.node_gpus = np.full((node_capacity, slots), -1, np.int32)
         self.node_present = np.zeros(node_capacity, np.bool_)
+        # CPU (milli) and memory (bytes) per node: allocatable (inf while unknown), and what
+        # the pods bound there request (kept only for the fragmentation-aware mode).
+        self.node_alloc_cpu = np.full(node_capacity, np.inf)
+        self.node_alloc_mem = np.full(node_capacity, np.inf)
+        self.node_used_cpu = np.zeros(node_capacity, np.float64)
+        self.node_used_mem = np.zeros(node_capacity, np.float64)
         self.gpu_index: dict[str, int] = {}
         self.gpu_names: list[str | None] = []
         self.node_index: dict[str, int] = {}
@@ -100,9 +106,17 @@ class Inventory:
                 grown[:idx] = self.node_gpus
                 self.node_gpus = grown
                 self.node_present = np.concatenate([self.node_present, np.zeros(idx, np.bool_)])
+                self.node_alloc_cpu = np.concatenate([self.node_alloc_cpu, np.full(idx, np.inf)])
+                self.node_alloc_mem = np.concatenate([self.node_alloc_mem, np.full(idx, np.inf)])
+                self.node_used_cpu = np.concatenate([self.node_used_cpu, np.zeros(idx)])
+                self.node_used_mem = np.concatenate([self.node_used_mem, np.zeros(idx)])
             self.node_names.append(name)
             self.node_index[name] = idx
         return idx
+
+    def free_cpu_mem(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per node index: CPU (milli) and memory (bytes) not requested by its pods."""
+        return self.node_alloc_cpu - self.node_used_cpu, self.node_alloc_mem - self.node_used_mem
 
     def set_node_present(self, name: str, present: bool) -> None:
         """Whether a Node object exists for ``name`` (GPU objects may arrive first)."""

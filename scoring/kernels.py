@@ -168,34 +168,48 @@ def pick_gpus_numba(
 #
 # A workload mix is what the cluster is likely to be asked next: request types
 # (per-GPU TFLOPS absolute ``mix_t`` or a share ``mix_pct`` of the GPU, VRAM
-# ``mix_v``, GPU count ``mix_count``) and their popularity ``mix_p`` (sums to 1).
-# A GPU's free room counts in one measure, its weighted free share
-# w_t·free_t/cap_t + w_v·free_v/cap_v (0–1 of a GPU). For one type, a node's
-# fragmentation is the free room it cannot use: that of its GPUs the type does
-# not fit on, or all of it when fewer than ``count`` GPUs fit. The expected
-# fragmentation is the popularity-weighted sum over types. A placement is scored
-# by how much it *raises* the expected fragmentation of its node (lower is better).
+# ``mix_v``, GPU count ``mix_count``, the pod's CPU ``mix_cpu`` and memory
+# ``mix_mem``) and their popularity ``mix_p`` (sums to 1). A GPU's free room
+# counts in one measure, its weighted free share w_t·free_t/cap_t +
+# w_v·free_v/cap_v (0–1 of a GPU). For one type, a node's fragmentation is the
+# free room it cannot use: all of it when the node lacks the type's CPU or
+# memory or fewer than ``count`` of its GPUs fit the type, else that of the GPUs
+# the type does not fit on. The expected fragmentation is the popularity-weighted
+# sum over types. A placement is scored by how much it *raises* the expected
+# fragmentation of its node (lower is better). ``free_cpu``/``free_mem`` are per
+# node index; a pod with ``count`` 0 (no GPU) only takes CPU and memory.
 
 
 @njit(cache=True)
-def _node_frag(gpus, m_gpus, cap_t, cap_v, ut, uv, mix_t, mix_pct, mix_v, mix_count, mix_p, w_t, w_v):
-    """Expected fragmentation of the ``m_gpus`` GPUs in ``gpus`` with used TFLOPS/VRAM ``ut``/``uv``."""
+def _node_frag(
+    gpus, m_gpus, cap_t, cap_v, ut, uv, fc, fm, mix_t, mix_pct, mix_v, mix_count, mix_cpu, mix_mem, mix_p, w_t, w_v
+):
+    """Expected fragmentation of the ``m_gpus`` GPUs in ``gpus`` with used
+    TFLOPS/VRAM ``ut``/``uv``, on a node with ``fc`` CPU and ``fm`` memory free."""
+    free_all = 0.0
+    for j in range(m_gpus):
+        g = gpus[j]
+        if cap_t[g] > 0:
+            free_all += w_t * (cap_t[g] - ut[j]) / cap_t[g]
+        if cap_v[g] > 0:
+            free_all += w_v * (cap_v[g] - uv[j]) / cap_v[g]
     total = 0.0
     for k in range(mix_p.shape[0]):
+        if fc < mix_cpu[k] or fm < mix_mem[k]:
+            total += mix_p[k] * free_all
+            continue
         n_fit = 0
         unfit = 0.0
-        free_all = 0.0
         for j in range(m_gpus):
             g = gpus[j]
-            free = 0.0
-            if cap_t[g] > 0:
-                free += w_t * (cap_t[g] - ut[j]) / cap_t[g]
-            if cap_v[g] > 0:
-                free += w_v * (cap_v[g] - uv[j]) / cap_v[g]
-            free_all += free
             if cap_t[g] - ut[j] >= _need_tflops(mix_t[k], mix_pct[k], cap_t[g]) and cap_v[g] - uv[j] >= mix_v[k]:
                 n_fit += 1
             else:
+                free = 0.0
+                if cap_t[g] > 0:
+                    free += w_t * (cap_t[g] - ut[j]) / cap_t[g]
+                if cap_v[g] > 0:
+                    free += w_v * (cap_v[g] - uv[j]) / cap_v[g]
                 unfit += free
         total += mix_p[k] * (unfit if n_fit >= mix_count[k] else free_all)
     return total
@@ -210,14 +224,20 @@ def _frag_pick(
     cap_v,
     used_t,
     used_v,
+    free_cpu,
+    free_mem,
     req_t,
     req_pct,
     req_v,
     count,
+    req_cpu,
+    req_mem,
     mix_t,
     mix_pct,
     mix_v,
     mix_count,
+    mix_cpu,
+    mix_mem,
     mix_p,
     w_t,
     w_v,
@@ -225,7 +245,8 @@ def _frag_pick(
 ):
     """Greedy: ``count`` times, the GPU whose share raises the node's expected
     fragmentation least (ties: fullest, then inventory order). Fills ``picked``;
-    returns (GPUs picked, rise in expected fragmentation)."""
+    returns (GPUs picked, rise in expected fragmentation); (-1, inf) when the
+    node lacks the pod's CPU or memory."""
     slots = node_gpus.shape[1]
     gpus = np.empty(slots, np.int32)
     ut = np.empty(slots, np.float64)
@@ -240,8 +261,15 @@ def _frag_pick(
         ut[m] = used_t[g]
         uv[m] = used_v[g]
         m += 1
-    before = _node_frag(gpus, m, cap_t, cap_v, ut, uv, mix_t, mix_pct, mix_v, mix_count, mix_p, w_t, w_v)
-    current = before
+    fc = free_cpu[n]
+    fm = free_mem[n]
+    mix = (mix_t, mix_pct, mix_v, mix_count, mix_cpu, mix_mem, mix_p)
+    before = _node_frag(gpus, m, cap_t, cap_v, ut, uv, fc, fm, *mix, w_t, w_v)
+    fc -= req_cpu
+    fm -= req_mem
+    if fc < 0 or fm < 0:
+        return -1, np.inf
+    current = _node_frag(gpus, m, cap_t, cap_v, ut, uv, fc, fm, *mix, w_t, w_v)
     for c in range(count):
         best = -1
         best_frag = np.inf
@@ -255,7 +283,7 @@ def _frag_pick(
                 continue
             ut[j] += need_t
             uv[j] += req_v
-            frag = _node_frag(gpus, m, cap_t, cap_v, ut, uv, mix_t, mix_pct, mix_v, mix_count, mix_p, w_t, w_v)
+            frag = _node_frag(gpus, m, cap_t, cap_v, ut, uv, fc, fm, *mix, w_t, w_v)
             free = 0.0  # the GPU's free share after it: fuller wins a tie
             if cap_t[g] > 0:
                 free += w_t * (cap_t[g] - ut[j]) / cap_t[g]
@@ -285,14 +313,20 @@ def frag_scores_numba(
     cap_v,
     used_t,
     used_v,
+    free_cpu,
+    free_mem,
     req_t,
     req_pct,
     req_v,
     count,
+    req_cpu,
+    req_mem,
     mix_t,
     mix_pct,
     mix_v,
     mix_count,
+    mix_cpu,
+    mix_mem,
     mix_p,
     w_t,
     w_v,
@@ -314,14 +348,20 @@ def frag_scores_numba(
             cap_v,
             used_t,
             used_v,
+            free_cpu,
+            free_mem,
             req_t,
             req_pct,
             req_v,
             count,
+            req_cpu,
+            req_mem,
             mix_t,
             mix_pct,
             mix_v,
             mix_count,
+            mix_cpu,
+            mix_mem,
             mix_p,
             w_t,
             w_v,
@@ -341,14 +381,20 @@ def frag_pick_numba(
     cap_v,
     used_t,
     used_v,
+    free_cpu,
+    free_mem,
     req_t,
     req_pct,
     req_v,
     count,
+    req_cpu,
+    req_mem,
     mix_t,
     mix_pct,
     mix_v,
     mix_count,
+    mix_cpu,
+    mix_mem,
     mix_p,
     w_t,
     w_v,
@@ -364,14 +410,20 @@ def frag_pick_numba(
         cap_v,
         used_t,
         used_v,
+        free_cpu,
+        free_mem,
         req_t,
         req_pct,
         req_v,
         count,
+        req_cpu,
+        req_mem,
         mix_t,
         mix_pct,
         mix_v,
         mix_count,
+        mix_cpu,
+        mix_mem,
         mix_p,
         w_t,
         w_v,
@@ -446,24 +498,32 @@ def pick_gpus_numpy(
     return cand[order[:count]]
 
 
-def _node_frag_numpy(g, ut, uv, cap_t, cap_v, mix_t, mix_pct, mix_v, mix_count, mix_p, w_t, w_v) -> float:
+def _node_frag_numpy(g, ut, uv, fc, fm, cap_t, cap_v, mix, w_t, w_v) -> float:
+    mix_t, mix_pct, mix_v, mix_count, mix_cpu, mix_mem, mix_p = mix
     with np.errstate(divide="ignore", invalid="ignore"):
         free = np.where(cap_t[g] > 0, w_t * (cap_t[g] - ut) / cap_t[g], 0.0)
         free = free + np.where(cap_v[g] > 0, w_v * (cap_v[g] - uv) / cap_v[g], 0.0)
     need_t = mix_t[:, None] + np.ceil(mix_pct[:, None] * cap_t[g][None, :] - 1e-9)  # [types × GPUs]
     fit = ((cap_t[g] - ut)[None, :] >= need_t) & ((cap_v[g] - uv)[None, :] >= mix_v[:, None])
     unfit = (free[None, :] * ~fit).sum(axis=1)
-    frag = np.where(fit.sum(axis=1) >= mix_count, unfit, free.sum())
+    usable = (fit.sum(axis=1) >= mix_count) & (fc >= mix_cpu) & (fm >= mix_mem)
+    frag = np.where(usable, unfit, free.sum())
     return float((mix_p * frag).sum())
 
 
 def _frag_pick_numpy(
-    node, node_gpus, eligible, cap_t, cap_v, used_t, used_v, req_t, req_pct, req_v, count, mix, w_t, w_v
-) -> tuple[np.ndarray, float]:
+    node, node_gpus, eligible, cap_t, cap_v, used_t, used_v, free_cpu, free_mem, request, mix, w_t, w_v
+):
+    req_t, req_pct, req_v, count, req_cpu, req_mem = request
     row = node_gpus[node]
     g = row[row >= 0]
     ut, uv = used_t[g].copy(), used_v[g].copy()
-    before = current = _node_frag_numpy(g, ut, uv, cap_t, cap_v, *mix, w_t, w_v)
+    fc, fm = free_cpu[node], free_mem[node]
+    before = _node_frag_numpy(g, ut, uv, fc, fm, cap_t, cap_v, mix, w_t, w_v)
+    fc, fm = fc - req_cpu, fm - req_mem
+    if fc < 0 or fm < 0:
+        return np.empty(0, np.int32), np.inf
+    current = _node_frag_numpy(g, ut, uv, fc, fm, cap_t, cap_v, mix, w_t, w_v)
     picked: list[int] = []
     for _ in range(count):
         best, best_frag, best_free = -1, np.inf, np.inf
@@ -473,7 +533,7 @@ def _frag_pick_numpy(
                 continue
             ut[j] += need_t
             uv[j] += req_v
-            frag = _node_frag_numpy(g, ut, uv, cap_t, cap_v, *mix, w_t, w_v)
+            frag = _node_frag_numpy(g, ut, uv, fc, fm, cap_t, cap_v, mix, w_t, w_v)
             free = (w_t * (cap_t[g[j]] - ut[j]) / cap_t[g[j]] if cap_t[g[j]] > 0 else 0.0) + (
                 w_v * (cap_v[g[j]] - uv[j]) / cap_v[g[j]] if cap_v[g[j]] > 0 else 0.0
             )
@@ -498,26 +558,33 @@ def frag_scores_numpy(
     cap_v,
     used_t,
     used_v,
+    free_cpu,
+    free_mem,
     req_t,
     req_pct,
     req_v,
     count,
+    req_cpu,
+    req_mem,
     mix_t,
     mix_pct,
     mix_v,
     mix_count,
+    mix_cpu,
+    mix_mem,
     mix_p,
     w_t,
     w_v,
 ):
     """numpy twin of :func:`frag_scores_numba`."""
-    mix = (mix_t, mix_pct, mix_v, mix_count, mix_p)
+    mix = (mix_t, mix_pct, mix_v, mix_count, mix_cpu, mix_mem, mix_p)
+    request = (req_t, req_pct, req_v, count, req_cpu, req_mem)
+    cluster = (node_gpus, eligible, cap_t, cap_v, used_t, used_v, free_cpu, free_mem)
     out = np.full(nodes.shape[0], np.inf)
     for i, n in enumerate(nodes.tolist()):
         if n >= 0:
-            args = (cap_t, cap_v, used_t, used_v, req_t, req_pct, req_v, count, mix, w_t, w_v)
-            picked, rise = _frag_pick_numpy(n, node_gpus, eligible, *args)
-            if picked.size == count:
+            picked, rise = _frag_pick_numpy(n, *cluster, request, mix, w_t, w_v)
+            if picked.size == count and np.isfinite(rise):
                 out[i] = rise
     return out
 
@@ -530,22 +597,29 @@ def frag_pick_numpy(
     cap_v,
     used_t,
     used_v,
+    free_cpu,
+    free_mem,
     req_t,
     req_pct,
     req_v,
     count,
+    req_cpu,
+    req_mem,
     mix_t,
     mix_pct,
     mix_v,
     mix_count,
+    mix_cpu,
+    mix_mem,
     mix_p,
     w_t,
     w_v,
 ):
     """numpy twin of :func:`frag_pick_numba`."""
-    mix = (mix_t, mix_pct, mix_v, mix_count, mix_p)
-    args = (cap_t, cap_v, used_t, used_v, req_t, req_pct, req_v, count, mix, w_t, w_v)
-    return _frag_pick_numpy(node, node_gpus, eligible, *args)[0]
+    mix = (mix_t, mix_pct, mix_v, mix_count, mix_cpu, mix_mem, mix_p)
+    request = (req_t, req_pct, req_v, count, req_cpu, req_mem)
+    cluster = (node_gpus, eligible, cap_t, cap_v, used_t, used_v, free_cpu, free_mem)
+    return _frag_pick_numpy(node, *cluster, request, mix, w_t, w_v)[0]
 
 
 def warm_up() -> None:
@@ -559,6 +633,7 @@ def warm_up() -> None:
     fit_nodes_numba(nodes, node_gpus, eligible, cap, cap, used, used, 0.0, 0.0, 0.0, 1)
     score_nodes_numba(nodes, node_gpus, eligible, cap, cap, used, used, 0.3, 0.7, True)
     pick_gpus_numba(0, node_gpus, eligible, cap, cap, used, used, 0.0, 0.0, 0.0, 1, 0.3, 0.7, True)
-    mix = (np.zeros(1), np.zeros(1), np.zeros(1), np.ones(1, np.int64), np.ones(1))
-    frag_scores_numba(nodes, node_gpus, eligible, cap, cap, used, used, 0.0, 0.0, 0.0, 1, *mix, 0.3, 0.7)
-    frag_pick_numba(0, node_gpus, eligible, cap, cap, used, used, 0.0, 0.0, 0.0, 1, *mix, 0.3, 0.7)
+    mix = (np.zeros(1), np.zeros(1), np.zeros(1), np.ones(1, np.int64), np.zeros(1), np.zeros(1), np.ones(1))
+    request = (0.0, 0.0, 0.0, 1, 0.0, 0.0)
+    frag_scores_numba(nodes, node_gpus, eligible, cap, cap, used, used, cap, cap, *request, *mix, 0.3, 0.7)
+    frag_pick_numba(0, node_gpus, eligible, cap, cap, used, used, cap, cap, *request, *mix, 0.3, 0.7)

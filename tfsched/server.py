@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import orjson
 from aiohttp import web
 
-from tfsched.allocation.state import ClusterState, keep_pod
+from tfsched.allocation.state import ClusterState
 from tfsched.clustermodel.cache import EventType, Kind, read_snapshot
 from tfsched.extender.app import create_app
 from tfsched.extender.bind import ApiPodWriter, Binder, MemoryPodWriter
@@ -121,7 +121,7 @@ class Server:
         if self.client is not None:
             for kind in WATCHED_KINDS:
                 informer = Informer(
-                    self.client, self.state.cache, RESOURCES[kind], keep_pod if kind is Kind.POD else None
+                    self.client, self.state.cache, RESOURCES[kind], self.state.keeps_pod if kind is Kind.POD else None
                 )
                 self.informers[kind] = informer
                 self.tasks.append(asyncio.create_task(informer.run(), name=f"informer-{kind}"))
