@@ -54,6 +54,9 @@ class MixArrays:
 
     @classmethod
     def of(cls, counts: Counter[RequestType], limit: int = MAX_MIX_TYPES) -> MixArrays:
+        # Popularity by pods, as FGD's. (Choosing types, or weighing them, by the GPUs they
+        # ask — so 8-GPU requests are in the mix — lost 1.3 and 3.8 points at 100 % arrived
+        # on the openb replay: bench/RESULTS.md.)
         common = counts.most_common(limit)
         types, weights = zip(*common, strict=True) if common else ((), ())
         cols = [np.array(col) for col in zip(*types, strict=True)] if types else [np.zeros(0)] * 6

@@ -180,38 +180,28 @@ def pick_gpus_numba(
 # node index; a pod with ``count`` 0 (no GPU) only takes CPU and memory.
 
 
+@njit(cache=True, inline="always")
+def _gpu_free(g, ut_j, uv_j, cap_t, cap_v, w_t, w_v):
+    free = 0.0
+    if cap_t[g] > 0:
+        free += w_t * (cap_t[g] - ut_j) / cap_t[g]
+    if cap_v[g] > 0:
+        free += w_v * (cap_v[g] - uv_j) / cap_v[g]
+    return free
+
+
+@njit(cache=True, inline="always")
+def _fits_type(g, ut_j, uv_j, cap_t, cap_v, t, pct, v):
+    return cap_t[g] - ut_j >= _need_tflops(t, pct, cap_t[g]) and cap_v[g] - uv_j >= v
+
+
 @njit(cache=True)
-def _node_frag(
-    gpus, m_gpus, cap_t, cap_v, ut, uv, fc, fm, mix_t, mix_pct, mix_v, mix_count, mix_cpu, mix_mem, mix_p, w_t, w_v
-):
-    """Expected fragmentation of the ``m_gpus`` GPUs in ``gpus`` with used
-    TFLOPS/VRAM ``ut``/``uv``, on a node with ``fc`` CPU and ``fm`` memory free."""
-    free_all = 0.0
-    for j in range(m_gpus):
-        g = gpus[j]
-        if cap_t[g] > 0:
-            free_all += w_t * (cap_t[g] - ut[j]) / cap_t[g]
-        if cap_v[g] > 0:
-            free_all += w_v * (cap_v[g] - uv[j]) / cap_v[g]
+def _frag_total(n_fit, unfit, free_all, fc, fm, mix_count, mix_cpu, mix_mem, mix_p):
+    """Expected fragmentation from per-type counts of fitting GPUs and their unfit room."""
     total = 0.0
     for k in range(mix_p.shape[0]):
-        if fc < mix_cpu[k] or fm < mix_mem[k]:
-            total += mix_p[k] * free_all
-            continue
-        n_fit = 0
-        unfit = 0.0
-        for j in range(m_gpus):
-            g = gpus[j]
-            if cap_t[g] - ut[j] >= _need_tflops(mix_t[k], mix_pct[k], cap_t[g]) and cap_v[g] - uv[j] >= mix_v[k]:
-                n_fit += 1
-            else:
-                free = 0.0
-                if cap_t[g] > 0:
-                    free += w_t * (cap_t[g] - ut[j]) / cap_t[g]
-                if cap_v[g] > 0:
-                    free += w_v * (cap_v[g] - uv[j]) / cap_v[g]
-                unfit += free
-        total += mix_p[k] * (unfit if n_fit >= mix_count[k] else free_all)
+        usable = n_fit[k] >= mix_count[k] and fc >= mix_cpu[k] and fm >= mix_mem[k]
+        total += mix_p[k] * (unfit[k] if usable else free_all)
     return total
 
 
@@ -246,13 +236,20 @@ def _frag_pick(
     """Greedy: ``count`` times, the GPU whose share raises the node's expected
     fragmentation least (ties: fullest, then inventory order). Fills ``picked``;
     returns (GPUs picked, rise in expected fragmentation); (-1, inf) when the
-    node lacks the pod's CPU or memory."""
+    node lacks the pod's CPU or memory. Per type it keeps how many GPUs fit and
+    the room of those that do not, so a candidate costs one pass over the types."""
     slots = node_gpus.shape[1]
+    n_types = mix_p.shape[0]
     gpus = np.empty(slots, np.int32)
     ut = np.empty(slots, np.float64)
     uv = np.empty(slots, np.float64)
+    free = np.empty(slots, np.float64)
+    fits = np.zeros((n_types, slots), np.bool_)
     taken = np.zeros(slots, np.bool_)
+    n_fit = np.zeros(n_types, np.int64)
+    unfit = np.zeros(n_types, np.float64)
     m = 0
+    free_all = 0.0
     for s in range(slots):
         g = node_gpus[n, s]
         if g < 0:
@@ -260,16 +257,25 @@ def _frag_pick(
         gpus[m] = g
         ut[m] = used_t[g]
         uv[m] = used_v[g]
+        free[m] = _gpu_free(g, ut[m], uv[m], cap_t, cap_v, w_t, w_v)
+        free_all += free[m]
+        for k in range(n_types):
+            if _fits_type(g, ut[m], uv[m], cap_t, cap_v, mix_t[k], mix_pct[k], mix_v[k]):
+                fits[k, m] = True
+                n_fit[k] += 1
+            else:
+                unfit[k] += free[m]
         m += 1
     fc = free_cpu[n]
     fm = free_mem[n]
-    mix = (mix_t, mix_pct, mix_v, mix_count, mix_cpu, mix_mem, mix_p)
-    before = _node_frag(gpus, m, cap_t, cap_v, ut, uv, fc, fm, *mix, w_t, w_v)
+    before = _frag_total(n_fit, unfit, free_all, fc, fm, mix_count, mix_cpu, mix_mem, mix_p)
     fc -= req_cpu
     fm -= req_mem
     if fc < 0 or fm < 0:
         return -1, np.inf
-    current = _node_frag(gpus, m, cap_t, cap_v, ut, uv, fc, fm, *mix, w_t, w_v)
+    current = _frag_total(n_fit, unfit, free_all, fc, fm, mix_count, mix_cpu, mix_mem, mix_p)
+    n_fit_j = np.empty(n_types, np.int64)
+    unfit_j = np.empty(n_types, np.float64)
     for c in range(count):
         best = -1
         best_frag = np.inf
@@ -281,23 +287,27 @@ def _frag_pick(
             need_t = _need_tflops(req_t, req_pct, cap_t[g])
             if cap_t[g] - ut[j] < need_t or cap_v[g] - uv[j] < req_v:
                 continue
-            ut[j] += need_t
-            uv[j] += req_v
-            frag = _node_frag(gpus, m, cap_t, cap_v, ut, uv, fc, fm, *mix, w_t, w_v)
-            free = 0.0  # the GPU's free share after it: fuller wins a tie
-            if cap_t[g] > 0:
-                free += w_t * (cap_t[g] - ut[j]) / cap_t[g]
-            if cap_v[g] > 0:
-                free += w_v * (cap_v[g] - uv[j]) / cap_v[g]
-            ut[j] -= need_t
-            uv[j] -= req_v
-            if frag < best_frag - 1e-12 or (abs(frag - best_frag) <= 1e-12 and free < best_free - 1e-12):
-                best, best_frag, best_free = j, frag, free
+            after = _gpu_free(g, ut[j] + need_t, uv[j] + req_v, cap_t, cap_v, w_t, w_v)
+            for k in range(n_types):
+                now = _fits_type(g, ut[j] + need_t, uv[j] + req_v, cap_t, cap_v, mix_t[k], mix_pct[k], mix_v[k])
+                n_fit_j[k] = n_fit[k] - fits[k, j] + now
+                unfit_j[k] = unfit[k] - (0.0 if fits[k, j] else free[j]) + (0.0 if now else after)
+            frag = _frag_total(n_fit_j, unfit_j, free_all - free[j] + after, fc, fm, mix_count, mix_cpu, mix_mem, mix_p)
+            if frag < best_frag - 1e-12 or (abs(frag - best_frag) <= 1e-12 and after < best_free - 1e-12):
+                best, best_frag, best_free = j, frag, after
         if best < 0:
             return c, np.inf
         g = gpus[best]
         ut[best] += _need_tflops(req_t, req_pct, cap_t[g])
         uv[best] += req_v
+        after = _gpu_free(g, ut[best], uv[best], cap_t, cap_v, w_t, w_v)
+        for k in range(n_types):
+            now = _fits_type(g, ut[best], uv[best], cap_t, cap_v, mix_t[k], mix_pct[k], mix_v[k])
+            n_fit[k] += now - fits[k, best]
+            unfit[k] += (0.0 if now else after) - (0.0 if fits[k, best] else free[best])
+            fits[k, best] = now
+        free_all += after - free[best]
+        free[best] = after
         taken[best] = True
         picked[c] = g
         current = best_frag
