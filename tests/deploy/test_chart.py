@@ -267,3 +267,83 @@ def test_click_is_what_parses_the_command(tmp_path: Path) -> None:
     # The command-line check above means something only if a bad flag fails it.
     with pytest.raises(click.NoSuchOption):
         _serve_params(["--log-level=INFO", "serve", "--no-such-flag"], tmp_path)
+
+
+def test_score_all_pods_adds_an_ignorable_prioritize_only_extender() -> None:
+    for topology in ("secondScheduler", "extendScheduler"):
+        docs = _render({"topology": topology, "scheduler": {"scoreAllPods": True}})
+        config = chart.scheduler_config(docs)
+        assert scheduler_config_errors(config, in_cluster=topology == "secondScheduler") == []
+        gpu, every = config["extenders"]
+        # GPU pods: filter and bind by the first, scores by the second (not twice).
+        assert "prioritizeVerb" not in gpu and gpu["bindVerb"] == "bind"
+        assert every["prioritizeVerb"] == "prioritize" and "managedResources" not in every
+        assert every["ignorable"] is True and "filterVerb" not in every and "bindVerb" not in every
+        assert every["urlPrefix"] == gpu["urlPrefix"] and every.get("tlsConfig") == gpu.get("tlsConfig")
+
+
+def _run_kube_scheduler(values: Obj, tmp_path: Path, spoil: bool = False) -> tuple[bool, str, int]:
+    """kube-scheduler on a rendering (certificates written where the config names them),
+    against an API server that is not there, until it has built the extenders or exited.
+    Returns (still running, its log, extenders in the configuration)."""
+    import time
+
+    from tfsched.devcluster.binaries import ensure_binaries
+
+    docs = _render(values)
+    config = chart.scheduler_config(docs)
+    client = chart.find(docs, "Secret", "tfsched-scheduler-client-tls")["data"] if "topology" not in values else {}
+    for key, b64 in client.items():
+        (tmp_path / key).write_bytes(base64.b64decode(b64))
+    for ext in config["extenders"]:
+        for field, path in (ext.get("tlsConfig") or {}).items():
+            ext["tlsConfig"][field] = str(tmp_path / Path(path).name)
+    if spoil:
+        config["extenders"][0]["urlprefix"] = config["extenders"][0].pop("urlPrefix")
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "x", "cluster": {"server": "https://127.0.0.1:1"}}],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": "x", "context": {"cluster": "x", "user": "u"}}],
+                "current-context": "x",
+            }
+        )
+    )
+    config["clientConnection"] = {"kubeconfig": str(kubeconfig)}
+    path = tmp_path / "scheduler-config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    argv = [str(ensure_binaries() / "kube-scheduler"), f"--config={path}", "--secure-port=0", "--v=2"]
+    log = tmp_path / "log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([*argv, "--authentication-skip-lookup"], stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and proc.poll() is None:
+            if log.read_text().count('"Creating extender"') == len(config["extenders"]):
+                break
+            time.sleep(0.2)
+        return proc.poll() is None, log.read_text(), len(config["extenders"])
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.parametrize(
+    "values",
+    [{}, {"topology": "extendScheduler"}, {"scheduler": {"scoreAllPods": True}}],
+    ids=["secondScheduler", "extendScheduler", "scoreAllPods"],
+)
+def test_the_real_kube_scheduler_accepts_each_rendered_configuration(values: Obj, tmp_path: Path) -> None:
+    """kube-scheduler decodes its configuration strictly and builds the extenders at start."""
+    running, log, extenders = _run_kube_scheduler(values, tmp_path)
+    assert running, log[-2000:]
+    assert log.count('"Creating extender"') == extenders, log[-2000:]
+
+
+def test_the_kube_scheduler_check_fails_on_a_bad_configuration(tmp_path: Path) -> None:
+    running, log, _ = _run_kube_scheduler({"topology": "extendScheduler"}, tmp_path, spoil=True)
+    assert not running and "urlprefix" in log

@@ -95,7 +95,9 @@ profiles:
 extenders:
 - urlPrefix: {{ ternary "https" "http" (not (empty $second)) }}://127.0.0.1:{{ .Values.tfsched.port }}
   filterVerb: filter
+  {{- if not .Values.scheduler.scoreAllPods }}
   prioritizeVerb: prioritize
+  {{- end }}
   bindVerb: bind
   # Each extender score (0-10) counts as score x weight x 10 against the in-tree Score plugins.
   weight: {{ .Values.scheduler.extenderWeight }}
@@ -118,6 +120,24 @@ extenders:
   managedResources:
   - name: tensor-fusion.ai/gpu
     ignoredByScheduler: true
+{{- if .Values.scheduler.scoreAllPods }}
+# Every pod, GPU or not, scored by tfsched (placementMode LeastFragmentation): where a pod's
+# CPU and memory would strand GPUs. No managedResources: kube-scheduler asks for all pods.
+# Ignorable: pods without GPUs are still scheduled while tfsched is unreachable.
+- urlPrefix: {{ ternary "https" "http" (not (empty $second)) }}://127.0.0.1:{{ .Values.tfsched.port }}
+  prioritizeVerb: prioritize
+  weight: {{ .Values.scheduler.extenderWeight }}
+  enableHTTPS: {{ not (empty $second) }}
+  {{- if $second }}
+  tlsConfig:
+    certFile: {{ include "tfsched.clientDir" . }}/tls.crt
+    keyFile: {{ include "tfsched.clientDir" . }}/tls.key
+    caFile: {{ include "tfsched.clientDir" . }}/ca.crt
+  {{- end }}
+  httpTimeout: {{ .Values.scheduler.extenderTimeout }}
+  nodeCacheCapable: true
+  ignorable: true
+{{- end }}
 {{- end -}}
 
 {{- define "tfsched.containerSecurity" -}}
