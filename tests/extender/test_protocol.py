@@ -274,3 +274,33 @@ async def test_a_gpu_model_list_places_on_any_of_its_models(make_client):
     single = gpu_pod("q", tflops="10", vram="1Gi", uid="u2", extra_annotations={ann.GPU_MODEL: "A100"})
     _, result = await post(client, "filter", args_names(single, names))
     assert result["NodeNames"] == ["a100"]
+
+
+async def test_least_fragmentation_keeps_cpu_where_free_gpus_need_it(make_client):
+    """Both nodes have a free GPU; the cluster's GPU pods ask 16 CPUs. A pod without GPUs
+    asking 8 CPUs scores higher on the node where 8 CPUs less still leave 16 (so its free
+    GPU stays usable) than on the one left with 12. (Other modes score such pods 0 everywhere.)"""
+    config = SchedulingConfig(placementMode=PlacementMode.LEAST_FRAGMENTATION)
+    state = ClusterState(config)
+    running = gpu_pod("running", tflops="10", vram="1Gi", node="roomy", gpu_ids=["roomy-gpu-0"], uid="r")
+    running["spec"]["containers"][0]["resources"]["requests"] = {"cpu": "16", "memory": "1Gi"}
+    state.load(
+        {
+            Kind.NODE: [node_object("tight", cpu="20", gpus=1), node_object("roomy", cpu="64", gpus=2)],
+            Kind.GPU: [
+                gpu_object("tight", 0, tflops=100, vram=16 * GiB),
+                gpu_object("roomy", 0, tflops=100, vram=16 * GiB),
+                gpu_object("roomy", 1, tflops=100, vram=16 * GiB),
+            ],
+            Kind.POD: [running],
+        }
+    )
+    client = await make_client(state)
+    cpu_pod = {
+        "metadata": {"name": "web", "namespace": "default", "uid": "w"},
+        "spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": "8", "memory": "1Gi"}}}]},
+    }
+    status, scores = await post(client, "prioritize", args_names(cpu_pod, ["tight", "roomy"]))
+    assert status == 200
+    by_node = {s["Host"]: s["Score"] for s in scores}
+    assert by_node["roomy"] > by_node["tight"], by_node
