@@ -31,7 +31,7 @@ from tfsched.allocation.mix import MixArrays
 from tfsched.clustermodel import annotations as ann
 from tfsched.clustermodel.gpurequest import MAX_GPU_COUNT, GPURequest, RequestError, parse_gpu_request
 from tfsched.clustermodel.quantity import MILLI_PER_TFLOPS, format_bytes
-from tfsched.scoring.inventory import GPUSpec, Inventory, tflops_units, vram_units
+from tfsched.scoring.inventory import GPUSpec, Inventory, request_units, tflops_units, vram_units
 from tfsched.scoring.kernels import frag_pick_numba, pick_gpus_numba
 from tfsched.scoring.modes import DEFAULT_TFLOPS_WEIGHT, DEFAULT_VRAM_WEIGHT, PlacementMode
 
@@ -244,26 +244,14 @@ class Ledger:
             raise NoFit(f"node {node} is unknown to the extender")
         previous = self.release(uid)
         eligible = inv.eligible_mask(request.gpu_models, request.vendor, request.pool, request.gpu_indices)
-        args = (
-            n,
-            inv.node_gpus,
-            eligible,
-            inv.cap_t,
-            inv.cap_v,
-            inv.used_t,
-            inv.used_v,
-            tflops_units(request.tflops_request),
-            float(request.percent_request / 100.0),
-            vram_units(request.vram_request),
-            int(request.gpu_count),
-        )
+        gpus = (n, inv.node_gpus, eligible, inv.cap_t, inv.cap_v, inv.used_t, inv.used_v)
+        w_t, w_v = float(weights[0]), float(weights[1])
         if mode.fragmentation_aware and mix is not None:
             # The node's free CPU and memory, which the kernel takes the pod's own off (it is not bound yet).
-            free_cpu, free_mem = inv.free_cpu_mem()
-            frag_args = (*args[:7], free_cpu, free_mem, *args[7:], *cpu_mem, *mix.args())
-            picked = frag_pick_numba(*frag_args, float(weights[0]), float(weights[1]))
+            pod = (*request_units(request), *cpu_mem)
+            picked = frag_pick_numba(*gpus, *inv.free_cpu_mem(), *pod, *mix.args(), w_t, w_v)
         else:
-            picked = pick_gpus_numba(*args, float(weights[0]), float(weights[1]), bool(mode.gpu_compact))
+            picked = pick_gpus_numba(*gpus, *request_units(request), w_t, w_v, bool(mode.gpu_compact))
         if picked.size < request.gpu_count:
             if previous is not None:
                 self._put(previous)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tfsched.clustermodel.gpurequest import GPURequest
-from tfsched.scoring.inventory import tflops_units, vram_units
+from tfsched.scoring.inventory import request_units
 
 # Types beyond the most common ones add cost to every score and little to the estimate.
 MAX_MIX_TYPES = 32
@@ -26,14 +26,7 @@ RequestType = tuple[float, float, float, int, float, float]
 
 
 def request_type(request: GPURequest, cpu: float = 0.0, mem: float = 0.0) -> RequestType:
-    return (
-        tflops_units(request.tflops_request),
-        float(request.percent_request / 100.0),
-        vram_units(request.vram_request),
-        int(request.gpu_count),
-        float(cpu),
-        float(mem),
-    )
+    return (*request_units(request), float(cpu), float(mem))
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,16 +93,11 @@ class WorkloadMix:
             self._counts[new] += 1
         self._arrays = None
 
-    def arrays(self, request: GPURequest, cpu: float = 0.0, mem: float = 0.0) -> MixArrays:
-        """The mix; with no pods seen yet, the request being placed stands for it."""
-        if not self._counts:
+    def arrays(self, request: GPURequest | None, cpu: float = 0.0, mem: float = 0.0) -> MixArrays:
+        """The mix; with no pods seen yet, the GPU request being placed stands for it
+        (a pod without GPUs, ``request`` None, is no GPU request type: the mix as it is)."""
+        if not self._counts and request is not None:
             return MixArrays.of(Counter({request_type(request, cpu, mem): 1}))
-        if self._arrays is None:
-            self._arrays = MixArrays.of(self._counts)
-        return self._arrays
-
-    def arrays_or_empty(self) -> MixArrays:
-        """The mix as it is (no stand-in): for a pod without GPUs, which is no GPU request type."""
         if self._arrays is None:
             self._arrays = MixArrays.of(self._counts)
         return self._arrays

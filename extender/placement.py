@@ -16,7 +16,7 @@ import numpy as np
 from tfsched.allocation.state import ClusterState
 from tfsched.clustermodel.gpurequest import GPURequest
 from tfsched.clustermodel.quantity import format_bytes, format_tflops
-from tfsched.scoring.inventory import tflops_units, vram_units
+from tfsched.scoring.inventory import request_units
 from tfsched.scoring.kernels import fit_nodes_numba, frag_scores_numba, score_nodes_numba
 from tfsched.scoring.modes import (
     FIT_NO_BOTH,
@@ -108,14 +108,7 @@ def filter_nodes(
     inv = state.inventory
     if nodes is None:
         nodes = inv.node_indices(list(names))
-    verdict, counts = fit_nodes_numba(
-        nodes,
-        *_kernel_args(state, request),
-        tflops_units(request.tflops_request),
-        float(request.percent_request / 100.0),
-        vram_units(request.vram_request),
-        int(request.gpu_count),
-    )
+    verdict, counts = fit_nodes_numba(nodes, *_kernel_args(state, request), *request_units(request))
     ok = verdict == FIT_OK
     failed: dict[str, str] = {}
     unresolvable: dict[str, str] = {}
@@ -179,28 +172,6 @@ def score_nodes(
     return np.rint((raw - low) * (MAX_SCORE / (high - low))).astype(np.int64)
 
 
-def frag_request_args(state: ClusterState, request: GPURequest | None, cpu_mem: tuple[float, float]) -> tuple:
-    """The fragmentation kernels' per-node and per-pod inputs between the GPU arrays and the mix."""
-    inv = state.inventory
-    free_cpu, free_mem = inv.free_cpu_mem()
-    if request is None:  # no GPU: it takes CPU and memory only
-        return (inv.usable, inv.cap_t, inv.cap_v, inv.used_t, inv.used_v, free_cpu, free_mem, 0.0, 0.0, 0.0, 0)
-    eligible = inv.eligible_mask(request.gpu_models, request.vendor, request.pool, request.gpu_indices)
-    return (
-        eligible,
-        inv.cap_t,
-        inv.cap_v,
-        inv.used_t,
-        inv.used_v,
-        free_cpu,
-        free_mem,
-        tflops_units(request.tflops_request),
-        float(request.percent_request / 100.0),
-        vram_units(request.vram_request),
-        int(request.gpu_count),
-    )
-
-
 def _least_fragmentation_scores(
     state: ClusterState,
     request: GPURequest | None,
@@ -212,10 +183,12 @@ def _least_fragmentation_scores(
     """0–10, highest where the pod raises its node's expected fragmentation least;
     stretched min–max like the other modes; a node it does not fit scores 0."""
     inv = state.inventory
-    mix = state.mix.arrays(request, *cpu_mem) if request is not None else state.mix.arrays_or_empty()
-    rise = frag_scores_numba(
-        nodes, inv.node_gpus, *frag_request_args(state, request, cpu_mem), *cpu_mem, *mix.args(), w_t, w_v
-    )
+    if request is None:  # no GPU: it takes CPU and memory only
+        gpus, pod = (inv.node_gpus, inv.usable, inv.cap_t, inv.cap_v, inv.used_t, inv.used_v), (0.0, 0.0, 0.0, 0)
+    else:
+        gpus, pod = _kernel_args(state, request), request_units(request)
+    mix = state.mix.arrays(request, *cpu_mem)
+    rise = frag_scores_numba(nodes, *gpus, *inv.free_cpu_mem(), *pod, *cpu_mem, *mix.args(), w_t, w_v)
     fits = np.isfinite(rise)
     if not fits.any():
         return np.zeros(rise.size, np.int64)

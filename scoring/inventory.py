@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tfsched.clustermodel.gpurequest import GPURequest
 from tfsched.clustermodel.quantity import milli_tflops, whole_bytes
 
 
@@ -29,6 +30,16 @@ def tflops_units(tflops: float) -> float:
 def vram_units(vram: float) -> float:
     """A VRAM value in the inventory's unit: whole bytes as float64."""
     return float(whole_bytes(vram))
+
+
+def request_units(request: GPURequest) -> tuple[float, float, float, int]:
+    """The kernels' per-GPU request: TFLOPS units, share of a GPU's TFLOPS, VRAM units, GPU count."""
+    return (
+        tflops_units(request.tflops_request),
+        float(request.percent_request / 100.0),
+        vram_units(request.vram_request),
+        int(request.gpu_count),
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -508,12 +508,17 @@ def pick_gpus_numpy(
     return cand[order[:count]]
 
 
-def _node_frag_numpy(g, ut, uv, fc, fm, cap_t, cap_v, mix, w_t, w_v) -> float:
-    mix_t, mix_pct, mix_v, mix_count, mix_cpu, mix_mem, mix_p = mix
+def _free_share_numpy(g, ut, uv, cap_t, cap_v, w_t, w_v) -> np.ndarray:
+    """Weighted free share of GPUs ``g`` with used TFLOPS/VRAM ``ut``/``uv``."""
     with np.errstate(divide="ignore", invalid="ignore"):
         free = np.where(cap_t[g] > 0, w_t * (cap_t[g] - ut) / cap_t[g], 0.0)
-        free = free + np.where(cap_v[g] > 0, w_v * (cap_v[g] - uv) / cap_v[g], 0.0)
-    need_t = mix_t[:, None] + np.ceil(mix_pct[:, None] * cap_t[g][None, :] - 1e-9)  # [types × GPUs]
+        return free + np.where(cap_v[g] > 0, w_v * (cap_v[g] - uv) / cap_v[g], 0.0)
+
+
+def _node_frag_numpy(g, ut, uv, fc, fm, cap_t, cap_v, mix, w_t, w_v) -> float:
+    mix_t, mix_pct, mix_v, mix_count, mix_cpu, mix_mem, mix_p = mix
+    free = _free_share_numpy(g, ut, uv, cap_t, cap_v, w_t, w_v)
+    need_t = _need_tflops_numpy(mix_t[:, None], mix_pct[:, None], cap_t[g][None, :])  # [types × GPUs]
     fit = ((cap_t[g] - ut)[None, :] >= need_t) & ((cap_v[g] - uv)[None, :] >= mix_v[:, None])
     unfit = (free[None, :] * ~fit).sum(axis=1)
     usable = (fit.sum(axis=1) >= mix_count) & (fc >= mix_cpu) & (fm >= mix_mem)
@@ -538,22 +543,20 @@ def _frag_pick_numpy(
     for _ in range(count):
         best, best_frag, best_free = -1, np.inf, np.inf
         for j in range(g.size):
-            need_t = req_t + np.ceil(req_pct * cap_t[g[j]] - 1e-9)
+            need_t = _need_tflops_numpy(req_t, req_pct, cap_t[g[j]])
             if g[j] in picked or not eligible[g[j]] or cap_t[g[j]] - ut[j] < need_t or cap_v[g[j]] - uv[j] < req_v:
                 continue
             ut[j] += need_t
             uv[j] += req_v
             frag = _node_frag_numpy(g, ut, uv, fc, fm, cap_t, cap_v, mix, w_t, w_v)
-            free = (w_t * (cap_t[g[j]] - ut[j]) / cap_t[g[j]] if cap_t[g[j]] > 0 else 0.0) + (
-                w_v * (cap_v[g[j]] - uv[j]) / cap_v[g[j]] if cap_v[g[j]] > 0 else 0.0
-            )
+            free = float(_free_share_numpy(g[j : j + 1], ut[j : j + 1], uv[j : j + 1], cap_t, cap_v, w_t, w_v)[0])
             ut[j] -= need_t
             uv[j] -= req_v
             if frag < best_frag - 1e-12 or (abs(frag - best_frag) <= 1e-12 and free < best_free - 1e-12):
                 best, best_frag, best_free = j, frag, free
         if best < 0:
             return np.empty(0, np.int32), np.inf
-        ut[best] += req_t + np.ceil(req_pct * cap_t[g[best]] - 1e-9)
+        ut[best] += _need_tflops_numpy(req_t, req_pct, cap_t[g[best]])
         uv[best] += req_v
         picked.append(int(g[best]))
         current = best_frag
