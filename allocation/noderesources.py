@@ -13,10 +13,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from tfsched.allocation.ledger import TERMINAL_PHASES
 from tfsched.clustermodel.quantity import QuantityError, parse_quantity
 from tfsched.scoring.inventory import Inventory
-
-TERMINAL = ("Succeeded", "Failed")
 
 
 def _quantity(value: Any) -> float:
@@ -82,7 +81,7 @@ class NodeResources:
         if pod is None or not uid:
             return
         node = _field(_field(pod, "spec"), "nodeName")
-        if not node or not isinstance(node, str) or _field(_field(pod, "status"), "phase") in TERMINAL:
+        if not node or not isinstance(node, str) or _field(_field(pod, "status"), "phase") in TERMINAL_PHASES:
             return
         cpu, mem = pod_cpu_mem(pod)
         n = inv.node(node)

@@ -12,9 +12,9 @@ from typing import Any
 
 from tfsched.allocation.audit import GPU_OVERCOMMITTED, Drift
 from tfsched.allocation.config import SchedulingConfig
-from tfsched.allocation.ledger import Ledger
+from tfsched.allocation.ledger import TERMINAL_PHASES, Ledger
 from tfsched.allocation.mix import WorkloadMix
-from tfsched.allocation.noderesources import TERMINAL, NodeResources, node_cpu_mem, pod_cpu_mem
+from tfsched.allocation.noderesources import NodeResources, node_cpu_mem, pod_cpu_mem
 from tfsched.clustermodel import annotations as ann
 from tfsched.clustermodel.cache import ClusterCache, EventType, Kind, Obj
 from tfsched.clustermodel.gpurequest import (
@@ -98,7 +98,7 @@ class ClusterState:
 
     def _on_node(self, event: EventType, obj: Obj, old: Obj | None) -> None:
         name = (obj.get("metadata") or {}).get("name", "")
-        if name and isinstance(name, str):
+        if name and isinstance(name, str) and self.config.needs_all_pods:
             self.node_resources.set_node(name, None if event is EventType.DELETED else node_cpu_mem(obj))
         if name:
             self.inventory.set_node_present(name, event is not EventType.DELETED)
@@ -120,14 +120,18 @@ class ClusterState:
 
     def _on_pod(self, event: EventType, obj: Obj, old: Obj | None) -> None:
         uid = str((obj.get("metadata") or {}).get("uid", ""))
+        # The mix and each node's CPU and memory serve only a fragmentation-aware mode.
+        weighs_nodes = self.config.needs_all_pods
         if event is EventType.DELETED:
             self.ledger.forget_pod(uid)
-            self.mix.observe(uid, None)
-            self.node_resources.observe_pod(uid, None)
+            if weighs_nodes:
+                self.mix.observe(uid, None)
+                self.node_resources.observe_pod(uid, None)
             self.problems.resolved(PROBLEM_POD, obj)
             return
-        self.node_resources.observe_pod(uid, obj)
-        self.mix.observe(uid, self._asking(obj), *pod_cpu_mem(obj))
+        if weighs_nodes:
+            self.node_resources.observe_pod(uid, obj)
+            self.mix.observe(uid, self._asking(obj), *pod_cpu_mem(obj))
         problem = self.ledger.observe_pod(obj)
         if problem is None:
             self.problems.resolved(PROBLEM_POD, obj)
@@ -142,7 +146,7 @@ class ClusterState:
 
     def _asking(self, pod: Obj) -> GPURequest | None:
         """What a pod asks while it runs or waits (None once finished, or unreadable)."""
-        if (pod.get("status") or {}).get("phase") in TERMINAL or not is_gpu_pod(
+        if (pod.get("status") or {}).get("phase") in TERMINAL_PHASES or not is_gpu_pod(
             (pod.get("metadata") or {}).get("annotations")
         ):
             return None

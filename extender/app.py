@@ -186,7 +186,8 @@ async def handle_prioritize(request: web.Request, body: bytes) -> web.Response:
             more = " ..." if len(unknown) > 5 else ""
             raise wire.WireError(f"unknown node(s): {', '.join(unknown[:5])}{more}")
     indices = node_list.indices if node_list else None
-    scores = score_nodes(state, gpu_request, args.names, indices, pod_cpu_mem(args.pod))
+    cpu_mem = pod_cpu_mem(args.pod) if state.config.needs_all_pods else (0.0, 0.0)
+    scores = score_nodes(state, gpu_request, args.names, indices, cpu_mem)
     return _json(wire.priority_result(args.names, scores, node_list))
 
 

@@ -199,8 +199,10 @@ class Binder:
             raise BindError(str(exc)) from None
         mode = state.config.mode_for(effective.pool)
         try:
-            cpu_mem = pod_cpu_mem(pod)
-            mix = state.mix.arrays(effective, *cpu_mem) if mode.fragmentation_aware else None
+            cpu_mem, mix = (0.0, 0.0), None
+            if mode.fragmentation_aware:
+                cpu_mem = pod_cpu_mem(pod)
+                mix = state.mix.arrays(effective, *cpu_mem)
             alloc = ledger.reserve(
                 uid, f"{namespace}/{name}", node, effective, mode, state.config.weights, mix, cpu_mem
             )
