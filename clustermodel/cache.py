@@ -210,6 +210,11 @@ class SnapshotError(ValueError):
 _KIND_BY_NAME = {k.value.lower(): k for k in Kind}
 
 
+def kind_of(obj: Any) -> Kind | None:
+    """The cached kind an object's ``kind`` names (any case), None for others."""
+    return _KIND_BY_NAME.get(str(obj.get("kind", "")).lower()) if isinstance(obj, dict) else None
+
+
 def read_snapshot(path: str | Path) -> dict[Kind, list[Obj]]:
     """Objects from a file as ``kubectl get nodes,pods,gpus,tensorfusionworkloads -A -o yaml``
     (or ``-o json``) writes: a ``List``, a single object, or several YAML documents.
@@ -238,7 +243,7 @@ def read_snapshot(path: str | Path) -> dict[Kind, list[Obj]]:
         if kind == "List" or (kind.endswith("List") and "items" in doc):
             take(doc.get("items") or [], f"{where}.items")
             return
-        known = _KIND_BY_NAME.get(kind.lower())
+        known = kind_of(doc)
         if known is None:
             return
         if not isinstance(doc.get("metadata"), dict) or not doc["metadata"].get("name"):

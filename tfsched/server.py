@@ -17,7 +17,7 @@ import orjson
 from aiohttp import web
 
 from tfsched.allocation.state import ClusterState
-from tfsched.clustermodel.cache import EventType, Kind, read_snapshot
+from tfsched.clustermodel.cache import EventType, Kind, kind_of, read_snapshot
 from tfsched.extender.app import create_app
 from tfsched.extender.bind import ApiPodWriter, Binder, MemoryPodWriter
 from tfsched.extender.metrics import ExtenderMetrics
@@ -189,9 +189,7 @@ class Server:
                 return web.json_response({"error": f"expected {{'items': [objects]}}: {exc}"}, status=400)
             taken = 0
             for obj in items:
-                kind = {"Pod": Kind.POD, "Node": Kind.NODE, "GPU": Kind.GPU}.get(
-                    obj.get("kind") if isinstance(obj, dict) else None
-                )
+                kind = kind_of(obj)
                 if kind is not None:
                     taken += self.state.cache.apply(kind, EventType.ADDED, obj)
             return web.json_response({"applied": taken})
