@@ -260,6 +260,13 @@ def replay(
         processes.stop(server)
 
 
+def extender_scores(extender: Extender, obj: dict, names: list[str]) -> np.ndarray:
+    """tfsched's priorities for ``names``, weighted as kube-scheduler adds them to its own."""
+    priorities = extender.post("/prioritize", {"Pod": obj, "NodeNames": names, "Nodes": None})
+    by_name = {p["Host"]: p["Score"] for p in priorities}
+    return np.array([by_name[n] for n in names], np.int64) * EXTENDER_WEIGHT * EXTENDER_SCALE
+
+
 def place(
     pod: TracePod, kube: KubeResources, extender: Extender, rng: np.random.Generator, cpu_pods: str = "kube"
 ) -> int | None:
@@ -271,11 +278,7 @@ def place(
         return None
     scores = kube.scores(candidates, pod)
     if not pod.gpus and cpu_pods == "extender":
-        obj = pod_object(pod)
-        names = [kube.names[i] for i in candidates]
-        priorities = extender.post("/prioritize", {"Pod": obj, "NodeNames": names, "Nodes": None})
-        by_name = {p["Host"]: p["Score"] for p in priorities}
-        scores = scores + np.array([by_name[n] for n in names], np.int64) * EXTENDER_WEIGHT * EXTENDER_SCALE
+        scores = scores + extender_scores(extender, pod_object(pod), [kube.names[i] for i in candidates])
     if pod.gpus:
         obj = pod_object(pod)
         extender.post("/debug/objects", {"items": [obj]})
@@ -286,10 +289,7 @@ def place(
             return None
         keep = np.array([kube.names[i] in kept for i in candidates])
         candidates, scores = candidates[keep], scores[keep]
-        names = [kube.names[i] for i in candidates]
-        priorities = extender.post("/prioritize", {"Pod": obj, "NodeNames": names, "Nodes": None})
-        by_name = {p["Host"]: p["Score"] for p in priorities}
-        scores = scores + np.array([by_name[n] for n in names], np.int64) * EXTENDER_WEIGHT * EXTENDER_SCALE
+        scores = scores + extender_scores(extender, obj, [kube.names[i] for i in candidates])
     best = np.flatnonzero(scores == scores.max())
     choice = int(candidates[best[int(rng.integers(best.size))]])
     if pod.gpus:
