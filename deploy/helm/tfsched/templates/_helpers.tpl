@@ -72,6 +72,13 @@ leaseName: kube-scheduler
 {{- mustMergeOverwrite $base (deepCopy .Values.tfsched.config) | toYaml -}}
 {{- end -}}
 
+{{/* The client certificate kube-scheduler presents to the extender (the client Secret's files). */}}
+{{- define "tfsched.extenderTLS" -}}
+certFile: {{ include "tfsched.clientDir" . }}/tls.crt
+keyFile: {{ include "tfsched.clientDir" . }}/tls.key
+caFile: {{ include "tfsched.clientDir" . }}/ca.crt
+{{- end -}}
+
 {{/* The KubeSchedulerConfiguration (strictly decoded by kube-scheduler: only fields of kubescheduler.config.k8s.io/v1). */}}
 {{- define "tfsched.schedulerConfig" -}}
 {{- $second := include "tfsched.secondScheduler" . -}}
@@ -105,9 +112,7 @@ extenders:
   {{- if $second }}
   # kube-scheduler proves itself with a client certificate; tfsched's certificate names 127.0.0.1.
   tlsConfig:
-    certFile: {{ include "tfsched.clientDir" . }}/tls.crt
-    keyFile: {{ include "tfsched.clientDir" . }}/tls.key
-    caFile: {{ include "tfsched.clientDir" . }}/ca.crt
+    {{- include "tfsched.extenderTLS" . | nindent 4 }}
   {{- end }}
   httpTimeout: {{ .Values.scheduler.extenderTimeout }}
   # Only node names are sent; tfsched keeps its own node cache.
@@ -130,9 +135,7 @@ extenders:
   enableHTTPS: {{ not (empty $second) }}
   {{- if $second }}
   tlsConfig:
-    certFile: {{ include "tfsched.clientDir" . }}/tls.crt
-    keyFile: {{ include "tfsched.clientDir" . }}/tls.key
-    caFile: {{ include "tfsched.clientDir" . }}/ca.crt
+    {{- include "tfsched.extenderTLS" . | nindent 4 }}
   {{- end }}
   httpTimeout: {{ .Values.scheduler.extenderTimeout }}
   nodeCacheCapable: true
