@@ -55,6 +55,22 @@ COMPONENTS = (
 MANUAL_SCHEDULER = "tfsched-test-manual"
 
 
+def token_kubeconfig(path: Path, server: str, token: str, user: str) -> Path:
+    """A kubeconfig (mode 0600) for ``user`` with a bearer ``token`` on ``server``
+    (the devcluster's self-signed API server: not verified)."""
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "devcluster", "cluster": {"server": server, "insecure-skip-tls-verify": True}}],
+        "users": [{"name": user, "user": {"token": token}}],
+        "contexts": [{"name": "devcluster", "context": {"cluster": "devcluster", "user": user}}],
+        "current-context": "devcluster",
+    }
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+    return path
+
+
 class DevClusterError(RuntimeError):
     pass
 
@@ -257,16 +273,7 @@ class DevCluster:
         )
 
     def _write_kubeconfig(self) -> None:
-        config = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [{"name": "devcluster", "cluster": {"server": self.server, "insecure-skip-tls-verify": True}}],
-            "users": [{"name": "admin", "user": {"token": self.token}}],
-            "contexts": [{"name": "devcluster", "context": {"cluster": "devcluster", "user": "admin"}}],
-            "current-context": "devcluster",
-        }
-        self.kubeconfig.write_text(yaml.safe_dump(config))
-        self.kubeconfig.chmod(0o600)
+        token_kubeconfig(self.kubeconfig, self.server, self.token, "admin")
 
     def _install_crds(self, say) -> None:
         say("installing CRDs")

@@ -29,6 +29,8 @@ from typing import Any
 import yaml
 
 from tfsched.devcluster import chart, processes
+from tfsched.devcluster.cluster import token_kubeconfig
+from tfsched.devcluster.fakes import merge_patch
 from tfsched.devcluster.processes import ProcessRecord
 
 # What a cluster stores (and so this creates); the Deployment's pod is run here instead.
@@ -72,14 +74,7 @@ def pair_values(
             "prometheusURL": prometheus_url,
         }
     }
-    return _merge(values, extra or {})
-
-
-def _merge(base: Obj, over: Obj) -> Obj:
-    out = copy.deepcopy(base)
-    for key, value in over.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
+    return merge_patch(values, extra or {})
 
 
 def _secret_data(dev: Any, namespace: str, name: str, timeout: float = 60) -> dict[str, str]:
@@ -125,20 +120,6 @@ def _localize_all(value: Any, mounts: dict[str, Path]) -> Any:
     if isinstance(value, list):
         return [_localize_all(v, mounts) for v in value]
     return _localize(value, mounts) if isinstance(value, str) else value
-
-
-def _kubeconfig(dev: Any, path: Path, token: str, user: str) -> Path:
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "devcluster", "cluster": {"server": dev.server, "insecure-skip-tls-verify": True}}],
-        "users": [{"name": user, "user": {"token": token}}],
-        "contexts": [{"name": "devcluster", "context": {"cluster": "devcluster", "user": user}}],
-        "current-context": "devcluster",
-    }
-    path.write_text(yaml.safe_dump(config))
-    path.chmod(0o600)
-    return path
 
 
 def start_pair(dev: Any, work: Path, values: Obj, *, numba_cache: Path, say=print) -> DeployedPair:
@@ -187,7 +168,7 @@ def start_pair(dev: Any, work: Path, values: Obj, *, numba_cache: Path, say=prin
             argv = [_localize(arg, mounts) for arg in c["command"]]
             env = {e["name"]: _localize(e["value"], mounts) for e in c.get("env", [])}
             if name == "tfsched":
-                kubeconfig = _kubeconfig(dev, work / "tfsched.kubeconfig", tfsched_token, pod_account)
+                kubeconfig = token_kubeconfig(work / "tfsched.kubeconfig", dev.server, tfsched_token, pod_account)
                 argv = [sys.executable, "-m", "tfsched", *argv[1:], f"--kubeconfig={kubeconfig}"]
                 env["NUMBA_CACHE_DIR"] = str(numba_cache)  # the initContainer's copy of the baked cache
                 say(f"starting the chart's tfsched on {pair.verbs_url}")
@@ -198,9 +179,8 @@ def start_pair(dev: Any, work: Path, values: Obj, *, numba_cache: Path, say=prin
                 )
             else:
                 token_dir = mounts[TOKEN_MOUNT]
-                kubeconfig = _kubeconfig(
-                    dev, work / "scheduler.kubeconfig", (token_dir / "token").read_text(), "kube-scheduler"
-                )
+                token = (token_dir / "token").read_text()
+                kubeconfig = token_kubeconfig(work / "scheduler.kubeconfig", dev.server, token, "kube-scheduler")
                 config_arg = next(a for a in argv if a.startswith("--config="))
                 config_path = Path(config_arg.split("=", 1)[1])
                 config = _localize_all(yaml.safe_load(config_path.read_text()), mounts)

@@ -23,6 +23,7 @@ from tfsched.cli import main as cli_main
 from tfsched.clustermodel import annotations as ann
 from tfsched.config import ServeConfig
 from tfsched.devcluster import chart
+from tfsched.devcluster.cluster import token_kubeconfig
 
 from ..test_manifests import SCHEDULER_CONFIG, scheduler_config_errors
 
@@ -300,19 +301,7 @@ def _run_kube_scheduler(values: Obj, tmp_path: Path, spoil: bool = False) -> tup
             ext["tlsConfig"][field] = str(tmp_path / Path(path).name)
     if spoil:
         config["extenders"][0]["urlprefix"] = config["extenders"][0].pop("urlPrefix")
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "x", "cluster": {"server": "https://127.0.0.1:1"}}],
-                "users": [{"name": "u", "user": {"token": "t"}}],
-                "contexts": [{"name": "x", "context": {"cluster": "x", "user": "u"}}],
-                "current-context": "x",
-            }
-        )
-    )
+    kubeconfig = token_kubeconfig(tmp_path / "kubeconfig", "https://127.0.0.1:1", "t", "u")  # nothing listens
     config["clientConnection"] = {"kubeconfig": str(kubeconfig)}
     path = tmp_path / "scheduler-config.yaml"
     path.write_text(yaml.safe_dump(config))
