@@ -27,8 +27,11 @@ from tfsched.scoring.modes import (
     FIT_TOO_FEW_GPUS,
     PlacementMode,
 )
+from tfsched.scoring.rank import MAX_SCORE, decisive_scores
 
-MAX_SCORE = 10  # kube-scheduler's MaxExtenderPriority
+# Rises in expected fragmentation closer than this (GPUs' worth) count as equal, so the
+# consistent tie-break decides (openb replay: 0.04–0.25 within 0.1 point; bench/RESULTS.md).
+RISE_RESOLUTION = 0.1
 
 
 def _plural(n: int, word: str) -> str:
@@ -180,8 +183,14 @@ def _least_fragmentation_scores(
     w_v: float,
     cpu_mem: tuple[float, float],
 ) -> np.ndarray:
-    """0–10, highest where the pod raises its node's expected fragmentation least;
-    stretched min–max like the other modes; a node it does not fit scores 0."""
+    """0–10: 10 for the one node where the pod raises expected fragmentation
+    least, the others by how much more (``scoring.rank``); 0 where it does not fit.
+
+    Among nodes within ``RISE_RESOLUTION`` of the least rise: a GPU pod goes to
+    the first in inventory order (the node list's, by name), so pods pack
+    consistently instead of spreading over equals; a pod without GPUs to the
+    node with the most free CPU per free GPU, where its CPU strands the fewest GPUs.
+    """
     inv = state.inventory
     if request is None:  # no GPU: it takes CPU and memory only
         gpus, pod = (inv.node_gpus, inv.usable, inv.cap_t, inv.cap_v, inv.used_t, inv.used_v), (0.0, 0.0, 0.0, 0)
@@ -189,11 +198,5 @@ def _least_fragmentation_scores(
         gpus, pod = _kernel_args(state, request), request_units(request)
     mix = state.mix.arrays(request, *cpu_mem)
     rise = frag_scores_numba(nodes, *gpus, *inv.free_cpu_mem(), *pod, *cpu_mem, *mix.args(), w_t, w_v)
-    fits = np.isfinite(rise)
-    if not fits.any():
-        return np.zeros(rise.size, np.int64)
-    low, high = float(rise[fits].min()), float(rise[fits].max())
-    if high - low < 1e-12:
-        return np.where(fits, MAX_SCORE, 0).astype(np.int64)
-    scaled = np.rint((high - np.where(fits, rise, high)) * (MAX_SCORE / (high - low))).astype(np.int64)
-    return np.where(fits, scaled, 0)
+    prefer = -inv.free_cpu_per_free_gpu(nodes, w_t, w_v) if request is None else nodes.astype(np.float64)
+    return decisive_scores(rise, prefer, RISE_RESOLUTION)

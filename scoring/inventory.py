@@ -129,6 +129,22 @@ class Inventory:
         """Per node index: CPU (milli) and memory (bytes) not requested by its pods."""
         return self.node_alloc_cpu - self.node_used_cpu, self.node_alloc_mem - self.node_used_mem
 
+    def free_cpu_per_free_gpu(self, nodes: np.ndarray, w_t: float, w_v: float) -> np.ndarray:
+        """Per node of ``nodes`` (-1: unknown, 0): free milli-CPU per free GPU share
+        (TFLOPS and VRAM weighed ``w_t``/``w_v``, usable GPUs; at least 1/20 of a GPU,
+        so nodes with every GPU taken rank by their free CPU)."""
+        known = nodes >= 0
+        rows = self.node_gpus[np.where(known, nodes, 0)]
+        present = rows >= 0
+        g = np.where(present, rows, 0)
+        share = np.zeros(rows.shape)
+        for w, cap, used in ((w_t, self.cap_t, self.used_t), (w_v, self.cap_v, self.used_v)):
+            c = cap[g]
+            share += w * np.where(c > 0, (c - used[g]) / np.where(c > 0, c, 1.0), 0.0)
+        free_gpus = np.where(present & self.usable[g], share, 0.0).sum(axis=1)
+        free_cpu = (self.node_alloc_cpu - self.node_used_cpu)[np.where(known, nodes, 0)]
+        return np.where(known, free_cpu / np.maximum(free_gpus, 0.05), 0.0)
+
     def set_node_present(self, name: str, present: bool) -> None:
         """Whether a Node object exists for ``name`` (GPU objects may arrive first)."""
         idx = self.node(name)  # may grow node_present, so look the array up after

@@ -1,0 +1,34 @@
+"""Turning a per-node cost into kube-scheduler's 0–10 extender scores with one winner.
+
+kube-scheduler adds the extender's score (× weight × 10) to its own plugins' and,
+among equal totals, picks at random. For the fragmentation-aware mode both hurt:
+a min–max stretch to 0–10 makes most nodes equal at the top, and a random pick
+among them spreads pods over the cluster, where a consistent order packs them
+(on the openb replay the stretch plus random ties left ~2.5 points of the GPUs
+unallocated: bench/RESULTS.md). So the cost is cut into steps of ``resolution``
+(smaller differences are noise in an expected value), the cheapest step's nodes
+are ordered by ``prefer`` (then by position) and the first alone scores 10; the
+others score by their step, 9 for the cheapest, down to 1; a node that cannot
+take the pod (cost +inf) scores 0.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+MAX_SCORE = 10  # kube-scheduler's MaxExtenderPriority
+
+
+def decisive_scores(cost: np.ndarray, prefer: np.ndarray, resolution: float) -> np.ndarray:
+    """int64 scores in the order of ``cost``; lower ``cost`` is better, and among
+    costs within one step lower ``prefer`` is better."""
+    out = np.zeros(cost.size, np.int64)
+    fits = np.flatnonzero(np.isfinite(cost))
+    if fits.size == 0:
+        return out
+    c = cost[fits]
+    step = np.floor((c - c.min()) / resolution) if resolution > 0 else c - c.min()
+    out[fits] = np.maximum(MAX_SCORE - 1 - step, 1).astype(np.int64)
+    winner = np.lexsort((fits, prefer[fits], step))[0]
+    out[fits[winner]] = MAX_SCORE
+    return out
