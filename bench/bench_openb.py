@@ -9,9 +9,14 @@ GPU capacity allocated is read.
 
 Each pod goes the way kube-scheduler sends it. kube-scheduler's own part, for
 CPU and memory, is modelled here: NodeResourcesFit's filter, and its default
-scores (LeastAllocated, BalancedAllocation; weight 1 each, 0–100). CPU-only pods
-never reach the extender (``managedResources``) and are placed by those scores
-alone. A GPU pod is announced to tfsched (``/debug/objects``: the pod arriving
+scores (LeastAllocated, BalancedAllocation; weight 1 each, 0–100). Two scheduler
+profiles, as the chart renders them (``--profile``): ``default`` — those scores
+count for every pod, and CPU-only pods never reach the extender
+(``managedResources``), so they are placed by those scores alone;
+``scoreAllPods`` (chart value ``scheduler.scoreAllPods``) — the profile disables
+those two scores and tfsched scores every pod, CPU-only ones through a second,
+prioritize-only extender. ``auto``: ``scoreAllPods`` for the fragmentation-aware
+mode, ``default`` for the others. A GPU pod is announced to tfsched (``/debug/objects``: the pod arriving
 as the informer would see it), then ``/filter`` with the nodes that pass
 NodeResourcesFit, ``/prioritize`` with those tfsched kept, the extender score
 weighted as kube-scheduler does (score × weight 5 × 10 against the plugins'
@@ -22,7 +27,7 @@ GPUs: every openb GPU has 1000 TFLOPS and 1000 MiB, and a pod's ``gpu_milli``
 asks that many TFLOPS and MiB per GPU, so the trace's one dimension is both of
 tfsched's. ``gpu_spec`` (``V100M16|V100M32``) becomes a ``gpu-model`` list.
 
-    .venv/bin/python bench/bench_openb.py [--trace default] [--seeds 42-51] [--modes all]
+    .venv/bin/python bench/bench_openb.py [--trace default] [--seeds 42-51] [--modes all] [--plot out.png]
 """
 
 from __future__ import annotations
@@ -58,6 +63,8 @@ EXTENDER_WEIGHT = 5  # config/scheduler-config.yaml
 EXTENDER_SCALE = 10  # kube-scheduler: MaxNodeScore / MaxExtenderPriority
 NUMBA = str(Path.home() / ".cache" / "tfsched" / "numba")
 REPORT_AT = (50, 80, 90, 95, 100, 105, 110, 115, 120, 125, 130)
+DEFAULT_PROFILE = "default"  # kube-scheduler's resource scores for every pod; tfsched sees GPU pods only
+SCORE_ALL_PODS = "scoreAllPods"  # chart scheduler.scoreAllPods: tfsched scores every pod, those scores off
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,7 +229,7 @@ class Run:
 
 
 def replay(
-    nodes: list[TraceNode], pods: list[TracePod], mode: str, seed: int, work: Path, cpu_pods: str = "kube"
+    nodes: list[TraceNode], pods: list[TracePod], mode: str, seed: int, work: Path, profile: str = DEFAULT_PROFILE
 ) -> Run:
     capacity = sum(n.gpus for n in nodes) * GPU_MILLI
     config = work / f"tfsched-{mode}.yaml"
@@ -244,7 +251,7 @@ def replay(
         started = time.perf_counter()
         for pod in arrivals(pods, capacity, seed):
             arrived += pod.gpu_request
-            node = place(pod, kube, extender, rng, cpu_pods)
+            node = place(pod, kube, extender, rng, profile)
             if node is None:
                 run.dropped += 1
             else:
@@ -268,16 +275,15 @@ def extender_scores(extender: Extender, obj: dict, names: list[str]) -> np.ndarr
 
 
 def place(
-    pod: TracePod, kube: KubeResources, extender: Extender, rng: np.random.Generator, cpu_pods: str = "kube"
+    pod: TracePod, kube: KubeResources, extender: Extender, rng: np.random.Generator, profile: str = DEFAULT_PROFILE
 ) -> int | None:
-    """One pod the way kube-scheduler places it. ``cpu_pods``: ``kube`` — a pod without GPUs
-    never reaches tfsched (managedResources); ``extender`` — tfsched scores it too (a second
-    extender entry with only prioritize and no managedResources, same weight)."""
+    """One pod the way kube-scheduler places it under ``profile`` (see the module's doc)."""
     candidates = kube.feasible(pod)
     if candidates.size == 0:
         return None
-    scores = kube.scores(candidates, pod)
-    if not pod.gpus and cpu_pods == "extender":
+    score_all = profile == SCORE_ALL_PODS
+    scores = np.zeros(candidates.size, np.int64) if score_all else kube.scores(candidates, pod)
+    if not pod.gpus and score_all:
         scores = scores + extender_scores(extender, pod_object(pod), [kube.names[i] for i in candidates])
     if pod.gpus:
         obj = pod_object(pod)
@@ -324,16 +330,18 @@ def main() -> None:
     parser.add_argument("--modes", default="all", help="comma-separated placement modes, or all")
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument(
-        "--cpu-pods",
-        choices=("kube", "extender"),
-        default="kube",
-        help="who scores pods without GPUs: kube-scheduler alone, or tfsched too (see place())",
+        "--profile",
+        choices=("auto", DEFAULT_PROFILE, SCORE_ALL_PODS),
+        default="auto",
+        help="the scheduler profile modelled (see above); auto: scoreAllPods for the fragmentation-aware mode",
     )
-    parser.add_argument("--json", type=Path, help="write every run's figures here")
+    parser.add_argument("--json", type=Path, help="write the table (every percent) here")
+    parser.add_argument("--plot", type=Path, help="write a PNG of allocated against arrived here (matplotlib)")
     args = parser.parse_args()
     lo, _, hi = args.seeds.partition("-")
     seeds = list(range(int(lo), int(hi) + 1)) if hi else [int(s) for s in args.seeds.split(",")]
     modes = [m.value for m in PlacementMode] if args.modes == "all" else args.modes.split(",")
+    profiles = {m: profile_for(m, args.profile) for m in modes}
     nodes = load_nodes(args.data / "openb_node_list_gpu_node.csv")
     pods = load_pods(args.data / f"openb_pod_list_{args.trace}.csv")
     print(
@@ -347,7 +355,7 @@ def main() -> None:
         snapshot(nodes, work / "nodes.json")
         for mode in modes:
             for seed in seeds:
-                run = replay(nodes, pods, mode, seed, work, args.cpu_pods)
+                run = replay(nodes, pods, mode, seed, work, profiles[mode])
                 runs.append(run)
                 print(
                     f"  {mode:<24} seed {seed}: {run.allocated[100]:.2f} % at 100 %, "
@@ -358,15 +366,13 @@ def main() -> None:
     table: dict[str, list[float]] = {}
     for mode in modes:
         mine = [r.allocated for r in runs if r.mode == mode]
-        table[f"tfsched {mode}"] = [statistics.median(col) for col in zip(*mine, strict=True)]
+        table[f"tfsched {mode} ({profiles[mode]})"] = [statistics.median(col) for col in zip(*mine, strict=True)]
     for policy, row in published(args.trace).items():
         table[f"published {policy}"] = row
     print(f"\nGPU capacity allocated (%), median of {len(seeds)} shuffles, at % of capacity arrived")
-    scorer = "kube-scheduler and tfsched" if args.cpu_pods == "extender" else "kube-scheduler"
-    print(f"(pods without GPUs scored by: {scorer})")
-    print(f"{'policy':<38}" + "".join(f"{k:>7}" for k in REPORT_AT))
+    print(f"{'policy (scheduler profile)':<52}" + "".join(f"{k:>7}" for k in REPORT_AT))
     for name, row in table.items():
-        print(f"{name:<38}" + "".join(f"{row[k]:7.2f}" for k in REPORT_AT))
+        print(f"{name:<52}" + "".join(f"{row[k]:7.2f}" for k in REPORT_AT))
     print("\nextender latency over HTTP (ms): p50 / p99")
     for mode in modes:
         lat = {v: [x for r in runs if r.mode == mode for x in r.latency[v]] for v in ("filter", "prioritize", "bind")}
@@ -374,6 +380,39 @@ def main() -> None:
         print(f"  {mode:<24} " + ", ".join(cells))
     if args.json:
         args.json.write_text(json.dumps({"trace": args.trace, "seeds": seeds, "table": table}, indent=1))
+    if args.plot:
+        plot(table, f"openb {args.trace}, median of {len(seeds)} shuffles", args.plot)
+        print(f"plot: {args.plot}")
+
+
+def profile_for(mode: str, profile: str) -> str:
+    if profile != "auto":
+        return profile
+    return SCORE_ALL_PODS if PlacementMode(mode).fragmentation_aware else DEFAULT_PROFILE
+
+
+def plot(table: dict[str, list[float]], title: str, path: Path) -> None:
+    """GPU capacity allocated against arrived request, as the paper's figure: tfsched's
+    modes solid, the published policies dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
+    for name, row in table.items():
+        ax.plot(range(len(row)), row, "-" if name.startswith("tfsched") else "--", linewidth=1.4, label=name)
+    ax.set_xlabel("arrived GPU request (% of cluster GPU capacity)")
+    ax.set_ylabel("GPU capacity allocated (%)")
+    ax.set_xlim(80, 130)
+    low = min(min(row[80:]) for row in table.values())
+    ax.set_ylim(max(0.0, low - 1.0), 100.0)
+    ax.grid(True, alpha=0.3)
+    ax.set_title(title)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

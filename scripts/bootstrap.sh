@@ -21,7 +21,7 @@ want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
 if [[ ! -f "${stamp}" || "$(cat "${stamp}")" != "${want}" ]]; then
   log "installing Python dependencies"
   .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet -e '.[test]'
+  .venv/bin/python -m pip install --quiet -e '.[test,bench]'
   echo "${want}" > "${stamp}"
 fi
 
