@@ -281,6 +281,14 @@ def test_score_all_pods_adds_an_ignorable_prioritize_only_extender() -> None:
         assert every["prioritizeVerb"] == "prioritize" and "managedResources" not in every
         assert every["ignorable"] is True and "filterVerb" not in every and "bindVerb" not in every
         assert every["urlPrefix"] == gpu["urlPrefix"] and every.get("tlsConfig") == gpu.get("tlsConfig")
+        # kube-scheduler's own CPU/memory spreading is off where tfsched scores every pod; filters stay.
+        (profile,) = config["profiles"]
+        disabled = {p["name"] for p in profile["plugins"]["score"]["disabled"]}
+        assert disabled == {"NodeResourcesFit", "NodeResourcesBalancedAllocation"}
+        assert set(profile["plugins"]) == {"score"}
+    for topology in ("secondScheduler", "extendScheduler"):
+        (profile,) = chart.scheduler_config(_render({"topology": topology}))["profiles"]
+        assert "plugins" not in profile
 
 
 def _run_kube_scheduler(values: Obj, tmp_path: Path, spoil: bool = False) -> tuple[bool, str, int]:

@@ -99,6 +99,15 @@ leaderElection:
   retryPeriod: {{ .Values.scheduler.leaderElection.retryPeriod }}
 profiles:
 - schedulerName: {{ ternary .Values.scheduler.name .Values.scheduler.extendProfile (not (empty $second)) }}
+  {{- if .Values.scheduler.scoreAllPods }}
+  # tfsched scores every pod by the GPUs its CPU and memory would strand; these two spread
+  # pods by CPU and memory and undo that (openb replay: bench/RESULTS.md). Filters stay.
+  plugins:
+    score:
+      disabled:
+      - name: NodeResourcesFit
+      - name: NodeResourcesBalancedAllocation
+  {{- end }}
 extenders:
 - urlPrefix: {{ ternary "https" "http" (not (empty $second)) }}://127.0.0.1:{{ .Values.tfsched.port }}
   filterVerb: filter
