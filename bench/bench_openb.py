@@ -226,11 +226,19 @@ class Run:
     dropped: int = 0
     seconds: float = 0.0
     latency: dict[str, list[float]] = field(default_factory=dict)
+    choices: list[str | None] = field(default_factory=list)  # each arrival's node, None: dropped
 
 
 def replay(
-    nodes: list[TraceNode], pods: list[TracePod], mode: str, seed: int, work: Path, profile: str = DEFAULT_PROFILE
+    nodes: list[TraceNode],
+    pods: list[TracePod],
+    mode: str,
+    seed: int,
+    work: Path,
+    profile: str = DEFAULT_PROFILE,
+    order: list[TracePod] | None = None,
 ) -> Run:
+    """One run: the seed's arrivals (or ``order`` as given) against ``work/nodes.json``."""
     capacity = sum(n.gpus for n in nodes) * GPU_MILLI
     config = work / f"tfsched-{mode}.yaml"
     config.write_text(json.dumps({"scheduling": {"placementMode": mode}, "autoscaling": {"enabled": False}}))
@@ -249,9 +257,10 @@ def replay(
         arrived = allocated = 0
         next_report = 0
         started = time.perf_counter()
-        for pod in arrivals(pods, capacity, seed):
+        for pod in arrivals(pods, capacity, seed) if order is None else order:
             arrived += pod.gpu_request
             node = place(pod, kube, extender, rng, profile)
+            run.choices.append(None if node is None else kube.names[node])
             if node is None:
                 run.dropped += 1
             else:

@@ -10,6 +10,7 @@ start order, readiness and teardown of the same set of processes).
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import secrets
@@ -411,15 +412,17 @@ class DevCluster:
         hostname: str | None = None,
         scheduler_name: str | None = None,
         extender_tls: dict[str, Any] | None = None,
+        config: dict[str, Any] | None = None,
     ) -> ProcessRecord:
-        """Start a kube-scheduler with config/scheduler-config.yaml calling ``extender_url``.
+        """Start a kube-scheduler with config/scheduler-config.yaml (or another
+        rendering of the chart's, ``config``) calling ``extender_url``.
 
         ``hostname`` runs it in a UTS namespace of its own, as a pod would be,
         so its leader identity (``<hostname>_<uuid>``) tells it apart from
         another on this machine (needs root or unprivileged user namespaces).
         ``scheduler_name`` names its profile (a second scheduler);
         ``extender_tls`` is the extender's ``tlsConfig`` (HTTPS, client certificate)."""
-        config = yaml.safe_load(SCHEDULER_CONFIG.read_text())
+        config = copy.deepcopy(config) if config is not None else yaml.safe_load(SCHEDULER_CONFIG.read_text())
         config["clientConnection"]["kubeconfig"] = str(self.kubeconfig)
         for extender in config["extenders"]:
             extender["urlPrefix"] = extender_url or self.extender_url

@@ -187,9 +187,10 @@ def _least_fragmentation_scores(
     least, the others by how much more (``scoring.rank``); 0 where it does not fit.
 
     Among nodes within ``RISE_RESOLUTION`` of the least rise: a GPU pod goes to
-    the first in inventory order (the node list's, by name), so pods pack
-    consistently instead of spreading over equals; a pod without GPUs to the
-    node with the most free CPU per free GPU, where its CPU strands the fewest GPUs.
+    the first by name, so pods pack consistently instead of spreading over
+    equals (and the same way after a restart); a pod without GPUs to the
+    node with the most free CPU per free GPU, where its CPU strands the fewest GPUs
+    (then by name).
     """
     inv = state.inventory
     if request is None:  # no GPU: it takes CPU and memory only
@@ -198,5 +199,6 @@ def _least_fragmentation_scores(
         gpus, pod = _kernel_args(state, request), request_units(request)
     mix = state.mix.arrays(request, *cpu_mem)
     rise = frag_scores_numba(nodes, *gpus, *inv.free_cpu_mem(), *pod, *cpu_mem, *mix.args(), w_t, w_v)
-    prefer = -inv.free_cpu_per_free_gpu(nodes, w_t, w_v) if request is None else nodes.astype(np.float64)
+    by_name = inv.name_rank(nodes)
+    prefer = (-inv.free_cpu_per_free_gpu(nodes, w_t, w_v), by_name) if request is None else (by_name,)
     return decisive_scores(rise, prefer, RISE_RESOLUTION)

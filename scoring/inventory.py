@@ -104,6 +104,7 @@ class Inventory:
         self.pools = Codes()
         self._free_slots: list[int] = []
         self._node_pool: dict[str, str] = {}
+        self._name_rank = np.zeros(0, np.float64)
 
     # -- nodes ---------------------------------------------------------------
 
@@ -128,6 +129,17 @@ class Inventory:
     def free_cpu_mem(self) -> tuple[np.ndarray, np.ndarray]:
         """Per node index: CPU (milli) and memory (bytes) not requested by its pods."""
         return self.node_alloc_cpu - self.node_used_cpu, self.node_alloc_mem - self.node_used_mem
+
+    def name_rank(self, nodes: np.ndarray) -> np.ndarray:
+        """Per node of ``nodes``: its place among all node names in sorted order (-1: unknown,
+        +inf). A stable order: the same after a restart or a re-list, whatever order the
+        nodes arrived in; recomputed only when nodes were added."""
+        if self._name_rank.size != len(self.node_names):
+            rank = np.empty(len(self.node_names), np.float64)
+            rank[np.argsort(np.array(self.node_names))] = np.arange(len(self.node_names))
+            self._name_rank = rank
+        known = (nodes >= 0) & (nodes < self._name_rank.size)
+        return np.where(known, self._name_rank[np.where(known, nodes, 0)] if known.any() else 0.0, np.inf)
 
     def free_cpu_per_free_gpu(self, nodes: np.ndarray, w_t: float, w_v: float) -> np.ndarray:
         """Per node of ``nodes`` (-1: unknown, 0): free milli-CPU per free GPU share

@@ -7,21 +7,23 @@ among them spreads pods over the cluster, where a consistent order packs them
 (on the openb replay the stretch plus random ties left ~2.5 points of the GPUs
 unallocated: bench/RESULTS.md). So the cost is cut into steps of ``resolution``
 (smaller differences are noise in an expected value), the cheapest step's nodes
-are ordered by ``prefer`` (then by position) and the first alone scores 10; the
+are ordered by the ``prefer`` keys (then by position) and the first alone scores 10; the
 others score by their step, 9 for the cheapest, down to 1; a node that cannot
 take the pod (cost +inf) scores 0.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 MAX_SCORE = 10  # kube-scheduler's MaxExtenderPriority
 
 
-def decisive_scores(cost: np.ndarray, prefer: np.ndarray, resolution: float) -> np.ndarray:
+def decisive_scores(cost: np.ndarray, prefer: Sequence[np.ndarray], resolution: float) -> np.ndarray:
     """int64 scores in the order of ``cost``; lower ``cost`` is better, and among
-    costs within one step lower ``prefer`` is better."""
+    costs within one step lower ``prefer[0]``, then ``prefer[1]``… is better."""
     out = np.zeros(cost.size, np.int64)
     fits = np.flatnonzero(np.isfinite(cost))
     if fits.size == 0:
@@ -29,6 +31,7 @@ def decisive_scores(cost: np.ndarray, prefer: np.ndarray, resolution: float) -> 
     c = cost[fits]
     step = np.floor((c - c.min()) / resolution) if resolution > 0 else c - c.min()
     out[fits] = np.maximum(MAX_SCORE - 1 - step, 1).astype(np.int64)
-    winner = np.lexsort((fits, prefer[fits], step))[0]
+    keys = [fits, *(p[fits] for p in reversed(prefer)), step]  # lexsort: last key first
+    winner = np.lexsort(keys)[0]
     out[fits[winner]] = MAX_SCORE
     return out
