@@ -27,11 +27,14 @@ from tfsched.scoring.modes import (
     FIT_TOO_FEW_GPUS,
     PlacementMode,
 )
-from tfsched.scoring.rank import MAX_SCORE, decisive_scores
+from tfsched.scoring.rank import MAX_SCORE, decisive_scores, ratio_class
 
 # Rises in expected fragmentation closer than this (GPUs' worth) count as equal, so the
 # consistent tie-break decides (openb replay: 0.04–0.25 within 0.1 point; bench/RESULTS.md).
 RISE_RESOLUTION = 0.1
+# Free CPU per free GPU is matched to a GPU pod's in factors of this: class 0 is a node with
+# 1-4x the pod's ratio (openb replay: +0.7 point at 100 % arrived against name order alone).
+CPU_RATIO_BASE = 4.0
 
 
 def _plural(n: int, word: str) -> str:
@@ -187,9 +190,11 @@ def _least_fragmentation_scores(
     least, the others by how much more (``scoring.rank``); 0 where it does not fit.
 
     Among nodes within ``RISE_RESOLUTION`` of the least rise: a GPU pod goes to
-    the first by name, so pods pack consistently instead of spreading over
-    equals (and the same way after a restart); a pod without GPUs to the
-    node with the most free CPU per free GPU, where its CPU strands the fewest GPUs
+    a node whose free CPU per free GPU is nearest (``CPU_RATIO_BASE``) what the pod
+    asks per GPU, so CPU-hungry pods take CPU-rich nodes and the others leave it,
+    then to the first by name, so pods pack consistently instead of spreading over
+    equals (and the same way after a restart); a pod without GPUs to the node
+    with the most free CPU per free GPU, where its CPU strands the fewest GPUs
     (then by name).
     """
     inv = state.inventory
@@ -200,5 +205,12 @@ def _least_fragmentation_scores(
     mix = state.mix.arrays(request, *cpu_mem)
     rise = frag_scores_numba(nodes, *gpus, *inv.free_cpu_mem(), *pod, *cpu_mem, *mix.args(), w_t, w_v)
     by_name = inv.name_rank(nodes)
-    prefer = (-inv.free_cpu_per_free_gpu(nodes, w_t, w_v), by_name) if request is None else (by_name,)
+    node_ratio = inv.free_cpu_per_free_gpu(nodes, w_t, w_v)
+    if request is None:
+        prefer: tuple[np.ndarray, ...] = (-node_ratio, by_name)
+    elif cpu_mem[0] > 0:
+        pod_ratio = cpu_mem[0] / np.maximum(inv.request_share(nodes, *pod, w_t, w_v), 1e-6)
+        prefer = (ratio_class(node_ratio, pod_ratio, CPU_RATIO_BASE), by_name)
+    else:
+        prefer = (by_name,)
     return decisive_scores(rise, prefer, RISE_RESOLUTION)

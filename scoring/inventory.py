@@ -141,21 +141,41 @@ class Inventory:
         known = (nodes >= 0) & (nodes < self._name_rank.size)
         return np.where(known, self._name_rank[np.where(known, nodes, 0)] if known.any() else 0.0, np.inf)
 
-    def free_cpu_per_free_gpu(self, nodes: np.ndarray, w_t: float, w_v: float) -> np.ndarray:
-        """Per node of ``nodes`` (-1: unknown, 0): free milli-CPU per free GPU share
-        (TFLOPS and VRAM weighed ``w_t``/``w_v``, usable GPUs; at least 1/20 of a GPU,
-        so nodes with every GPU taken rank by their free CPU)."""
+    def _gpus_of(self, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(known node, GPU indices per node row, whether each is a usable GPU) for ``nodes``."""
         known = nodes >= 0
         rows = self.node_gpus[np.where(known, nodes, 0)]
         present = rows >= 0
         g = np.where(present, rows, 0)
-        share = np.zeros(rows.shape)
+        return known, g, present & self.usable[g] & known[:, None]
+
+    def free_cpu_per_free_gpu(self, nodes: np.ndarray, w_t: float, w_v: float) -> np.ndarray:
+        """Per node of ``nodes`` (-1: unknown, 0): free milli-CPU per free GPU share
+        (TFLOPS and VRAM weighed ``w_t``/``w_v``, usable GPUs; at least 1/20 of a GPU,
+        so nodes with every GPU taken rank by their free CPU)."""
+        known, g, usable = self._gpus_of(nodes)
+        share = np.zeros(g.shape)
         for w, cap, used in ((w_t, self.cap_t, self.used_t), (w_v, self.cap_v, self.used_v)):
             c = cap[g]
             share += w * np.where(c > 0, (c - used[g]) / np.where(c > 0, c, 1.0), 0.0)
-        free_gpus = np.where(present & self.usable[g], share, 0.0).sum(axis=1)
+        free_gpus = np.where(usable, share, 0.0).sum(axis=1)
         free_cpu = (self.node_alloc_cpu - self.node_used_cpu)[np.where(known, nodes, 0)]
         return np.where(known, free_cpu / np.maximum(free_gpus, 0.05), 0.0)
+
+    def request_share(
+        self, nodes: np.ndarray, req_t: float, req_pct: float, req_v: float, count: int, w_t: float, w_v: float
+    ) -> np.ndarray:
+        """Per node of ``nodes``: the GPU shares a request takes there (``request_units``;
+        each GPU's share weighed as in :meth:`free_cpu_per_free_gpu`, averaged over the
+        node's usable GPUs; 0 for a node without any)."""
+        _, g, usable = self._gpus_of(nodes)
+        share = np.zeros(g.shape)
+        for w, cap, need in ((w_t, self.cap_t, None), (w_v, self.cap_v, req_v)):
+            c = cap[g]
+            asked = req_t + req_pct * c if need is None else np.full(c.shape, need)
+            share += w * np.where(c > 0, np.minimum(asked / np.where(c > 0, c, 1.0), 1.0), 0.0)
+        n = usable.sum(axis=1)
+        return count * np.where(usable, share, 0.0).sum(axis=1) / np.maximum(n, 1)
 
     def set_node_present(self, name: str, present: bool) -> None:
         """Whether a Node object exists for ``name`` (GPU objects may arrive first)."""

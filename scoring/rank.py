@@ -35,3 +35,12 @@ def decisive_scores(cost: np.ndarray, prefer: Sequence[np.ndarray], resolution: 
     winner = np.lexsort(keys)[0]
     out[fits[winner]] = MAX_SCORE
     return out
+
+
+def ratio_class(node_ratio: np.ndarray, pod_ratio: np.ndarray, base: float) -> np.ndarray:
+    """How far a node's free CPU per free GPU is from what the pod asks per GPU, in
+    whole powers of ``base``: 0 where the node has 1 to ``base`` times the pod's ratio,
+    1 for the next power either way, and so on (lower is a better match)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cls = np.abs(np.floor(np.log(node_ratio / pod_ratio) / np.log(base)))
+    return np.where(np.isfinite(cls), cls, np.inf)
