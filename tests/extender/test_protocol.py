@@ -304,3 +304,41 @@ async def test_least_fragmentation_keeps_cpu_where_free_gpus_need_it(make_client
     assert status == 200
     by_node = {s["Host"]: s["Score"] for s in scores}
     assert by_node["roomy"] > by_node["tight"], by_node
+
+
+def _least_fragmentation_client_state(nodes: list[tuple[str, str, int]]) -> ClusterState:
+    state = ClusterState(SchedulingConfig(placementMode=PlacementMode.LEAST_FRAGMENTATION))
+    state.load(
+        {
+            Kind.NODE: [node_object(name, cpu=cpu, gpus=gpus) for name, cpu, gpus in nodes],
+            Kind.GPU: [gpu_object(name, i, tflops=100, vram=16 * GiB) for name, _, gpus in nodes for i in range(gpus)],
+        }
+    )
+    return state
+
+
+def _pod_asking(name: str, cpu: str) -> dict:
+    pod = gpu_pod(name, tflops="100", vram="16Gi", uid=name)
+    pod["spec"]["containers"][0]["resources"]["requests"] = {"cpu": cpu, "memory": "1Gi"}
+    return pod
+
+
+async def test_least_fragmentation_names_one_winner_first_by_name(make_client):
+    """Equal empty nodes: one scores 10 (the first by name, whatever order they are sent
+    in), so kube-scheduler's random pick among equal totals cannot spread pods over them."""
+    state = _least_fragmentation_client_state([("n-c", "64", 2), ("n-a", "64", 2), ("n-b", "64", 2)])
+    client = await make_client(state)
+    status, scores = await post(client, "prioritize", args_names(_pod_asking("p", "8"), ["n-c", "n-b", "n-a"]))
+    assert status == 200
+    assert {s["Host"]: s["Score"] for s in scores} == {"n-a": 10, "n-b": 9, "n-c": 9}
+
+
+async def test_least_fragmentation_leaves_cpu_rich_nodes_to_cpu_hungry_pods(make_client):
+    """Both nodes keep every request type fitting either way; the pod asks 9 CPUs per GPU.
+    ``b-lean`` has 10 per free GPU, ``a-rich`` 40: the pod goes to b-lean though a-rich is
+    first by name, leaving a-rich's CPU to pods that need it."""
+    state = _least_fragmentation_client_state([("a-rich", "160", 4), ("b-lean", "40", 4)])
+    client = await make_client(state)
+    status, scores = await post(client, "prioritize", args_names(_pod_asking("p", "9"), ["a-rich", "b-lean"]))
+    assert status == 200
+    assert {s["Host"]: s["Score"] for s in scores} == {"a-rich": 9, "b-lean": 10}
