@@ -93,6 +93,7 @@ class Ledger:
             self.changed_gpus.add(name)
         inv.used_t[g] = used_t
         inv.used_v[g] = used_v
+        inv.touch_gpu(g)
 
     # -- allocations -----------------------------------------------------------
 
@@ -112,6 +113,7 @@ class Ledger:
                 continue  # the GPU object is not here yet (upsert_gpu recounts it), or not on this node
             inv.used_t[g] += sign * alloc.tflops_on(inv.cap_t[g])
             inv.used_v[g] += sign * alloc.vram
+            inv.touch_gpu(g)
             self.changed_gpus.add(name)
 
     def _put(self, alloc: Allocation) -> None:

@@ -5,7 +5,7 @@ next; here those are the effective requests of the GPU pods the cache holds
 (bound and pending: an effective request carries the workload's
 recommendation or cron override, so the autoscaler's view of what a workload
 will ask is in it). Each pod counts once under its request type; the arrays
-are rebuilt only when the counts changed, from the most common types.
+are rebuilt from the most common types once 1 % of the pods changed.
 """
 
 from __future__ import annotations
@@ -20,6 +20,9 @@ from tfsched.scoring.inventory import request_units
 
 # Types beyond the most common ones add cost to every score and little to the estimate.
 MAX_MIX_TYPES = 32
+# The arrays are rebuilt once this share of the pods seen (at least one pod) has changed:
+# the mix is an estimate, and each rebuild invalidates every cached rise (extender.placement).
+MIX_REFRESH_SHARE = 0.01
 
 # Per-GPU TFLOPS units, share of a GPU, VRAM units, GPU count; and the pod's milli-CPU and memory bytes.
 RequestType = tuple[float, float, float, int, float, float]
@@ -73,6 +76,8 @@ class WorkloadMix:
         self._by_uid: dict[str, RequestType] = {}
         self._counts: Counter[RequestType] = Counter()
         self._arrays: MixArrays | None = None
+        self._changes = 0  # pods changed since the arrays were built
+        self.version = 0  # bumped at each rebuild
 
     def __len__(self) -> int:
         return len(self._by_uid)
@@ -91,13 +96,15 @@ class WorkloadMix:
         if new is not None:
             self._by_uid[uid] = new
             self._counts[new] += 1
-        self._arrays = None
+        self._changes += 1
 
     def arrays(self, request: GPURequest | None, cpu: float = 0.0, mem: float = 0.0) -> MixArrays:
         """The mix; with no pods seen yet, the GPU request being placed stands for it
         (a pod without GPUs, ``request`` None, is no GPU request type: the mix as it is)."""
         if not self._counts and request is not None:
             return MixArrays.of(Counter({request_type(request, cpu, mem): 1}))
-        if self._arrays is None:
+        if self._arrays is None or self._changes >= max(1.0, MIX_REFRESH_SHARE * len(self._by_uid)):
             self._arrays = MixArrays.of(self._counts)
+            self._changes = 0
+            self.version += 1
         return self._arrays

@@ -70,6 +70,7 @@ class NodeResources:
         cpu, mem = allocatable if allocatable is not None else (float("inf"), float("inf"))
         inv.node_alloc_cpu[n] = cpu
         inv.node_alloc_mem[n] = mem
+        inv.touch_node(n)
 
     def observe_pod(self, uid: str, pod: Mapping[str, Any] | None) -> None:
         """The pod as it is now (None: deleted); it counts while bound and not finished."""
@@ -78,6 +79,7 @@ class NodeResources:
         if old is not None:
             inv.node_used_cpu[old[0]] -= old[1]
             inv.node_used_mem[old[0]] -= old[2]
+            inv.touch_node(old[0])
         if pod is None or not uid:
             return
         node = _field(_field(pod, "spec"), "nodeName")
@@ -87,4 +89,5 @@ class NodeResources:
         n = inv.node(node)
         inv.node_used_cpu[n] += cpu
         inv.node_used_mem[n] += mem
+        inv.touch_node(n)
         self._pods[uid] = (n, cpu, mem)

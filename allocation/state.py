@@ -28,6 +28,7 @@ from tfsched.clustermodel.problems import ProblemLog
 from tfsched.clustermodel.quantity import QuantityError, parse_quantity
 from tfsched.clustermodel.workload import WorkloadView, read_workload
 from tfsched.scoring.inventory import GPUSpec, Inventory
+from tfsched.scoring.risecache import RiseCache
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,7 @@ class ClusterState:
         self.ledger = Ledger(self.inventory)
         # What the cluster asks, for the fragmentation-aware mode (allocation/mix.py).
         self.mix = WorkloadMix()
+        self.rise_cache = RiseCache()
         self.node_resources = NodeResources(self.inventory)
         self.cache.subscribe(Kind.NODE, self._on_node)
         self.cache.subscribe(Kind.GPU, self._on_gpu)

@@ -13,7 +13,7 @@ loopback, and prints:
 - the numba / numpy kernel time ratio on the same arrays;
 - the server's peak RSS (goal ≤ 300 MB).
 
-Run: ``.venv/bin/python bench/bench_extender.py [--nodes 5000 --gpus 8 --pods 20000 --requests 300]``
+Run: ``.venv/bin/python bench/bench_extender.py [--nodes 5000 --gpus 8 --pods 20000 --requests 300] [--mode M]``
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from tfsched.clustermodel.cache import Kind
 from tfsched.clustermodel.objects import gpu_name, gpu_object, gpu_pod, node_object
 from tfsched.scoring.inventory import tflops_units, vram_units
 from tfsched.scoring.kernels import fit_nodes_numba, fit_nodes_numpy, score_nodes_numba, score_nodes_numpy
+from tfsched.scoring.modes import PlacementMode
 
 GiB = 2**30
 
@@ -221,6 +222,9 @@ def main() -> None:
     parser.add_argument("--pods", type=int, default=20000)
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--source", choices=("api", "snapshot"), default="api")
+    parser.add_argument(
+        "--mode", choices=[m.value for m in PlacementMode], help="scheduling.placementMode (default: tfsched's)"
+    )
     opts = parser.parse_args()
 
     t = time.perf_counter()
@@ -262,6 +266,12 @@ def main() -> None:
         f"(built in {time.perf_counter() - t:.1f} s)"
     )
 
+    mode_args: list[str] = []
+    if opts.mode:
+        config = tmp / "tfsched.yaml"
+        config.write_text(orjson.dumps({"scheduling": {"placementMode": opts.mode}}).decode())
+        mode_args = ["--config", str(config)]
+        print(f"placement mode {opts.mode}")
     port = free_port()
     t = time.perf_counter()
     proc = subprocess.Popen(
@@ -275,6 +285,7 @@ def main() -> None:
             *source_args,
             "--port",
             str(port),
+            *mode_args,
         ],
     )
     server = psutil.Process(proc.pid)
@@ -293,6 +304,7 @@ def main() -> None:
         print(f"server ready in {time.perf_counter() - t:.1f} s (cache loaded from {opts.source})")
 
         pod = gpu_pod("bench-pod", tflops="20", vram="8Gi", uid="bench")
+        pod["spec"]["containers"][0]["resources"]["requests"] = {"cpu": "4", "memory": "16Gi"}
         pod["metadata"]["annotations"][ann.QOS] = "medium"
         body = orjson.dumps({"Pod": pod, "Nodes": None, "NodeNames": names})
         print(f"request body {len(body) / 1024:.0f} KiB, {len(names)} node names")

@@ -203,14 +203,30 @@ def _least_fragmentation_scores(
     else:
         gpus, pod = _kernel_args(state, request), request_units(request)
     mix = state.mix.arrays(request, *cpu_mem)
-    rise = frag_scores_numba(nodes, *gpus, *inv.free_cpu_mem(), *pod, *cpu_mem, *mix.args(), w_t, w_v)
-    by_name = inv.name_rank(nodes)
-    node_ratio = inv.free_cpu_per_free_gpu(nodes, w_t, w_v)
-    if request is None:
-        prefer: tuple[np.ndarray, ...] = (-node_ratio, by_name)
-    elif cpu_mem[0] > 0:
-        pod_ratio = cpu_mem[0] / np.maximum(inv.request_share(nodes, *pod, w_t, w_v), 1e-6)
-        prefer = (ratio_class(node_ratio, pod_ratio, CPU_RATIO_BASE), by_name)
-    else:
-        prefer = (by_name,)
+    free_cpu, free_mem = inv.free_cpu_mem()
+    key = (
+        pod,
+        cpu_mem,
+        None if request is None else (request.gpu_models, request.vendor, request.pool, request.gpu_indices),
+        state.mix.version if len(state.mix) else -1,  # -1: no pods seen, the request stands for the mix
+        w_t,
+        w_v,
+    )
+
+    def compute(subset: np.ndarray) -> np.ndarray:
+        return frag_scores_numba(subset, *gpus, free_cpu, free_mem, *pod, *cpu_mem, *mix.args(), w_t, w_v)
+
+    rise = state.rise_cache.rises(key, nodes, inv.node_version, compute)
+
+    def prefer(positions: np.ndarray) -> tuple[np.ndarray, ...]:
+        tied = nodes[positions]
+        by_name = inv.name_rank(tied)
+        node_ratio = inv.free_cpu_per_free_gpu(tied, w_t, w_v)
+        if request is None:
+            return (-node_ratio, by_name)
+        if cpu_mem[0] <= 0:
+            return (by_name,)
+        pod_ratio = cpu_mem[0] / np.maximum(inv.request_share(tied, *pod, w_t, w_v), 1e-6)
+        return (ratio_class(node_ratio, pod_ratio, CPU_RATIO_BASE), by_name)
+
     return decisive_scores(rise, prefer, RISE_RESOLUTION)

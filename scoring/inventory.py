@@ -20,6 +20,7 @@ import numpy as np
 
 from tfsched.clustermodel.gpurequest import GPURequest
 from tfsched.clustermodel.quantity import milli_tflops, whole_bytes
+from tfsched.scoring.kernels import node_free_share_numba, request_share_numba
 
 
 def tflops_units(tflops: float) -> float:
@@ -95,6 +96,9 @@ class Inventory:
         self.node_alloc_mem = np.full(node_capacity, np.inf)
         self.node_used_cpu = np.zeros(node_capacity, np.float64)
         self.node_used_mem = np.zeros(node_capacity, np.float64)
+        # Bumped on every change to a node's GPUs or CPU/memory: what was computed for a node
+        # at one version holds while it stays (extender.placement's cache of rises).
+        self.node_version = np.zeros(node_capacity, np.int64)
         self.gpu_index: dict[str, int] = {}
         self.gpu_names: list[str | None] = []
         self.node_index: dict[str, int] = {}
@@ -122,9 +126,17 @@ class Inventory:
                 self.node_alloc_mem = np.concatenate([self.node_alloc_mem, np.full(idx, np.inf)])
                 self.node_used_cpu = np.concatenate([self.node_used_cpu, np.zeros(idx)])
                 self.node_used_mem = np.concatenate([self.node_used_mem, np.zeros(idx)])
+                self.node_version = np.concatenate([self.node_version, np.zeros(idx, np.int64)])
             self.node_names.append(name)
             self.node_index[name] = idx
         return idx
+
+    def touch_node(self, node: int) -> None:
+        if node >= 0:
+            self.node_version[node] += 1
+
+    def touch_gpu(self, g: int) -> None:
+        self.touch_node(int(self.gpu_node[g]))
 
     def free_cpu_mem(self) -> tuple[np.ndarray, np.ndarray]:
         """Per node index: CPU (milli) and memory (bytes) not requested by its pods."""
@@ -141,41 +153,23 @@ class Inventory:
         known = (nodes >= 0) & (nodes < self._name_rank.size)
         return np.where(known, self._name_rank[np.where(known, nodes, 0)] if known.any() else 0.0, np.inf)
 
-    def _gpus_of(self, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(known node, GPU indices per node row, whether each is a usable GPU) for ``nodes``."""
-        known = nodes >= 0
-        rows = self.node_gpus[np.where(known, nodes, 0)]
-        present = rows >= 0
-        g = np.where(present, rows, 0)
-        return known, g, present & self.usable[g] & known[:, None]
-
     def free_cpu_per_free_gpu(self, nodes: np.ndarray, w_t: float, w_v: float) -> np.ndarray:
         """Per node of ``nodes`` (-1: unknown, 0): free milli-CPU per free GPU share
         (TFLOPS and VRAM weighed ``w_t``/``w_v``, usable GPUs; at least 1/20 of a GPU,
         so nodes with every GPU taken rank by their free CPU)."""
-        known, g, usable = self._gpus_of(nodes)
-        share = np.zeros(g.shape)
-        for w, cap, used in ((w_t, self.cap_t, self.used_t), (w_v, self.cap_v, self.used_v)):
-            c = cap[g]
-            share += w * np.where(c > 0, (c - used[g]) / np.where(c > 0, c, 1.0), 0.0)
-        free_gpus = np.where(usable, share, 0.0).sum(axis=1)
+        gpus = (self.node_gpus, self.usable, self.cap_t, self.cap_v, self.used_t, self.used_v)
+        free_gpus = node_free_share_numba(nodes, *gpus, w_t, w_v)
+        known = nodes >= 0
         free_cpu = (self.node_alloc_cpu - self.node_used_cpu)[np.where(known, nodes, 0)]
         return np.where(known, free_cpu / np.maximum(free_gpus, 0.05), 0.0)
 
     def request_share(
         self, nodes: np.ndarray, req_t: float, req_pct: float, req_v: float, count: int, w_t: float, w_v: float
     ) -> np.ndarray:
-        """Per node of ``nodes``: the GPU shares a request takes there (``request_units``;
-        each GPU's share weighed as in :meth:`free_cpu_per_free_gpu`, averaged over the
-        node's usable GPUs; 0 for a node without any)."""
-        _, g, usable = self._gpus_of(nodes)
-        share = np.zeros(g.shape)
-        for w, cap, need in ((w_t, self.cap_t, None), (w_v, self.cap_v, req_v)):
-            c = cap[g]
-            asked = req_t + req_pct * c if need is None else np.full(c.shape, need)
-            share += w * np.where(c > 0, np.minimum(asked / np.where(c > 0, c, 1.0), 1.0), 0.0)
-        n = usable.sum(axis=1)
-        return count * np.where(usable, share, 0.0).sum(axis=1) / np.maximum(n, 1)
+        """Per node of ``nodes``: the GPU shares a request (``request_units``) takes there
+        (``kernels.request_share_numba``)."""
+        gpus = (self.node_gpus, self.usable, self.cap_t, self.cap_v)
+        return request_share_numba(nodes, *gpus, req_t, req_pct, req_v, count, w_t, w_v)
 
     def set_node_present(self, name: str, present: bool) -> None:
         """Whether a Node object exists for ``name`` (GPU objects may arrive first)."""
@@ -210,6 +204,7 @@ class Inventory:
         self.vendor[g] = self.vendors.code(spec.vendor)
         self.pool[g] = self.pools.code(spec.pool)
         self.device_index[g] = spec.device_index
+        self.touch_node(node)
         return g
 
     def remove_gpu(self, name: str) -> None:
@@ -263,11 +258,13 @@ class Inventory:
             free = np.flatnonzero(row < 0)
         row[free[0]] = g
         self.gpu_node[g] = node
+        self.touch_node(node)
 
     def _unlink(self, g: int) -> None:
         node = self.gpu_node[g]
         if node < 0:
             return
+        self.touch_node(int(node))
         row = self.node_gpus[node]
         kept = row[(row >= 0) & (row != g)]
         row[:] = -1

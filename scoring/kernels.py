@@ -444,6 +444,59 @@ def frag_pick_numba(
     return picked[:count].copy()
 
 
+@njit(cache=True)
+def node_free_share_numba(nodes, node_gpus, usable, cap_t, cap_v, used_t, used_v, w_t, w_v):
+    """Per node of ``nodes``: the free share of its usable GPUs, each GPU weighed
+    ``w_t`` TFLOPS and ``w_v`` VRAM (a free GPU counts 1); 0 for -1."""
+    out = np.zeros(nodes.shape[0])
+    for i in range(nodes.shape[0]):
+        n = nodes[i]
+        if n < 0:
+            continue
+        free = 0.0
+        for s in range(node_gpus.shape[1]):
+            g = node_gpus[n, s]
+            if g < 0:
+                break
+            if usable[g]:
+                if cap_t[g] > 0:
+                    free += w_t * (cap_t[g] - used_t[g]) / cap_t[g]
+                if cap_v[g] > 0:
+                    free += w_v * (cap_v[g] - used_v[g]) / cap_v[g]
+        out[i] = free
+    return out
+
+
+@njit(cache=True)
+def request_share_numba(nodes, node_gpus, usable, cap_t, cap_v, req_t, req_pct, req_v, count, w_t, w_v):
+    """Per node of ``nodes``: the GPU shares a request takes there, its share of a
+    GPU averaged over the node's usable GPUs (weighed as in
+    :func:`node_free_share_numba`, at most 1 per GPU) times ``count``; 0 without any."""
+    out = np.zeros(nodes.shape[0])
+    for i in range(nodes.shape[0]):
+        n = nodes[i]
+        if n < 0:
+            continue
+        total = 0.0
+        k = 0
+        for s in range(node_gpus.shape[1]):
+            g = node_gpus[n, s]
+            if g < 0:
+                break
+            if not usable[g]:
+                continue
+            share = 0.0
+            if cap_t[g] > 0:
+                share += w_t * min((req_t + req_pct * cap_t[g]) / cap_t[g], 1.0)
+            if cap_v[g] > 0:
+                share += w_v * min(req_v / cap_v[g], 1.0)
+            total += share
+            k += 1
+        if k:
+            out[i] = count * total / k
+    return out
+
+
 def _need_tflops_numpy(req_t: float, req_pct: float, cap: np.ndarray) -> np.ndarray:
     return req_t + np.ceil(req_pct * cap - 1e-9)
 
@@ -635,6 +688,31 @@ def frag_pick_numpy(
     return _frag_pick_numpy(node, *cluster, request, mix, w_t, w_v)[0]
 
 
+def _gathered(nodes, node_gpus, usable):
+    known = nodes >= 0
+    rows = node_gpus[np.where(known, nodes, 0)]
+    g = np.where(rows >= 0, rows, 0)
+    return g, (rows >= 0) & usable[g] & known[:, None]
+
+
+def node_free_share_numpy(nodes, node_gpus, usable, cap_t, cap_v, used_t, used_v, w_t, w_v):
+    """numpy twin of :func:`node_free_share_numba`."""
+    g, on = _gathered(nodes, node_gpus, usable)
+    free = _free_share_numpy(g, used_t[g], used_v[g], cap_t, cap_v, w_t, w_v)
+    return np.where(on, free, 0.0).sum(axis=1)
+
+
+def request_share_numpy(nodes, node_gpus, usable, cap_t, cap_v, req_t, req_pct, req_v, count, w_t, w_v):
+    """numpy twin of :func:`request_share_numba`."""
+    g, on = _gathered(nodes, node_gpus, usable)
+    share = np.zeros(g.shape)
+    ct, cv = cap_t[g], cap_v[g]
+    share += np.where(ct > 0, w_t * np.minimum((req_t + req_pct * ct) / np.where(ct > 0, ct, 1.0), 1.0), 0.0)
+    share += np.where(cv > 0, w_v * np.minimum(req_v / np.where(cv > 0, cv, 1.0), 1.0), 0.0)
+    k = on.sum(axis=1)
+    return np.where(k > 0, count * np.where(on, share, 0.0).sum(axis=1) / np.maximum(k, 1), 0.0)
+
+
 def warm_up() -> None:
     """Compile (or load from numba's on-disk cache) every kernel, so the first
     real request does not pay for it.  Called before /readyz turns ready."""
@@ -650,3 +728,5 @@ def warm_up() -> None:
     request = (0.0, 0.0, 0.0, 1, 0.0, 0.0)
     frag_scores_numba(nodes, node_gpus, eligible, cap, cap, used, used, cap, cap, *request, *mix, 0.3, 0.7)
     frag_pick_numba(0, node_gpus, eligible, cap, cap, used, used, cap, cap, *request, *mix, 0.3, 0.7)
+    node_free_share_numba(nodes, node_gpus, eligible, cap, cap, used, used, 0.3, 0.7)
+    request_share_numba(nodes, node_gpus, eligible, cap, cap, 0.0, 0.0, 0.0, 1, 0.3, 0.7)

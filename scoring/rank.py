@@ -14,16 +14,20 @@ take the pod (cost +inf) scores 0.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 MAX_SCORE = 10  # kube-scheduler's MaxExtenderPriority
 
 
-def decisive_scores(cost: np.ndarray, prefer: Sequence[np.ndarray], resolution: float) -> np.ndarray:
+def decisive_scores(
+    cost: np.ndarray, prefer: Callable[[np.ndarray], Sequence[np.ndarray]], resolution: float
+) -> np.ndarray:
     """int64 scores in the order of ``cost``; lower ``cost`` is better, and among
-    costs within one step lower ``prefer[0]``, then ``prefer[1]``… is better."""
+    costs within the cheapest step lower ``keys[0]``, then ``keys[1]``… is better,
+    where ``keys = prefer(positions)`` for the positions in that step (computed
+    for those alone: the others need no tie-break)."""
     out = np.zeros(cost.size, np.int64)
     fits = np.flatnonzero(np.isfinite(cost))
     if fits.size == 0:
@@ -31,9 +35,10 @@ def decisive_scores(cost: np.ndarray, prefer: Sequence[np.ndarray], resolution: 
     c = cost[fits]
     step = np.floor((c - c.min()) / resolution) if resolution > 0 else c - c.min()
     out[fits] = np.maximum(MAX_SCORE - 1 - step, 1).astype(np.int64)
-    keys = [fits, *(p[fits] for p in reversed(prefer)), step]  # lexsort: last key first
-    winner = np.lexsort(keys)[0]
-    out[fits[winner]] = MAX_SCORE
+    cheapest = fits[step == 0]
+    keys = prefer(cheapest)
+    winner = np.lexsort([cheapest, *reversed(keys)])[0]  # lexsort: last key first
+    out[cheapest[winner]] = MAX_SCORE
     return out
 
 

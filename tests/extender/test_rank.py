@@ -16,7 +16,7 @@ INF = np.inf
 def test_one_winner_then_steps_and_zero_where_it_does_not_fit() -> None:
     cost = np.array([0.35, 0.05, INF, 0.0, 0.42, 0.0])
     name = np.array([5.0, 4.0, 3.0, 2.0, 1.0, 0.0])
-    scores = decisive_scores(cost, (name,), 0.1)
+    scores = decisive_scores(cost, lambda at: (name[at],), 0.1)
     # Steps of 0.1 from the least (0.0): 0.0, 0.05 and 0.0 share step 0; the last node wins by name.
     assert scores.tolist() == [6, 9, 0, 9, 5, MAX_SCORE]
 
@@ -25,15 +25,15 @@ def test_preference_keys_in_order_then_position() -> None:
     cost = np.zeros(4)
     first = np.array([1.0, 0.0, 0.0, 0.0])
     second = np.array([0.0, 2.0, 1.0, 1.0])
-    assert decisive_scores(cost, (first, second), 0.1).tolist() == [9, 9, 10, 9]
+    assert decisive_scores(cost, lambda at: (first[at], second[at]), 0.1).tolist() == [9, 9, 10, 9]
     # Equal on every key: the first position.
-    assert decisive_scores(cost, (np.zeros(4),), 0.1).tolist() == [10, 9, 9, 9]
+    assert decisive_scores(cost, lambda at: (np.zeros(at.size),), 0.1).tolist() == [10, 9, 9, 9]
 
 
 def test_nothing_fits_and_far_costs_floor_at_one() -> None:
-    assert decisive_scores(np.full(3, INF), (np.zeros(3),), 0.1).tolist() == [0, 0, 0]
-    assert decisive_scores(np.array([0.0, 50.0]), (np.zeros(2),), 0.1).tolist() == [MAX_SCORE, 1]
-    assert decisive_scores(np.zeros(0), (np.zeros(0),), 0.1).tolist() == []
+    assert decisive_scores(np.full(3, INF), lambda at: (np.zeros(at.size),), 0.1).tolist() == [0, 0, 0]
+    assert decisive_scores(np.array([0.0, 50.0]), lambda at: (np.zeros(at.size),), 0.1).tolist() == [MAX_SCORE, 1]
+    assert decisive_scores(np.zeros(0), lambda at: (np.zeros(at.size),), 0.1).tolist() == []
 
 
 @settings(max_examples=300, deadline=None)
@@ -44,7 +44,7 @@ def test_nothing_fits_and_far_costs_floor_at_one() -> None:
 def test_scores_are_a_ranking_with_exactly_one_ten(costs: list[float], seed: int) -> None:
     cost = np.array(costs)
     prefer = np.random.default_rng(seed).random(cost.size)
-    scores = decisive_scores(cost, (prefer,), 0.1)
+    scores = decisive_scores(cost, lambda at: (prefer[at],), 0.1)
     fits = np.isfinite(cost)
     assert ((scores == 0) == ~fits).all()
     assert (scores == MAX_SCORE).sum() == (1 if fits.any() else 0)
