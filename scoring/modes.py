@@ -4,7 +4,8 @@ TensorFusion's names: ``CompactFirst`` fills used GPUs and nodes first,
 ``LowLoadFirst`` spreads, and the default ``NodeCompactGPULowLoad`` packs nodes
 but spreads across the GPUs within the chosen node. tfsched's own
 ``LeastFragmentation`` places where the cluster's expected fragmentation for
-the requests it receives rises least (FGD, in TFLOPS and VRAM; see kernels.py).
+the requests it receives rises least (FGD in TFLOPS, VRAM, CPU and memory; see
+kernels.py), one winner per pod among near-equal nodes (rank.py).
 """
 
 from __future__ import annotations
