@@ -35,7 +35,7 @@ NODE_NAMES = (
     "openb-node-0229",  # V100M32, 96 CPUs, 8 GPUs
 )
 NODES_PER_MODEL = {"G2": 3, "T4": 2, "P100": 1, "V100M16": 1}
-PREFIX = 64  # pods; enough to fill the 37 GPUs and drop some
+PREFIX = 84  # pods, asking ~130 % of the 46 GPUs: some must be dropped
 SEED = 42
 TAINT = {"key": "tfsched.test/openb", "value": "crosscheck", "effect": "NoSchedule"}
 
