@@ -23,6 +23,9 @@ weighted as kube-scheduler does (score × weight 5 × 10 against the plugins'
 0–100), the best node (ties at random, as kube-scheduler) and ``/bind``, which
 picks the GPUs. Every node is scored (``percentageOfNodesToScore: 100``).
 
+The trace and the published results are in ``bench/data/openb/`` (copied unchanged;
+``SOURCE.md`` names their origin and licence).
+
 GPUs: every openb GPU has 1000 TFLOPS and 1000 MiB, and a pod's ``gpu_milli``
 asks that many TFLOPS and MiB per GPU, so the trace's one dimension is both of
 tfsched's. ``gpu_spec`` (``V100M16|V100M32``) becomes a ``gpu-model`` list.
@@ -54,7 +57,7 @@ from tfsched.clustermodel.objects import gpu_object, node_object  # noqa: E402
 from tfsched.devcluster import processes  # noqa: E402
 from tfsched.scoring.modes import PlacementMode  # noqa: E402
 
-DATA = REPO.parent / "shared" / "data" / "openb"
+DATA = REPO / "bench" / "data" / "openb"  # the trace and the published results, copied unchanged (SOURCE.md)
 TRACES = ("default", "gpuspec33", "multigpu50", "gpushare100")
 GPU_MILLI = 1000  # one GPU: 1000 TFLOPS and 1000 MiB here
 MiB = 2**20
