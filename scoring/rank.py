@@ -4,8 +4,7 @@ kube-scheduler adds the extender's score (× weight × 10) to its own plugins' a
 among equal totals, picks at random. For the fragmentation-aware mode both hurt:
 a min–max stretch to 0–10 makes most nodes equal at the top, and a random pick
 among them spreads pods over the cluster, where a consistent order packs them
-(on the openb replay the stretch plus random ties left ~2.5 points of the GPUs
-unallocated: bench/RESULTS.md). So the cost is cut into steps of ``resolution``
+(the openb replay's steps are in bench/RESULTS.md). So the cost is cut into steps of ``resolution``
 (smaller differences are noise in an expected value), the cheapest step's nodes
 are ordered by the ``prefer`` keys (then by position) and the first alone scores 10; the
 others score by their step, 9 for the cheapest, down to 1; a node that cannot
