@@ -12,6 +12,10 @@ from tfsched.scoring.kernels import (
     frag_pick_numpy,
     frag_scores_numba,
     frag_scores_numpy,
+    node_free_share_numba,
+    node_free_share_numpy,
+    request_share_numba,
+    request_share_numpy,
 )
 from tfsched.scoring.modes import FIT_OK
 
@@ -150,3 +154,18 @@ def test_a_node_that_cannot_fit_scores_inf():
     mix = _mix((0.5, 1, 0, 1))
     assert np.isinf(_rise(_node([900, 900]), 0.5, mix=mix))
     assert np.isinf(_rise(_node([0, 0], cpu=1000.0), 0.5, cpu=2000.0, mix=mix))
+
+
+@settings(max_examples=300, deadline=None)
+@given(clusters(), requests, st.floats(0, 1))
+def test_node_shares_numba_equal_numpy(cluster, request, w_t):
+    """The per-node free share and request share the mode's tie-break ranks by."""
+    nodes, node_gpus, usable, cap_t, cap_v, used_t, used_v = cluster
+    for numba_kernel, numpy_kernel, args in (
+        (node_free_share_numba, node_free_share_numpy, (used_t, used_v)),
+        (request_share_numba, request_share_numpy, request),
+    ):
+        full = (nodes, node_gpus, usable, cap_t, cap_v, *args, w_t, 1 - w_t)
+        a, b = numba_kernel(*full), numpy_kernel(*full)
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9)
+        assert (a[nodes < 0] == 0).all() and (a >= 0).all()
