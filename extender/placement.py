@@ -221,11 +221,11 @@ def _least_fragmentation_scores(
     def prefer(positions: np.ndarray) -> tuple[np.ndarray, ...]:
         tied = nodes[positions]
         by_name = inv.name_rank(tied)
+        if request is not None and cpu_mem[0] <= 0:
+            return (by_name,)
         node_ratio = inv.free_cpu_per_free_gpu(tied, w_t, w_v)
         if request is None:
             return (-node_ratio, by_name)
-        if cpu_mem[0] <= 0:
-            return (by_name,)
         pod_ratio = cpu_mem[0] / np.maximum(inv.request_share(tied, *pod, w_t, w_v), 1e-6)
         return (ratio_class(node_ratio, pod_ratio, CPU_RATIO_BASE), by_name)
 

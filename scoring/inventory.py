@@ -150,8 +150,10 @@ class Inventory:
             rank = np.empty(len(self.node_names), np.float64)
             rank[np.argsort(np.array(self.node_names))] = np.arange(len(self.node_names))
             self._name_rank = rank
+        out = np.full(nodes.shape[0], np.inf)
         known = (nodes >= 0) & (nodes < self._name_rank.size)
-        return np.where(known, self._name_rank[np.where(known, nodes, 0)] if known.any() else 0.0, np.inf)
+        out[known] = self._name_rank[nodes[known]]
+        return out
 
     def free_cpu_per_free_gpu(self, nodes: np.ndarray, w_t: float, w_v: float) -> np.ndarray:
         """Per node of ``nodes`` (-1: unknown, 0): free milli-CPU per free GPU share
@@ -160,7 +162,7 @@ class Inventory:
         gpus = (self.node_gpus, self.usable, self.cap_t, self.cap_v, self.used_t, self.used_v)
         free_gpus = node_free_share_numba(nodes, *gpus, w_t, w_v)
         known = nodes >= 0
-        free_cpu = (self.node_alloc_cpu - self.node_used_cpu)[np.where(known, nodes, 0)]
+        free_cpu = self.free_cpu_mem()[0][np.where(known, nodes, 0)]
         return np.where(known, free_cpu / np.maximum(free_gpus, 0.05), 0.0)
 
     def request_share(
