@@ -16,13 +16,15 @@ import tempfile
 import time
 from pathlib import Path
 
+import orjson
 import pytest
 import yaml
 
 from tests.e2e.conftest import Cluster
 from tfsched.clustermodel.objects import gpu_name
-from tfsched.devcluster import chart
+from tfsched.devcluster import chart, processes
 from tfsched.devcluster.binaries import REPO
+from tfsched.scoring.modes import PlacementMode
 
 sys.path.insert(0, str(REPO / "bench"))
 import bench_openb as openb
@@ -51,7 +53,7 @@ def _nodes() -> list[openb.TraceNode]:
 def _api_objects(nodes: list[openb.TraceNode]) -> tuple[list[dict], list[dict]]:
     """The snapshot's Node and GPU objects; nodes labelled and tainted so only this test's pods use them."""
     with tempfile.TemporaryDirectory() as tmp:
-        items = openb.orjson.loads(openb.snapshot(nodes, Path(tmp) / "nodes.json").read_bytes())["items"]
+        items = orjson.loads(openb.snapshot(nodes, Path(tmp) / "nodes.json").read_bytes())["items"]
     node_objs = [o for o in items if o["kind"] == "Node"]
     for node in node_objs:
         node["metadata"]["labels"]["tfsched.test/openb"] = "crosscheck"
@@ -97,7 +99,7 @@ def test_a_trace_prefix_lands_where_the_replay_predicts(cluster: Cluster, namesp
     order = openb.arrivals(pods, capacity, SEED)[:PREFIX]
 
     openb.snapshot(nodes, tmp_path / "nodes.json")
-    mode = openb.PlacementMode.LEAST_FRAGMENTATION.value
+    mode = PlacementMode.LEAST_FRAGMENTATION.value
     predicted = openb.replay(nodes, pods, mode, SEED, tmp_path, openb.SCORE_ALL_PODS, order=order).choices
     # The prefix means something only if it has both kinds of pod, and drops.
     assert any(p.gpus == 0 for p in order) and any(0 < p.gpu_milli < openb.GPU_MILLI for p in order)
@@ -133,7 +135,7 @@ def test_a_trace_prefix_lands_where_the_replay_predicts(cluster: Cluster, namesp
             assert len(actual) == len(predicted)
         finally:
             for record in reversed(started):
-                openb.processes.stop(record)
+                processes.stop(record)
             cluster.kubectl("delete", "pods", "--all", "-n", namespace, "--grace-period=0", "--force", check=False)
             cluster.wait(lambda: not cluster.pods(namespace), timeout=120, what="the prefix's pods to be deleted")
             cluster.kubectl("delete", "nodes", *[n.name for n in nodes], check=False)
