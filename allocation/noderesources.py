@@ -68,9 +68,7 @@ class NodeResources:
         inv = self.inventory
         n = inv.node(name)
         cpu, mem = allocatable if allocatable is not None else (float("inf"), float("inf"))
-        inv.node_alloc_cpu[n] = cpu
-        inv.node_alloc_mem[n] = mem
-        inv.touch_node(n)
+        inv.set_allocatable(n, cpu, mem)
 
     def observe_pod(self, uid: str, pod: Mapping[str, Any] | None) -> None:
         """The pod as it is now (None: deleted); it counts while bound and not finished."""

@@ -86,7 +86,7 @@ class ClusterState:
         self.inventory = Inventory()
         self.ledger = Ledger(self.inventory)
         # What the cluster asks, for the fragmentation-aware mode (allocation/mix.py).
-        self.mix = WorkloadMix()
+        self.mix = WorkloadMix(self.inventory)
         self.rise_cache = RiseCache()
         self.node_resources = NodeResources(self.inventory)
         self.cache.subscribe(Kind.NODE, self._on_node)

@@ -59,6 +59,37 @@ class GPUSpec:
     used_by: str = ""  # status.usedBy when another system hands the GPU out (then not usable)
 
 
+def capable_gpu_share(
+    node_gpus: np.ndarray,
+    usable: np.ndarray,
+    cap_t: np.ndarray,
+    cap_v: np.ndarray,
+    alloc_cpu: np.ndarray,
+    alloc_mem: np.ndarray,
+    types: Sequence[tuple[float, float, float, int, float, float]],
+) -> np.ndarray:
+    """Per request type (per-GPU TFLOPS units, share, VRAM units, GPU count, milli-CPU,
+    memory bytes): the share of all usable GPUs that are on nodes which, empty, hold the
+    type (enough allocatable CPU and memory, ``count`` usable GPUs each big enough);
+    0 when nothing does. Capacity only: usage does not enter."""
+    rows = min(node_gpus.shape[0], alloc_cpu.shape[0])
+    slots = node_gpus[:rows]
+    linked = slots >= 0
+    g = np.where(linked, slots, 0)
+    use = usable[g] & linked
+    ct, cv = cap_t[g], cap_v[g]
+    gpus_per_node = use.sum(axis=1)
+    total = int(gpus_per_node.sum())
+    out = np.zeros(len(types), np.float64)
+    if total == 0:
+        return out
+    for i, (t, pct, v, count, cpu, mem) in enumerate(types):
+        big_enough = use & (ct >= t + np.ceil(pct * ct - 1e-9)) & (cv >= v)
+        holds = (big_enough.sum(axis=1) >= count) & (alloc_cpu[:rows] >= cpu) & (alloc_mem[:rows] >= mem)
+        out[i] = gpus_per_node[holds].sum() / total
+    return out
+
+
 class Codes:
     """Interns strings (models, vendors, pools) as small integers; 0 is ''."""
 
@@ -99,6 +130,11 @@ class Inventory:
         # Bumped on every change to a node's GPUs or CPU/memory: what was computed for a node
         # at one version holds while it stays (extender.placement's cache of rises).
         self.node_version = np.zeros(node_capacity, np.int64)
+        # Bumped when what the cluster could ever hold changes (a GPU's capacity or usability,
+        # a GPU joining or leaving a node, a node's allocatable), not when usage does.
+        self.capacity_version = 0
+        self._capable: dict[tuple[float, float, float, int, float, float], float] = {}
+        self._capable_version = -1
         self.gpu_index: dict[str, int] = {}
         self.gpu_names: list[str | None] = []
         self.node_index: dict[str, int] = {}
@@ -137,6 +173,29 @@ class Inventory:
 
     def touch_gpu(self, g: int) -> None:
         self.touch_node(int(self.gpu_node[g]))
+
+    def set_allocatable(self, node: int, cpu: float, mem: float) -> None:
+        """A node's allocatable milli-CPU and memory bytes (inf: unknown)."""
+        if self.node_alloc_cpu[node] != cpu or self.node_alloc_mem[node] != mem:
+            self.node_alloc_cpu[node] = cpu
+            self.node_alloc_mem[node] = mem
+            self.capacity_version += 1
+        self.touch_node(node)
+
+    def capable_share(self, types: Sequence[tuple[float, float, float, int, float, float]]) -> np.ndarray:
+        """Per request type (``request_units`` + the pod's milli-CPU and memory bytes): the
+        share of the usable GPUs that sit on nodes able to hold it when empty
+        (:func:`capable_gpu_share`); kept per type until the capacity changes."""
+        if self._capable_version != self.capacity_version:
+            self._capable.clear()
+            self._capable_version = self.capacity_version
+        missing = [t for t in dict.fromkeys(types) if t not in self._capable]
+        if missing:
+            shares = capable_gpu_share(
+                self.node_gpus, self.usable, self.cap_t, self.cap_v, self.node_alloc_cpu, self.node_alloc_mem, missing
+            )
+            self._capable.update(zip(missing, shares.tolist(), strict=True))
+        return np.fromiter((self._capable[t] for t in types), np.float64, len(types))
 
     def free_cpu_mem(self) -> tuple[np.ndarray, np.ndarray]:
         """Per node index: CPU (milli) and memory (bytes) not requested by its pods."""
@@ -199,8 +258,11 @@ class Inventory:
         node = self.node(spec.node)
         if self.gpu_node[g] != node:
             self._link(g, node)
-        self.cap_t[g] = tflops_units(spec.tflops)
-        self.cap_v[g] = vram_units(spec.vram)
+        cap_t, cap_v = tflops_units(spec.tflops), vram_units(spec.vram)
+        if self.cap_t[g] != cap_t or self.cap_v[g] != cap_v or self.usable[g] != spec.usable:
+            self.capacity_version += 1
+        self.cap_t[g] = cap_t
+        self.cap_v[g] = cap_v
         self.usable[g] = spec.usable
         self.model[g] = self.models.code(spec.model)
         self.vendor[g] = self.vendors.code(spec.vendor)
@@ -215,6 +277,7 @@ class Inventory:
             return
         self._unlink(g)
         self.gpu_names[g] = None
+        self.capacity_version += 1
         self.usable[g] = False
         self.cap_t[g] = self.cap_v[g] = 0.0
         self.used_t[g] = self.used_v[g] = 0.0
@@ -260,6 +323,7 @@ class Inventory:
             free = np.flatnonzero(row < 0)
         row[free[0]] = g
         self.gpu_node[g] = node
+        self.capacity_version += 1
         self.touch_node(node)
 
     def _unlink(self, g: int) -> None:
@@ -272,6 +336,7 @@ class Inventory:
         row[:] = -1
         row[: kept.size] = kept  # kernels stop at the first -1
         self.gpu_node[g] = -1
+        self.capacity_version += 1
 
     # -- eligibility ---------------------------------------------------------
 
