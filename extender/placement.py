@@ -213,20 +213,24 @@ def _least_fragmentation_scores(
         w_v,
     )
 
-    def compute(subset: np.ndarray) -> np.ndarray:
-        return frag_scores_numba(subset, *gpus, free_cpu, free_mem, *pod, *cpu_mem, *mix.args(), w_t, w_v)
-
-    rise = state.rise_cache.rises(key, nodes, inv.node_version, compute)
-
-    def prefer(positions: np.ndarray) -> tuple[np.ndarray, ...]:
-        tied = nodes[positions]
-        by_name = inv.name_rank(tied)
+    def tie_key(subset: np.ndarray) -> np.ndarray:
         if request is not None and cpu_mem[0] <= 0:
-            return (by_name,)
-        node_ratio = inv.free_cpu_per_free_gpu(tied, w_t, w_v)
+            return np.zeros(subset.size)
+        node_ratio = inv.free_cpu_per_free_gpu(subset, w_t, w_v)
         if request is None:
-            return (-node_ratio, by_name)
-        pod_ratio = cpu_mem[0] / np.maximum(inv.request_share(tied, *pod, w_t, w_v), 1e-6)
-        return (ratio_class(node_ratio, pod_ratio, CPU_RATIO_BASE), by_name)
+            return -node_ratio
+        pod_ratio = cpu_mem[0] / np.maximum(inv.request_share(subset, *pod, w_t, w_v), 1e-6)
+        return ratio_class(node_ratio, pod_ratio, CPU_RATIO_BASE)
 
-    return decisive_scores(rise, prefer, RISE_RESOLUTION)
+    def compute(subset: np.ndarray) -> np.ndarray:
+        rows = np.empty((subset.size, 2))
+        rows[:, 0] = frag_scores_numba(subset, *gpus, free_cpu, free_mem, *pod, *cpu_mem, *mix.args(), w_t, w_v)
+        rows[:, 1] = tie_key(subset)
+        return rows
+
+    # Both depend on the node and the request alone, so they are kept together per node version.
+    rows = state.rise_cache.rises(key, nodes, inv.node_version, compute)
+    tie = rows[:, 1]
+    return decisive_scores(
+        rows[:, 0], lambda positions: (tie[positions], inv.name_rank(nodes[positions])), RISE_RESOLUTION
+    )

@@ -4,9 +4,10 @@ Scoring a pod in the fragmentation-aware mode evaluates every GPU of every
 candidate against every request type of the mix, several times what the other
 modes cost. Between two pods usually one node changed (the last bind), and pods
 come in few request types (replicas of a workload), so each (request type, mix
-version) keeps the rise per node with the node's version
-(``Inventory.node_version``) it was computed at; only nodes that changed since
-are computed again. Bounded: the least recently used types go first.
+version) keeps per node the rise and the tie-break key that goes with it
+(a function of the node and the request alone) with the node's version
+(``Inventory.node_version``) they were computed at; only nodes that changed
+since are computed again. Bounded: the least recently used types go first.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from collections.abc import Callable, Hashable
 
 import numpy as np
 
-MAX_KEYS = 64  # request types kept; ~16 bytes per node each
+MAX_KEYS = 64  # request types kept; ~24 bytes per node each
+WIDTH = 2  # values per node: the rise, its tie-break key
 
 
 class RiseCache:
@@ -36,12 +38,13 @@ class RiseCache:
         node_version: np.ndarray,
         compute: Callable[[np.ndarray], np.ndarray],
     ) -> np.ndarray:
-        """The rise per node of ``nodes`` (-1: unknown, +inf); ``compute(subset)`` for the
-        nodes whose cached value is missing or older than ``node_version``."""
+        """Per node of ``nodes`` a row (rise, tie-break key); (+inf, +inf) for -1, unknown.
+        ``compute(subset)`` gives the rows of the nodes whose cached ones are missing or
+        older than ``node_version``."""
         entry = self._entries.get(key)
         size = node_version.shape[0]
         if entry is None or entry[0].shape[0] < size:
-            versions, values = np.full(size, -1, np.int64), np.full(size, np.inf)
+            versions, values = np.full(size, -1, np.int64), np.full((size, WIDTH), np.inf)
             if entry is not None:
                 versions[: entry[0].shape[0]], values[: entry[1].shape[0]] = entry
             entry = (versions, values)
@@ -59,4 +62,6 @@ class RiseCache:
             versions[subset] = node_version[subset]
         self.misses += int(stale.size)
         self.hits += int(known.sum()) - int(stale.size)
-        return np.where(known, values[idx], np.inf)
+        rows = values[idx]
+        rows[~known] = np.inf
+        return rows

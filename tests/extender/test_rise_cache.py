@@ -87,8 +87,8 @@ def test_cached_scores_equal_fresh_ones(seed: int, steps: list[str]) -> None:
         else:
             node = node_object(rng.choice(NODES), cpu=str(rng.choice([8, 32, 64])), gpus=2)
             state.cache.apply(Kind.NODE, EventType.MODIFIED, node)
-        for pod, cpu_mem in zip(probe, CPU_MEM, strict=True):
-            request = state.effective_request(pod)
+        for pod, cpu_mem in [*zip(probe, CPU_MEM, strict=True), (None, (4000.0, float(GiB)))]:
+            request = state.effective_request(pod) if pod is not None else None  # None: a pod without GPUs
             cached = score_nodes(state, request, names, cpu_mem=cpu_mem)
             fresh_state_cache, state.rise_cache = state.rise_cache, RiseCache()
             fresh = score_nodes(state, request, names, cpu_mem=cpu_mem)
