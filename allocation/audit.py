@@ -22,6 +22,7 @@ ALLOCATION_WITHOUT_POD = "allocation_without_pod"
 POD_WITHOUT_ALLOCATION = "pod_without_allocation"
 ALLOCATION_MISMATCH = "allocation_mismatch"
 GPU_OVERCOMMITTED = "gpu_overcommitted"
+DRIFT_KINDS = (ALLOCATION_WITHOUT_POD, POD_WITHOUT_ALLOCATION, ALLOCATION_MISMATCH, GPU_OVERCOMMITTED)
 
 
 @dataclass(frozen=True, slots=True)

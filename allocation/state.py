@@ -10,7 +10,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from tfsched.allocation.audit import GPU_OVERCOMMITTED, Drift
+from tfsched.allocation.audit import DRIFT_KINDS, GPU_OVERCOMMITTED, Drift
 from tfsched.allocation.config import SchedulingConfig
 from tfsched.allocation.ledger import TERMINAL_PHASES, Ledger
 from tfsched.allocation.mix import WorkloadMix
@@ -82,6 +82,7 @@ class ClusterState:
         self.cache = cache or ClusterCache()
         self.problems = ProblemLog()
         self.overcommitted_gpus = 0  # as the last audit found
+        self.drift_found: dict[str, int] = dict.fromkeys(DRIFT_KINDS, 0)  # by kind, as the last audit confirmed
         self.cache.on_error = self._unreadable
         self.inventory = Inventory()
         self.ledger = Ledger(self.inventory)

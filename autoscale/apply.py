@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from tfsched.allocation.ledger import NoFit
 from tfsched.allocation.state import ClusterState
 from tfsched.autoscale.feed import Feeder, Tracked, Workload
+from tfsched.autoscale.metrics import AutoscaleMetrics
 from tfsched.autoscale.recommend import Recommendation
 from tfsched.clustermodel import annotations as ann
 from tfsched.clustermodel.autoscaling_config import Resources
@@ -46,11 +47,19 @@ def runs_with(request: GPURequest | None, target: Resources) -> bool:
 class PodResizer:
     """In-place resize, else eviction."""
 
-    def __init__(self, state: ClusterState, kube: KubeApi, feeder: Feeder, eviction_interval: timedelta) -> None:
+    def __init__(
+        self,
+        state: ClusterState,
+        kube: KubeApi,
+        feeder: Feeder,
+        eviction_interval: timedelta,
+        metrics: AutoscaleMetrics | None = None,
+    ) -> None:
         self.state = state
         self.kube = kube
         self.feeder = feeder
         self.eviction_interval = eviction_interval
+        self.metrics = metrics or AutoscaleMetrics()
 
     async def apply(self, workload: Workload, rec: Recommendation, tracked: Tracked, now: datetime) -> list[Obj]:
         """Bring each bound worker to ``rec.to_apply``: in place where it fits,
@@ -94,7 +103,13 @@ class PodResizer:
         try:
             previous = ledger.resize(uid, new)
         except NoFit as exc:
-            log.info("pod %s/%s: new request does not fit in place: %s", meta.get("namespace"), meta.get("name"), exc)
+            self.metrics.resizes.labels("no_fit").inc()
+            log.info(
+                "workload %s/%s: pod %s does not fit its new size in place, to be evicted: %s",
+                *workload.key,
+                meta.get("name"),
+                exc,
+            )
             return None
         patch = {
             ann.TFLOPS_REQUEST: format_tflops(new.tflops_request),
@@ -112,16 +127,19 @@ class PodResizer:
             )
         except Exception as exc:
             ledger.restore(previous)
+            self.metrics.resizes.labels("failed").inc()
             log.warning(
-                "pod %s/%s: in-place resize failed, rolled back: %s", meta.get("namespace"), meta.get("name"), exc
+                "workload %s/%s: pod %s: in-place resize failed, rolled back: %s", *workload.key, meta.get("name"), exc
             )
             return None
         ledger.commit(uid)
+        self.metrics.resizes.labels("applied").inc()
         up = (new.tflops_request, new.vram_request) > (old.tflops_request, old.vram_request)
         reason = "ResourceScaledUp" if up else "ResourceScaledDown"
         old_t, new_t = format_tflops(old.tflops_request), format_tflops(new.tflops_request)
         old_v, new_v = format_bytes(old.vram_request), format_bytes(new.vram_request)
         message = f"pod {meta.get('name')}: TFLOPS {old_t} -> {new_t}, VRAM {old_v} -> {new_v} (in place)"
+        log.info("workload %s/%s: resized %s to its recommendation", *workload.key, message)
         await record_event(self.kube, workload.obj, reason, message)
         await record_event(self.kube, updated, reason, message)
         return updated
@@ -142,9 +160,12 @@ class PodResizer:
         try:
             await self.kube.create(pod_path(meta.get("namespace", ""), meta.get("name", ""), "eviction"), body)
         except KubeApiError as exc:
-            log.info("pod %s/%s: eviction refused: %s", meta.get("namespace"), meta.get("name"), exc)
+            # 429: a PodDisruptionBudget does not allow it now (the eviction API's answer).
+            self.metrics.evictions.labels("refused" if exc.status == 429 else "failed").inc()
+            log.info("workload %s/%s: eviction of pod %s refused: %s", *workload.key, meta.get("name"), exc)
             return
         tracked.last_eviction = now
+        self.metrics.evictions.labels("evicted").inc()
         message = (
             f"pod {meta.get('name')} evicted to be rescheduled: TFLOPS {format_tflops(new.tflops_request)} / "
             f"VRAM {format_bytes(new.vram_request)} no longer fit on its GPUs"
@@ -156,8 +177,9 @@ class PodResizer:
 class OwnerScaler:
     """Replicas through the owner's ``scale`` subresource."""
 
-    def __init__(self, kube: KubeApi) -> None:
+    def __init__(self, kube: KubeApi, metrics: AutoscaleMetrics | None = None) -> None:
         self.kube = kube
+        self.metrics = metrics or AutoscaleMetrics()
         self._replicaset_owner: dict[tuple[str, str], str | None] = {}
 
     async def scale_path(self, workload: Workload) -> str | None:
@@ -194,11 +216,22 @@ class OwnerScaler:
     async def scale(self, workload: Workload, tracked: Tracked, path: str, rec: Recommendation, now: datetime) -> None:
         decision = rec.replicas
         assert decision is not None
+        direction = "up" if decision.desired > decision.current else "down"
         try:
             await self.kube.patch(path, {"spec": {"replicas": decision.desired}}, PatchType.MERGE)
         except KubeApiError as exc:
+            self.metrics.replica_changes.labels(direction, "failed").inc()
             log.warning("workload %s/%s: scaling failed: %s", *workload.key, exc)
             return
+        self.metrics.replica_changes.labels(direction, "applied").inc()
+        log.info(
+            "workload %s/%s: replicas %d -> %d (%s: %s)",
+            *workload.key,
+            decision.current,
+            decision.desired,
+            decision.reason,
+            decision.message,
+        )
         if decision.desired > decision.current:
             tracked.last_scale_up = now
         else:

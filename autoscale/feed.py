@@ -249,7 +249,7 @@ class Feeder:
             self.last_fetch = chunk_end
             chunk_start = chunk_end + step
         if queried and self.last_fetch is not None:
-            log.info("usage from %s to %s: %d samples", format_time(start), format_time(self.last_fetch), fetched)
+            log.debug("usage from %s to %s: %d samples", format_time(start), format_time(self.last_fetch), fetched)
         return queried
 
     def ingest(self, usage: UsageColumns) -> int:

@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -29,13 +32,14 @@ from tfsched.autoscale.bank import UsageBank, estimate_all
 from tfsched.autoscale.checkpoint import checkpoint_of
 from tfsched.autoscale.estimators import Estimates
 from tfsched.autoscale.feed import Feeder, Tracked, Workload, resources_of
+from tfsched.autoscale.metrics import AutoscaleMetrics
 from tfsched.autoscale.ports import MetricsUnavailable, UsageSource
 from tfsched.autoscale.recommend import PreviousStatus, Recommendation, recommend
 from tfsched.autoscale.replicas import ReplicaState
 from tfsched.autoscale.settings import AutoscaleSettings
 from tfsched.autoscale.status import StatusWriter
 from tfsched.clustermodel.autoscaling_config import AutoScalingConfig, AutoSetResources, Resources, ResourceValues
-from tfsched.clustermodel.quantity import MILLI_PER_TFLOPS
+from tfsched.clustermodel.quantity import MILLI_PER_TFLOPS, format_bytes, format_tflops
 from tfsched.kubeapi.client import KubeApi
 
 log = logging.getLogger(__name__)
@@ -62,6 +66,40 @@ def _scales_replicas(config: AutoScalingConfig) -> bool:
     return any(rule.desired_replicas is not None for rule in config.cron_scaling_rules)
 
 
+def _text(resources: Resources | None) -> str:
+    """``TFLOPS 10 / VRAM 4Gi (limits 20 / 8Gi)`` for log lines."""
+    if resources is None:
+        return "none"
+    req, lim = resources.requests, resources.limits
+    return (
+        f"TFLOPS {format_tflops(req.tflops)} / VRAM {format_bytes(req.vram)}"
+        f" (limits {format_tflops(lim.tflops)} / {format_bytes(lim.vram)})"
+    )
+
+
+def _log_cron(workload: Workload, previous: PreviousStatus, rec: Recommendation) -> None:
+    """One line when a cron rule takes effect or ends (the status keeps the active one)."""
+    before, now = previous.active_cron_rule, rec.active_cron_rule
+    if before == now:
+        return
+    if now is not None:
+        log.info(
+            "workload %s/%s: cron rule %r applied: resources %s -> %s",
+            *workload.key,
+            now.name,
+            _text(rec.current.to_model()),
+            _text(rec.resources_model),
+        )
+    else:
+        log.info(
+            "workload %s/%s: cron rule %r ended: resources %s -> %s",
+            *workload.key,
+            before.name if before is not None else "",
+            _text(rec.current.to_model()),
+            _text(rec.resources_model),
+        )
+
+
 class Autoscaler:
     def __init__(
         self,
@@ -70,16 +108,18 @@ class Autoscaler:
         source: UsageSource,
         settings: AutoscaleSettings,
         clock: Clock | None = None,
+        metrics: AutoscaleMetrics | None = None,
     ) -> None:
         self.state = state
+        self.metrics = metrics or AutoscaleMetrics()
         self.source = source
         self.settings = settings
         self.clock = clock or Clock()
         self.tz = ZoneInfo(settings.time_zone)
         self.feeder = Feeder(state, kube)
         self.status = StatusWriter(kube)
-        self.resizer = PodResizer(state, kube, self.feeder, settings.eviction_interval)
-        self.owners = OwnerScaler(kube)
+        self.resizer = PodResizer(state, kube, self.feeder, settings.eviction_interval, self.metrics)
+        self.owners = OwnerScaler(kube, self.metrics)
         self.last_checkpoint: datetime | None = None
         self.ticks = 0
         self._tick_lock = asyncio.Lock()
@@ -93,30 +133,69 @@ class Autoscaler:
 
     async def tick(self) -> None:
         async with self._tick_lock:
-            await self._tick()
+            try:
+                await self._tick()
+            except Exception:
+                self.metrics.intervals.labels("failed").inc()
+                raise
+            self.metrics.intervals.labels("ok").inc()
             self.ticks += 1
+
+    @contextmanager
+    def _step(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.metrics.step_duration.labels(name).observe(time.perf_counter() - started)
 
     async def _tick(self) -> None:
         now = self.clock.now()
-        workloads = await self._discover()
+        started = time.perf_counter()
+        with self._step("discover"):
+            workloads = await self._discover()
+        self.metrics.workloads_seen({w.key for w in workloads})
         try:
-            queried = await self._fetch_usage()
+            with self._step("fetch"):
+                queried = await self._fetch_usage()
         except MetricsUnavailable as exc:
             log.warning("usage metrics unavailable: %s", exc)
+            self.metrics.prometheus_errors.inc()
             for workload in workloads:
+                self.metrics.workload_metrics.labels(*workload.key).set(0)
                 await self.status.report_metrics(workload, now, False, str(exc))
             return
+        if queried:
+            for workload in workloads:
+                self.metrics.workload_metrics.labels(*workload.key).set(1)
         self._max_allowed_now = self._max_allowed()
-        estimates = self._estimate_all(workloads)
-        for workload in workloads:
-            try:
-                await self.reconcile(
-                    workload, now, metrics_ok=True if queried else None, estimates=estimates.get(workload.key)
-                )
-            except Exception:
-                log.exception("workload %s/%s: reconcile failed", *workload.key)
+        with self._step("estimate"):
+            estimates = self._estimate_all(workloads)
+        cron_active = failed = 0
+        with self._step("reconcile"):
+            for workload in workloads:
+                try:
+                    rec = await self.reconcile(
+                        workload, now, metrics_ok=True if queried else None, estimates=estimates.get(workload.key)
+                    )
+                except Exception:
+                    failed += 1
+                    log.exception("workload %s/%s: reconcile failed", *workload.key)
+                    continue
+                if rec is not None and rec.active_cron_rule is not None:
+                    cron_active += 1
+        self.metrics.cron_rules_active.set(cron_active)
         if self.last_checkpoint is None or now - self.last_checkpoint >= self.settings.checkpoint_interval:
-            await self.checkpoint(workloads, now)
+            with self._step("checkpoint"):
+                await self.checkpoint(workloads, now)
+        log.info(
+            "autoscale interval: %d workloads, %d failed, %d with a cron rule active, usage %s, %.2f s",
+            len(workloads),
+            failed,
+            cron_active,
+            "read" if queried else "not due",
+            time.perf_counter() - started,
+        )
 
     async def _discover(self) -> list[Workload]:
         await self.feeder.create_missing_workloads()
@@ -211,6 +290,7 @@ class Autoscaler:
         if _scales_replicas(workload.config):
             owner = await self.owners.scale_path(workload)
             replicas = await self.owners.replicas(owner) if owner else None
+        previous = PreviousStatus.from_status(workload.view.status)
         rec = recommend(
             workload.config,
             self.bank.summary(tracked.row),
@@ -219,9 +299,18 @@ class Autoscaler:
             original=original or current,
             max_allowed=self._max_allowed_now or self._max_allowed(),
             replicas=self._replica_state(workload, tracked, now, replicas),
-            previous=PreviousStatus.from_status(workload.view.status),
+            previous=previous,
             tz=self.tz,
             estimates=estimates,
+        )
+        self.metrics.recommendations.labels("true" if rec.changed else "false").inc()
+        _log_cron(workload, previous, rec)
+        log.debug(
+            "workload %s/%s: current %s, recommended %s%s",
+            *workload.key,
+            _text(current),
+            _text(rec.resources_model),
+            "" if rec.to_apply is None else " (to apply)",
         )
         fragment = rec.to_status()
         fragment.pop("desiredReplicas", None)  # not a TensorFusion status field

@@ -9,8 +9,10 @@ the pod's events), never a 500 and never a change to allocation state.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 
 import numpy as np
@@ -33,7 +35,7 @@ from tfsched.extender.budget import (
     ByteBudget,
     parse_estimate,
 )
-from tfsched.extender.metrics import ExtenderMetrics
+from tfsched.extender.metrics import DENIAL_BAD_REQUEST, ExtenderMetrics
 from tfsched.extender.nodelist import NodeListCache
 from tfsched.extender.placement import filter_nodes, score_nodes
 
@@ -148,15 +150,14 @@ async def handle_filter(request: web.Request, body: bytes) -> web.Response:
         gpu_request = state.effective_request(args.pod)
     except RequestError as exc:
         metrics.errors.labels("filter", "bad_annotation").inc()
+        metrics.count_filter(0, 0, len(args.names), Counter({DENIAL_BAD_REQUEST: len(args.names)}))
         reason = f"pod cannot be placed: {exc}"
         return _json(
             wire.filter_result(args, np.zeros(len(args.names), np.bool_), {}, dict.fromkeys(args.names, reason))
         )
     node_list = request.app[NODE_LISTS_KEY].lookup(body, args.names) if args.nodes is None else None
     outcome = filter_nodes(state, gpu_request, args.names, node_list.indices if node_list else None)
-    passed = int(outcome.passed.sum())
-    metrics.decisions.labels("filter", "passed").inc(passed)
-    metrics.decisions.labels("filter", "failed").inc(len(args.names) - passed)
+    metrics.count_filter(int(outcome.passed.sum()), len(outcome.failed), len(outcome.unresolvable), outcome.denials)
     return _json(wire.filter_result(args, outcome.passed, outcome.failed, outcome.unresolvable, node_list))
 
 
@@ -200,10 +201,10 @@ async def handle_bind(request: web.Request, body: bytes) -> web.Response:
     try:
         result = await request.app[BINDER_KEY].bind(args.pod_namespace, args.pod_name, args.pod_uid, args.node)
     except BindError as exc:
-        metrics.decisions.labels("bind", "failed").inc()
+        metrics.binds.labels("failed").inc()
         log.info("bind %s/%s to %s failed: %s", args.pod_namespace, args.pod_name, args.node, exc)
         return _json(wire.binding_result(str(exc)))
-    metrics.decisions.labels("bind", "bound").inc()
+    metrics.binds.labels("bound").inc()
     log.info("bound %s/%s to %s on %s", args.pod_namespace, args.pod_name, result.node, ",".join(result.gpu_names))
     return _json(wire.binding_result())
 
@@ -221,15 +222,9 @@ async def handle_readyz(request: web.Request) -> web.Response:
 
 async def handle_metrics(request: web.Request) -> web.Response:
     metrics = request.app[METRICS_KEY]
-    ledger = request.app[STATE_KEY].ledger
-    reserved = sum(1 for a in ledger.allocations.values() if a.reserved)
-    metrics.allocations.labels("reserved").set(reserved)
-    metrics.allocations.labels("committed").set(len(ledger.allocations) - reserved)
-    metrics.leading.set(0 if request.app[BINDER_KEY].gate.why_closed() else 1)
-    metrics.overcommitted.set(request.app[STATE_KEY].overcommitted_gpus)
-    for kind, count in request.app[STATE_KEY].problems.counts.items():
-        metrics.problems.labels(kind).set(count)
-    body = generate_latest(metrics.registry)
+    # Read the state here, on the loop; write the text (one line per GPU series) in a thread.
+    metrics.refresh(request.app[STATE_KEY], writing=not request.app[BINDER_KEY].gate.why_closed())
+    body = await asyncio.to_thread(generate_latest, metrics.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -25,6 +25,7 @@ from tfsched.scoring.modes import (
     FIT_NO_VRAM,
     FIT_OK,
     FIT_TOO_FEW_GPUS,
+    VERDICT_NAMES,
     PlacementMode,
 )
 from tfsched.scoring.rank import MAX_SCORE, decisive_scores, ratio_class
@@ -96,9 +97,11 @@ class FilterOutcome:
     passed: np.ndarray  # bool per position in the request's node list
     failed: dict[str, str]  # capacity shortfalls: preemption might help
     unresolvable: dict[str, str]  # no such node / no matching GPU: it cannot
+    denials: Counter[str] = field(default_factory=Counter)  # refused nodes by reason (metrics' names)
 
 
 UNKNOWN_NODE_REASON = "node is unknown to the extender (no Node or GPU object seen)"
+DENIAL_UNKNOWN_NODE = "unknown_node"  # its name in tfsched_extender_filter_denials_total
 
 
 def _kernel_args(state: ClusterState, request: GPURequest) -> tuple:
@@ -118,6 +121,7 @@ def filter_nodes(
     ok = verdict == FIT_OK
     failed: dict[str, str] = {}
     unresolvable: dict[str, str] = {}
+    denials: Counter[str] = Counter()
     if not ok.all():
         reasons: dict[tuple[int, ...], str] = {}
         for i in np.flatnonzero(~ok).tolist():
@@ -125,8 +129,10 @@ def filter_nodes(
             n = int(nodes[i])
             if n < 0 or (not inv.node_present[n] and inv.gpus_of_node(n).size == 0):
                 unresolvable[name] = UNKNOWN_NODE_REASON
+                denials[DENIAL_UNKNOWN_NODE] += 1
                 continue
             v = int(verdict[i])
+            denials[VERDICT_NAMES[v]] += 1
             has_gpus = inv.gpus_of_node(n).size > 0 if v == FIT_NO_ELIGIBLE_GPU else True
             key = (v, *counts[i].tolist(), has_gpus)
             reason = reasons.get(key)
@@ -140,7 +146,7 @@ def filter_nodes(
                 unresolvable[name] = reason
             else:
                 failed[name] = reason
-    return FilterOutcome(ok, failed, unresolvable)
+    return FilterOutcome(ok, failed, unresolvable, denials)
 
 
 def score_nodes(

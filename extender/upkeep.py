@@ -8,10 +8,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from tfsched.allocation.audit import GPU_OVERCOMMITTED, Auditor
+from tfsched.allocation.audit import DRIFT_KINDS, GPU_OVERCOMMITTED, Auditor
 from tfsched.allocation.state import ClusterState, keep_pod
 from tfsched.clustermodel import annotations as ann
 from tfsched.clustermodel.cache import Kind
@@ -58,6 +59,8 @@ class LedgerAuditor:
             return 0  # the cache is being re-listed: comparing now would only find noise
         drifts = self.auditor.audit(pods)
         self.state.overcommitted_gpus = sum(1 for d in drifts if d.kind == GPU_OVERCOMMITTED)
+        found = Counter(d.kind for d in drifts)
+        self.state.drift_found = {kind: found.get(kind, 0) for kind in {*DRIFT_KINDS, *found}}
         for drift in drifts:
             if drift.kind == GPU_OVERCOMMITTED:
                 ref = {"apiVersion": ann.GROUP_VERSION, "kind": ann.GPU_KIND, "metadata": {"name": drift.uid}}

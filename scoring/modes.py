@@ -47,3 +47,11 @@ FIT_TOO_FEW_GPUS = np.int8(2)  # fewer eligible GPUs than gpu-count
 FIT_NO_TFLOPS = np.int8(3)  # VRAM would do, TFLOPS is the short resource
 FIT_NO_VRAM = np.int8(4)  # TFLOPS would do, VRAM is the short resource
 FIT_NO_BOTH = np.int8(5)  # neither alone would satisfy gpu-count
+# Each failure verdict's name in metrics (tfsched_extender_filter_denials_total's reason).
+VERDICT_NAMES = {
+    int(FIT_NO_ELIGIBLE_GPU): "no_eligible_gpu",
+    int(FIT_TOO_FEW_GPUS): "too_few_gpus",
+    int(FIT_NO_TFLOPS): "insufficient_tflops",
+    int(FIT_NO_VRAM): "insufficient_vram",
+    int(FIT_NO_BOTH): "insufficient_tflops_and_vram",
+}

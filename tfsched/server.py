@@ -57,6 +57,8 @@ class Server:
     client: KubeClient | None = None
     autoscaler: Autoscaler | None = None
     test_hooks: bool = False
+    # One registry for the process: the extender's, the allocation's and the autoscaler's series.
+    metrics: ExtenderMetrics = field(default_factory=ExtenderMetrics)
     kernels_ready: bool = False
     tasks: list[asyncio.Task] = field(default_factory=list)
     runners: list[web.AppRunner] = field(default_factory=list)
@@ -94,7 +96,7 @@ class Server:
         ``webhook``, HTTPS with the same certificate but no client
         certificate, as the API server calls it) and start the background work.
         Returns the verbs' port (the one bound, for port 0)."""
-        metrics = ExtenderMetrics()
+        metrics = self.metrics
         separate = health is not None
         app = create_app(self.state, self.binder, distrust=self.distrust, metrics=metrics, health=not separate)
         if self.test_hooks:
@@ -246,9 +248,14 @@ async def build_server(
     settings = config.autoscaling
     if settings.enabled:
         from tfsched.autoscale.loop import Autoscaler
+        from tfsched.autoscale.metrics import AutoscaleMetrics
         from tfsched.autoscale.prometheus import PrometheusSource
 
-        server.autoscaler = Autoscaler(state, client, PrometheusSource(settings.metrics), settings)
+        autoscale_metrics = AutoscaleMetrics(server.metrics.registry)
+        autoscale_metrics.leading.set_function(lambda: 1.0 if gate.active.is_set() else 0.0)
+        server.autoscaler = Autoscaler(
+            state, client, PrometheusSource(settings.metrics), settings, metrics=autoscale_metrics
+        )
     return server
 
 

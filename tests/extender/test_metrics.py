@@ -1,0 +1,82 @@
+"""/metrics: the process's collectors, build info, filter denials by reason, binds, and
+allocation per GPU and per node as the ledger holds it."""
+
+from __future__ import annotations
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from tfsched.clustermodel.objects import gpu_pod
+
+from .conftest import GiB, make_state
+from .test_protocol import LAYOUT, args_names, post
+
+
+def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+async def _scrape(client) -> dict:
+    resp = await client.get("/metrics")
+    assert resp.status == 200
+    return _samples(await resp.text())
+
+
+async def test_process_platform_gc_collectors_and_build_info(make_client):
+    got = await _scrape(await make_client(make_state(LAYOUT)))
+    names = {name for name, _ in got}
+    assert {"process_cpu_seconds_total", "process_resident_memory_bytes", "python_info"} <= names
+    assert "python_gc_objects_collected_total" in names
+    (build,) = [labels for name, labels in got if name == "tfsched_build_info"]
+    assert dict(build)["version"] and dict(build)["python_version"].count(".") == 2
+    for kind in ("allocation_without_pod", "pod_without_allocation", "allocation_mismatch", "gpu_overcommitted"):
+        assert got[("tfsched_ledger_drift", (("kind", kind),))] == 0
+
+
+async def test_filter_counts_nodes_and_denials_by_reason(make_client):
+    client = await make_client(make_state(LAYOUT))
+    pod = gpu_pod("p", tflops="10", vram="40Gi", uid="u")  # fits only "big"
+    await post(client, "filter", args_names(pod, ["small", "big", "cpu-only", "nowhere"]))
+    got = await _scrape(client)
+    nodes = {
+        dict(labels)["result"]: v for (name, labels), v in got.items() if name == "tfsched_extender_filter_nodes_total"
+    }
+    assert nodes == {"passed": 1, "failed": 1, "unresolvable": 2}
+    denials = {
+        dict(labels)["reason"]: v
+        for (name, labels), v in got.items()
+        if name == "tfsched_extender_filter_denials_total"
+    }
+    assert denials == {"insufficient_vram": 1, "no_eligible_gpu": 1, "unknown_node": 1}
+    bad = gpu_pod("q", vram="lots", uid="q")
+    await post(client, "filter", args_names(bad, ["small", "big"]))
+    got = await _scrape(client)
+    assert got[("tfsched_extender_filter_denials_total", (("reason", "invalid_request"),))] == 2
+
+
+async def test_allocation_per_gpu_and_node_follows_binds(make_client):
+    state = make_state(LAYOUT, pods=[gpu_pod("p", tflops="100", vram="8Gi", uid="u")])
+    client = await make_client(state)
+    _, result = await post(client, "bind", {"PodName": "p", "PodNamespace": "default", "PodUID": "u", "Node": "big"})
+    assert result["Error"] == ""
+    got = await _scrape(client)
+    assert got[("tfsched_extender_binds_total", (("result", "bound"),))] == 1
+    (gpu,) = state.ledger.allocations["u"].gpu_names
+    labels = (("gpu", gpu), ("node", "big"))
+    assert got[("tfsched_gpu_vram_allocated_bytes", labels)] == 8 * GiB
+    assert got[("tfsched_gpu_vram_available_bytes", labels)] == 72 * GiB
+    assert got[("tfsched_gpu_tflops_allocated", labels)] == 100
+    assert got[("tfsched_gpu_tflops_available", labels)] == 212
+    assert got[("tfsched_gpu_pods", labels)] == 1
+    node = (("node", "big"),)
+    assert got[("tfsched_node_vram_allocated_bytes", node)] == 8 * GiB
+    assert got[("tfsched_node_vram_available_bytes", node)] == 152 * GiB
+    assert got[("tfsched_node_tflops_available", node)] == 312 * 2 - 100
+    assert got[("tfsched_node_gpu_pods", node)] == 1
+    assert got[("tfsched_node_gpu_pods", (("node", "small"),))] == 0
+    _, result = await post(client, "bind", {"PodName": "x", "PodNamespace": "default", "PodUID": "x", "Node": "big"})
+    assert result["Error"]
+    assert (await _scrape(client))[("tfsched_extender_binds_total", (("result", "failed"),))] == 1
