@@ -44,6 +44,14 @@ def runs_with(request: GPURequest | None, target: Resources) -> bool:
     )
 
 
+def _action(action: str, workload: Workload, pod: Obj | None = None) -> dict[str, str]:
+    """The action fields of a log line (tfsched.logs)."""
+    fields = {"action": action, "workload": "/".join(workload.key)}
+    if pod is not None:
+        fields["pod"] = str(pod.get("name", ""))
+    return fields
+
+
 class PodResizer:
     """In-place resize, else eviction."""
 
@@ -139,7 +147,12 @@ class PodResizer:
         old_t, new_t = format_tflops(old.tflops_request), format_tflops(new.tflops_request)
         old_v, new_v = format_bytes(old.vram_request), format_bytes(new.vram_request)
         message = f"pod {meta.get('name')}: TFLOPS {old_t} -> {new_t}, VRAM {old_v} -> {new_v} (in place)"
-        log.info("workload %s/%s: resized %s to its recommendation", *workload.key, message)
+        log.info(
+            "workload %s/%s: resized %s to its recommendation",
+            *workload.key,
+            message,
+            extra=_action("resize", workload, meta),
+        )
         await record_event(self.kube, workload.obj, reason, message)
         await record_event(self.kube, updated, reason, message)
         return updated
@@ -170,7 +183,7 @@ class PodResizer:
             f"pod {meta.get('name')} evicted to be rescheduled: TFLOPS {format_tflops(new.tflops_request)} / "
             f"VRAM {format_bytes(new.vram_request)} no longer fit on its GPUs"
         )
-        log.info("%s/%s: %s", *workload.key, message)
+        log.info("workload %s/%s: %s", *workload.key, message, extra=_action("evict", workload, meta))
         await record_event(self.kube, workload.obj, "Rescheduled", message)
 
 
@@ -231,6 +244,7 @@ class OwnerScaler:
             decision.desired,
             decision.reason,
             decision.message,
+            extra=_action("scale", workload),
         )
         if decision.desired > decision.current:
             tracked.last_scale_up = now

@@ -89,6 +89,7 @@ def _log_cron(workload: Workload, previous: PreviousStatus, rec: Recommendation)
             now.name,
             _text(rec.current.to_model()),
             _text(rec.resources_model),
+            extra={"action": "cron_apply", "workload": "/".join(workload.key)},
         )
     else:
         log.info(
@@ -97,6 +98,7 @@ def _log_cron(workload: Workload, previous: PreviousStatus, rec: Recommendation)
             before.name if before is not None else "",
             _text(rec.current.to_model()),
             _text(rec.resources_model),
+            extra={"action": "cron_revert", "workload": "/".join(workload.key)},
         )
 
 

@@ -63,7 +63,8 @@ POD_TFLOPS, POD_VRAM = "20", "8Gi"
 POD_CPU, POD_MEMORY = "10m", "16Mi"
 GPUS_PATH = f"/apis/{ann.GROUP_VERSION}/{ann.GPU_PLURAL}"
 LATENCY_METRIC = "tfsched_extender_request_duration_seconds"
-DECISIONS_METRIC = "tfsched_extender_decisions_total"
+FILTER_NODES_METRIC = "tfsched_extender_filter_nodes_total"
+BINDS_METRIC = "tfsched_extender_binds_total"
 ERRORS_METRIC = "tfsched_extender_errors_total"
 # kube-scheduler's defaults (SetDefaults_KubeSchedulerConfiguration, kubescheduler.config.k8s.io/v1).
 DEFAULT_QPS, DEFAULT_BURST = 50.0, 100
@@ -191,16 +192,14 @@ def extender_report(before: dict, after: dict, wall: float) -> list[str]:
     filters = metric(after, f"{LATENCY_METRIC}_count", verb="filter") - metric(
         before, f"{LATENCY_METRIC}_count", verb="filter"
     )
-    judged = metric(after, DECISIONS_METRIC, verb="filter") - metric(before, DECISIONS_METRIC, verb="filter")
-    passed = metric(after, DECISIONS_METRIC, verb="filter", result="passed") - metric(
-        before, DECISIONS_METRIC, verb="filter", result="passed"
-    )
-    bound = metric(after, DECISIONS_METRIC, verb="bind", result="bound") - metric(
-        before, DECISIONS_METRIC, verb="bind", result="bound"
-    )
-    bind_failed = metric(after, DECISIONS_METRIC, verb="bind", result="failed") - metric(
-        before, DECISIONS_METRIC, verb="bind", result="failed"
-    )
+
+    def delta(name: str, **labels: str) -> float:
+        return metric(after, name, **labels) - metric(before, name, **labels)
+
+    judged = delta(FILTER_NODES_METRIC)
+    passed = delta(FILTER_NODES_METRIC, result="passed")
+    bound = delta(BINDS_METRIC, result="bound")
+    bind_failed = delta(BINDS_METRIC, result="failed")
     errors = metric(after, ERRORS_METRIC) - metric(before, ERRORS_METRIC)
     if filters:
         lines.append(

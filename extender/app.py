@@ -202,10 +202,24 @@ async def handle_bind(request: web.Request, body: bytes) -> web.Response:
         result = await request.app[BINDER_KEY].bind(args.pod_namespace, args.pod_name, args.pod_uid, args.node)
     except BindError as exc:
         metrics.binds.labels("failed").inc()
-        log.info("bind %s/%s to %s failed: %s", args.pod_namespace, args.pod_name, args.node, exc)
+        log.info(
+            "bind %s/%s to %s failed: %s",
+            args.pod_namespace,
+            args.pod_name,
+            args.node,
+            exc,
+            extra={"action": "bind_failed", "pod": f"{args.pod_namespace}/{args.pod_name}", "node": args.node},
+        )
         return _json(wire.binding_result(str(exc)))
     metrics.binds.labels("bound").inc()
-    log.info("bound %s/%s to %s on %s", args.pod_namespace, args.pod_name, result.node, ",".join(result.gpu_names))
+    log.info(
+        "bound %s/%s to %s on %s",
+        args.pod_namespace,
+        args.pod_name,
+        result.node,
+        ",".join(result.gpu_names),
+        extra={"action": "bind", "pod": f"{args.pod_namespace}/{args.pod_name}", "node": result.node},
+    )
     return _json(wire.binding_result())
 
 

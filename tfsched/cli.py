@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from pathlib import Path
 
 import click
+
+from tfsched.logs import LOG_FORMATS, configure
 
 
 @click.group()
 @click.version_option(package_name="tfsched", prog_name="tfsched")
 @click.option("--log-level", default="INFO", show_default=True, help="Python logging level.")
-def main(log_level: str) -> None:
+@click.option(
+    "--log-format",
+    type=click.Choice(LOG_FORMATS),
+    default="text",
+    show_default=True,
+    help="text, or json: one JSON object per line (time, level, logger, message, action fields).",
+)
+def main(log_level: str, log_format: str) -> None:
     """GPU-aware kube-scheduler extender and autoscaler (TensorFusion compatible)."""
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure(log_level, log_format)
 
 
 @main.command()
