@@ -76,6 +76,20 @@ class AutoscaleMetrics:
             registry=r,
         )
         self._workloads: set[tuple[str, str]] = set()
+        # Known label values at 0 from the start (see extender.metrics).
+        for step in STEPS:
+            self.step_duration.labels(step)
+        for result in ("ok", "failed"):
+            self.intervals.labels(result)
+        for changed in ("true", "false"):
+            self.recommendations.labels(changed)
+        for result in ("applied", "no_fit", "failed"):
+            self.resizes.labels(result)
+        for result in ("evicted", "refused", "failed"):
+            self.evictions.labels(result)
+        for direction in ("up", "down"):
+            for result in ("applied", "failed"):
+                self.replica_changes.labels(direction, result)
 
     def workloads_seen(self, keys: set[tuple[str, str]]) -> None:
         """Drop the per-workload series of workloads that are gone."""

@@ -27,8 +27,14 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from tfsched.allocation.state import ClusterState
+from tfsched.extender.placement import DENIAL_UNKNOWN_NODE
+from tfsched.scoring.modes import VERDICT_NAMES
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+VERBS = ("filter", "prioritize", "bind")
+# tfsched_extender_errors_total's kinds (extender.app): parse budget exhausted, malformed request,
+# a bug, the cache not current, unreadable pod annotations.
+ERROR_KINDS = ("busy", "bad_request", "internal", "untrusted", "bad_annotation")
 # A filter denial that is not a node's verdict: the pod's annotations cannot be read (each node counts).
 DENIAL_BAD_REQUEST = "invalid_request"
 
@@ -123,6 +129,18 @@ class ExtenderMetrics:
         )
         self.allocation = AllocationCollector()
         self.registry.register(self.allocation)
+        # Every known label value from the start, at 0: rate() and the dashboard see a series
+        # before the first event, and a missing series means a scrape problem, not "none yet".
+        for verb in VERBS:
+            self.latency.labels(verb)
+            for kind in ERROR_KINDS:
+                self.errors.labels(verb, kind)
+        for result in ("passed", "failed", "unresolvable"):
+            self.filter_nodes.labels(result)
+        for reason in (*VERDICT_NAMES.values(), DENIAL_UNKNOWN_NODE, DENIAL_BAD_REQUEST):
+            self.filter_denials.labels(reason)
+        for result in ("bound", "failed"):
+            self.binds.labels(result)
 
     def count_filter(self, passed: int, failed: int, unresolvable: int, denials: Tally[str]) -> None:
         self.filter_nodes.labels("passed").inc(passed)

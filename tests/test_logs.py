@@ -41,7 +41,11 @@ def test_serve_logs_json_lines_and_one_per_bind(tmp_path):
     doc = {
         "apiVersion": "v1",
         "kind": "List",
-        "items": [node_object("n0", gpus=1), gpu_object("n0", 0, tflops=100, vram=16 * GiB), gpu_pod("p", tflops="10", vram="1Gi", uid="u")],
+        "items": [
+            node_object("n0", gpus=1),
+            gpu_object("n0", 0, tflops=100, vram=16 * GiB),
+            gpu_pod("p", tflops="10", vram="1Gi", uid="u"),
+        ],
     }
     snapshot = tmp_path / "snapshot.yaml"
     snapshot.write_text(yaml.safe_dump(doc))

@@ -50,7 +50,9 @@ async def test_filter_counts_nodes_and_denials_by_reason(make_client):
         for (name, labels), v in got.items()
         if name == "tfsched_extender_filter_denials_total"
     }
-    assert denials == {"insufficient_vram": 1, "no_eligible_gpu": 1, "unknown_node": 1}
+    assert {reason for reason, v in denials.items() if v} == {"insufficient_vram", "no_eligible_gpu", "unknown_node"}
+    assert denials["insufficient_vram"] == denials["no_eligible_gpu"] == denials["unknown_node"] == 1
+    assert denials["too_few_gpus"] == 0  # every known reason has a series from the start
     bad = gpu_pod("q", vram="lots", uid="q")
     await post(client, "filter", args_names(bad, ["small", "big"]))
     got = await _scrape(client)
