@@ -36,8 +36,16 @@ def prometheus_binary() -> Path:
     )
 
 
-def write_config(path: Path, targets: list[str], scrape_interval: str) -> None:
-    config = {
+def write_config(
+    path: Path,
+    targets: list[str],
+    scrape_interval: str,
+    *,
+    jobs: dict[str, list[str]] | None = None,
+    rule_files: list[Path] | None = None,
+) -> None:
+    """``targets`` in the exporter's job; ``jobs``: more jobs by name; ``rule_files``: alert rules to load."""
+    config: dict = {
         "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
         "scrape_configs": [
             {
@@ -45,9 +53,12 @@ def write_config(path: Path, targets: list[str], scrape_interval: str) -> None:
                 # Keep the exporter's namespace/pod labels even if a target label ever clashes.
                 "honor_labels": True,
                 "static_configs": [{"targets": list(targets)}],
-            }
+            },
+            *({"job_name": name, "static_configs": [{"targets": list(hosts)}]} for name, hosts in (jobs or {}).items()),
         ],
     }
+    if rule_files:
+        config["rule_files"] = [str(f) for f in rule_files]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(config, sort_keys=False))
 
@@ -60,11 +71,14 @@ def start_prometheus(
     scrape_interval: str = "1s",
     log: Path,
     timeout: float = 30.0,
+    jobs: dict[str, list[str]] | None = None,
+    rule_files: list[Path] | None = None,
 ) -> ProcessRecord:
-    """Start Prometheus on ``127.0.0.1:port`` scraping ``targets`` (``host:port``); return once it is ready."""
+    """Start Prometheus on ``127.0.0.1:port`` scraping ``targets`` (``host:port``) and ``jobs``, with
+    ``rule_files`` loaded; return once it is ready."""
     binary = prometheus_binary()
     config_file = root / "prometheus.yml"
-    write_config(config_file, targets, scrape_interval)
+    write_config(config_file, targets, scrape_interval, jobs=jobs, rule_files=rule_files)
     argv = [
         str(binary),
         f"--config.file={config_file}",

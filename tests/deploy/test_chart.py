@@ -10,6 +10,7 @@ config/scheduler-config.yaml is the current extendScheduler rendering.
 from __future__ import annotations
 
 import base64
+import json
 import ssl
 import subprocess
 from pathlib import Path
@@ -225,10 +226,27 @@ def test_optional_objects_follow_their_switches() -> None:
     assert "NetworkPolicy" not in {d["kind"] for d in _render({"networkPolicy": {"enabled": False}})}
 
 
+def test_alerts_and_dashboard_ship_as_the_files_say() -> None:
+    assert not {d["kind"] for d in _render()} & {"PrometheusRule"}
+    docs = _render(
+        {"prometheusRule": {"enabled": True, "labels": {"release": "kps"}}, "grafanaDashboard": {"enabled": True}}
+    )
+    (rule,) = [d for d in docs if d["kind"] == "PrometheusRule"]
+    files = chart.CHART / "files"
+    assert rule["spec"] == yaml.safe_load((files / "alerts.yaml").read_text())
+    assert rule["metadata"]["labels"]["release"] == "kps"
+    assert "{{ $labels.kind }}" in str(rule["spec"])  # Prometheus' templates, left to Prometheus
+    (dashboard,) = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-dashboard")]
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(dashboard["data"]["tfsched.json"]) == json.loads((files / "dashboard.json").read_text())
+
+
 @pytest.mark.parametrize(
     ("values", "message"),
     [
         ({"topology": "kind"}, "topology"),
+        ({"prometheusRule": {"enabled": True, "rules": []}}, "rules"),
+        ({"grafanaDashboard": {"enable": True}}, "enable"),
         ({"replicas": 0}, "replicas"),
         ({"unknown": 1}, "unknown"),
         ({"tfsched": {"config": {"leaderElection": {"enabled": False}}}}, "leaderElection"),
