@@ -83,12 +83,15 @@ class Ledger:
     def _recount_gpu(self, name: str, g: int) -> None:
         inv = self.inventory
         used_t = used_v = 0.0
+        holders = 0
         for uid in self.by_gpu.get(name, ()):
             alloc = self.allocations[uid]
             if not self._counts_on(alloc, g):
                 continue
             used_t += alloc.tflops_on(inv.cap_t[g])
             used_v += alloc.vram
+            holders += 1
+        inv.holders[g] = holders
         if (inv.used_t[g], inv.used_v[g]) != (used_t, used_v):
             self.changed_gpus.add(name)
         inv.used_t[g] = used_t
@@ -113,6 +116,7 @@ class Ledger:
                 continue  # the GPU object is not here yet (upsert_gpu recounts it), or not on this node
             inv.used_t[g] += sign * alloc.tflops_on(inv.cap_t[g])
             inv.used_v[g] += sign * alloc.vram
+            inv.holders[g] += int(sign)
             inv.touch_gpu(g)
             self.changed_gpus.add(name)
 

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 import numpy as np
 import orjson
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from tfsched.allocation.noderesources import pod_cpu_mem
 from tfsched.allocation.state import ClusterState
@@ -53,6 +53,7 @@ NODE_LISTS_KEY = web.AppKey("node_lists", NodeListCache)
 BUDGET_KEY = web.AppKey("budget", ByteBudget)
 SMALL_BUDGET_KEY = web.AppKey("small_budget", ByteBudget)
 RAW_BUDGET_KEY = web.AppKey("raw_budget", ByteBudget)
+METRICS_PER_GPU_KEY = web.AppKey("metrics_per_gpu", bool)
 
 
 def _json(body: bytes, status: int = 200) -> web.Response:
@@ -237,8 +238,8 @@ async def handle_readyz(request: web.Request) -> web.Response:
 async def handle_metrics(request: web.Request) -> web.Response:
     metrics = request.app[METRICS_KEY]
     # Read the state here, on the loop; write the text (one line per GPU series) in a thread.
-    metrics.refresh(request.app[STATE_KEY], writing=not request.app[BINDER_KEY].gate.why_closed())
-    body = await asyncio.to_thread(generate_latest, metrics.registry)
+    snapshot = metrics.refresh(request.app[STATE_KEY], writing=not request.app[BINDER_KEY].gate.why_closed())
+    body = await asyncio.to_thread(metrics.exposition, snapshot, request.app[METRICS_PER_GPU_KEY])
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
@@ -250,6 +251,7 @@ def create_app(
     metrics: ExtenderMetrics | None = None,
     verbs: bool = True,
     health: bool = True,
+    metrics_per_gpu: bool = True,
 ) -> web.Application:
     """The extender verbs and/or the health and metrics endpoints (two apps on
     two listeners when the verbs require client certificates and probes cannot
@@ -259,6 +261,7 @@ def create_app(
     app[BINDER_KEY] = binder
     app[METRICS_KEY] = metrics or ExtenderMetrics()
     app[DISTRUST_KEY] = distrust
+    app[METRICS_PER_GPU_KEY] = metrics_per_gpu
     app[NODE_LISTS_KEY] = NodeListCache(state.inventory)
     app[BUDGET_KEY] = ByteBudget()
     app[SMALL_BUDGET_KEY] = ByteBudget(SMALL_LANE_BYTES)

@@ -3,7 +3,9 @@
 Cardinality is bounded by the cluster, never by traffic: the labels of counters
 are verbs, results, reasons and kinds (fixed sets); the allocation series are
 one per node and one per GPU (``node``, ``gpu`` labels; 5 series per node and 5
-per GPU), read from the inventory at scrape time; no label carries a pod name.
+per GPU, the per-GPU ones switchable off: ``metrics.perGPU``), read from the
+inventory at scrape time and written as text off the event loop; no label
+carries a pod name.
 The registry also has the process, platform and GC collectors.
 """
 
@@ -11,7 +13,7 @@ from __future__ import annotations
 
 import platform
 from collections import Counter as Tally
-from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 from prometheus_client import (
@@ -22,9 +24,8 @@ from prometheus_client import (
     Histogram,
     PlatformCollector,
     ProcessCollector,
+    generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
 
 from tfsched.allocation.state import ClusterState
 from tfsched.extender.placement import DENIAL_UNKNOWN_NODE
@@ -127,8 +128,6 @@ class ExtenderMetrics:
             ["state"],
             registry=self.registry,
         )
-        self.allocation = AllocationCollector()
-        self.registry.register(self.allocation)
         # Every known label value from the start, at 0: rate() and the dashboard see a series
         # before the first event, and a missing series means a scrape problem, not "none yet".
         for verb in VERBS:
@@ -149,8 +148,8 @@ class ExtenderMetrics:
         for reason, n in denials.items():
             self.filter_denials.labels(reason).inc(n)
 
-    def refresh(self, state: ClusterState, writing: bool) -> None:
-        """The gauges read from the state, before a scrape."""
+    def refresh(self, state: ClusterState, writing: bool) -> AllocationSnapshot:
+        """The gauges read from the state, before a scrape; the allocation's numbers to write."""
         ledger = state.ledger
         reserved = sum(1 for a in ledger.allocations.values() if a.reserved)
         self.allocations.labels("reserved").set(reserved)
@@ -161,15 +160,21 @@ class ExtenderMetrics:
             self.problems.labels(kind).set(count)
         for kind, count in state.drift_found.items():
             self.drift.labels(kind).set(count)
-        self.allocation.snapshot(state)
+        return allocation_snapshot(state)
+
+    def exposition(self, snapshot: AllocationSnapshot, per_gpu: bool) -> bytes:
+        """The whole scrape: the registry's families, then the allocation's (off the event loop)."""
+        return generate_latest(self.registry) + allocation_text(snapshot, per_gpu)
 
 
-ALLOCATION_DOCS = {
+GPU_FAMILIES = {
     "tfsched_gpu_tflops_allocated": "TFLOPS held on a GPU by the ledger's allocations.",
     "tfsched_gpu_tflops_available": "TFLOPS of a GPU not held (0 for a GPU tfsched may not hand out).",
     "tfsched_gpu_vram_allocated_bytes": "VRAM held on a GPU by the ledger's allocations.",
     "tfsched_gpu_vram_available_bytes": "VRAM of a GPU not held (0 for a GPU tfsched may not hand out).",
     "tfsched_gpu_pods": "Pods holding a share of a GPU.",
+}
+NODE_FAMILIES = {
     "tfsched_node_tflops_allocated": "TFLOPS held on a node's GPUs.",
     "tfsched_node_tflops_available": "TFLOPS of a node's usable GPUs not held.",
     "tfsched_node_vram_allocated_bytes": "VRAM held on a node's GPUs.",
@@ -178,56 +183,63 @@ ALLOCATION_DOCS = {
 }
 
 
-class AllocationCollector(Collector):
-    """Per GPU and per node allocation, from a snapshot of the inventory taken on the
-    event loop (``snapshot``) so the text can be written in a thread."""
+@dataclass(frozen=True, slots=True)
+class AllocationSnapshot:
+    """The inventory's numbers copied on the event loop, to be written as text in a thread."""
 
-    def __init__(self) -> None:
-        self._families: dict[str, list[tuple[tuple[str, ...], float]]] = {}
+    gpu_names: list[str]
+    gpu_nodes: np.ndarray  # node index per GPU
+    values: np.ndarray  # per GPU: TFLOPS allocated, available, VRAM allocated, available, pods
+    node_names: list[str]
+    node_pods: np.ndarray  # per node index
 
-    def snapshot(self, state: ClusterState) -> None:
-        inv = state.inventory
-        pods_per_gpu: Tally[str] = Tally()
-        pods_per_node: Tally[str] = Tally()
-        for alloc in state.ledger.allocations.values():
-            pods_per_gpu.update(alloc.gpu_names)
-            pods_per_node[alloc.node] += 1
-        fam: dict[str, list[tuple[tuple[str, ...], float]]] = {name: [] for name in ALLOCATION_DOCS}
-        node_sums: dict[str, np.ndarray] = {}
-        for name, g in inv.gpu_index.items():
-            n = int(inv.gpu_node[g])
-            if n < 0:
-                continue
-            node = inv.node_names[n]
-            usable = bool(inv.usable[g])
-            # Inventory units: milli-TFLOPS and bytes.
-            used_t, used_v = float(inv.used_t[g]) / 1000.0, float(inv.used_v[g])
-            free_t = max(float(inv.cap_t[g]) / 1000.0 - used_t, 0.0) if usable else 0.0
-            free_v = max(float(inv.cap_v[g]) - used_v, 0.0) if usable else 0.0
-            pods = float(pods_per_gpu.get(name, 0))
-            labels = (node, name)
-            for family, value in zip(
-                ("tflops_allocated", "tflops_available", "vram_allocated_bytes", "vram_available_bytes", "pods"),
-                (used_t, free_t, used_v, free_v, pods),
-                strict=True,
-            ):
-                fam[f"tfsched_gpu_{family}"].append((labels, value))
-            sums = node_sums.setdefault(node, np.zeros(4))
-            sums += (used_t, free_t, used_v, free_v)
-        for node, sums in node_sums.items():
-            for family, value in zip(
-                ("tflops_allocated", "tflops_available", "vram_allocated_bytes", "vram_available_bytes"),
-                sums.tolist(),
-                strict=True,
-            ):
-                fam[f"tfsched_node_{family}"].append(((node,), value))
-            fam["tfsched_node_gpu_pods"].append(((node,), float(pods_per_node.get(node, 0))))
-        self._families = fam
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        for name, doc in ALLOCATION_DOCS.items():
-            labels = ["node", "gpu"] if name.startswith("tfsched_gpu_") else ["node"]
-            family = GaugeMetricFamily(name, doc, labels=labels)
-            for values, value in self._families.get(name, ()):
-                family.add_metric(list(values), value)
-            yield family
+def allocation_snapshot(state: ClusterState) -> AllocationSnapshot:
+    inv = state.inventory
+    slots = np.flatnonzero(inv.gpu_node[: len(inv.gpu_names)] >= 0)
+    names = [inv.gpu_names[g] for g in slots.tolist()]
+    keep = np.fromiter((n is not None for n in names), np.bool_, len(names))
+    slots = slots[keep]
+    usable = inv.usable[slots]
+    # Inventory units: milli-TFLOPS and bytes.
+    used_t, used_v = inv.used_t[slots] / 1000.0, inv.used_v[slots]
+    free_t = np.where(usable, np.maximum(inv.cap_t[slots] / 1000.0 - used_t, 0.0), 0.0)
+    free_v = np.where(usable, np.maximum(inv.cap_v[slots] - used_v, 0.0), 0.0)
+    pods = inv.holders[slots].astype(np.float64)
+    node_pods = np.zeros(len(inv.node_names))
+    for node, count in Tally(alloc.node for alloc in state.ledger.allocations.values()).items():
+        n = inv.node_index.get(node)
+        if n is not None:
+            node_pods[n] = count
+    return AllocationSnapshot(
+        [n for n, k in zip(names, keep.tolist(), strict=True) if k],
+        inv.gpu_node[slots].copy(),
+        np.column_stack([used_t, free_t, used_v, free_v, pods]),
+        list(inv.node_names),
+        node_pods,
+    )
+
+
+def allocation_text(snap: AllocationSnapshot, per_gpu: bool = True) -> bytes:
+    """The per-node (and per-GPU) families in Prometheus' text format. Node and GPU names are
+    Kubernetes object names (DNS labels and subdomains): nothing to escape in a label value."""
+    lines: list[str] = []
+    if per_gpu:
+        for column, (family, doc) in enumerate(GPU_FAMILIES.items()):
+            lines += (f"# HELP {family} {doc}", f"# TYPE {family} gauge")
+            values = snap.values[:, column].tolist()
+            nodes = snap.gpu_nodes.tolist()
+            lines += [
+                f'{family}{{node="{snap.node_names[n]}",gpu="{g}"}} {v!r}'
+                for g, n, v in zip(snap.gpu_names, nodes, values, strict=True)
+            ]
+    has_gpus = np.zeros(len(snap.node_names), np.bool_)
+    has_gpus[snap.gpu_nodes] = True
+    nodes = np.flatnonzero(has_gpus)
+    sums = [np.bincount(snap.gpu_nodes, snap.values[:, c], len(snap.node_names))[nodes] for c in range(4)]
+    sums.append(snap.node_pods[nodes])
+    names = [snap.node_names[n] for n in nodes.tolist()]
+    for (family, doc), column in zip(NODE_FAMILIES.items(), sums, strict=True):
+        lines += (f"# HELP {family} {doc}", f"# TYPE {family} gauge")
+        lines += [f'{family}{{node="{name}"}} {v!r}' for name, v in zip(names, column.tolist(), strict=True)]
+    return ("\n".join(lines) + "\n").encode()

@@ -114,6 +114,7 @@ class Inventory:
         self.cap_v = np.zeros(gpu_capacity, np.float64)
         self.used_t = np.zeros(gpu_capacity, np.float64)
         self.used_v = np.zeros(gpu_capacity, np.float64)
+        self.holders = np.zeros(gpu_capacity, np.int32)  # allocations holding a share (the ledger's)
         self.usable = np.zeros(gpu_capacity, np.bool_)
         self.model = np.zeros(gpu_capacity, np.int32)
         self.vendor = np.zeros(gpu_capacity, np.int32)
@@ -281,6 +282,7 @@ class Inventory:
         self.usable[g] = False
         self.cap_t[g] = self.cap_v[g] = 0.0
         self.used_t[g] = self.used_v[g] = 0.0
+        self.holders[g] = 0
         self._free_slots.append(g)
 
     def gpu(self, name: str) -> int:
@@ -300,7 +302,7 @@ class Inventory:
         return g
 
     def _grow_gpus(self, size: int) -> None:
-        for attr in ("cap_t", "cap_v", "used_t", "used_v", "usable", "model", "vendor", "pool"):
+        for attr in ("cap_t", "cap_v", "used_t", "used_v", "holders", "usable", "model", "vendor", "pool"):
             old = getattr(self, attr)
             new = np.zeros(size, old.dtype)
             new[: old.shape[0]] = old

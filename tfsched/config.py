@@ -21,6 +21,15 @@ class WebhookSettings(BaseModel):
     scheduler_name: str = Field(DEFAULT_WEBHOOK_SCHEDULER, alias="schedulerName", min_length=1)
 
 
+class MetricsSettings(BaseModel):
+    """What ``/metrics`` exports beyond the fixed families (extender.metrics)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    # Five series per GPU (allocated / available TFLOPS and VRAM, pods); per-node series stay.
+    # At 40,000 GPUs they are 200,000 lines and 15 MB per scrape.
+    per_gpu: bool = Field(True, alias="perGPU")
+
+
 class ServeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
     scheduling: SchedulingConfig = Field(default_factory=SchedulingConfig)
@@ -28,6 +37,7 @@ class ServeConfig(BaseModel):
     # Which instance binds, resizes and evicts: one at a time.
     leader_election: LeaderElectionSettings = Field(default_factory=LeaderElectionSettings, alias="leaderElection")
     webhook: WebhookSettings = Field(default_factory=WebhookSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
 
 
 def load_config(path: Path | None) -> ServeConfig:

@@ -59,6 +59,7 @@ class Server:
     test_hooks: bool = False
     # One registry for the process: the extender's, the allocation's and the autoscaler's series.
     metrics: ExtenderMetrics = field(default_factory=ExtenderMetrics)
+    metrics_per_gpu: bool = True  # config metrics.perGPU
     kernels_ready: bool = False
     tasks: list[asyncio.Task] = field(default_factory=list)
     runners: list[web.AppRunner] = field(default_factory=list)
@@ -98,7 +99,8 @@ class Server:
         Returns the verbs' port (the one bound, for port 0)."""
         metrics = self.metrics
         separate = health is not None
-        app = create_app(self.state, self.binder, distrust=self.distrust, metrics=metrics, health=not separate)
+        shared = {"distrust": self.distrust, "metrics": metrics, "metrics_per_gpu": self.metrics_per_gpu}
+        app = create_app(self.state, self.binder, health=not separate, **shared)
         if self.test_hooks:
             self._add_test_hooks(app)
         context = None
@@ -107,7 +109,7 @@ class Server:
             self.tasks.append(asyncio.create_task(reload_on_change(context, tls), name="tls-reload"))
         bound = await self._listen(app, host, port, context)
         if health is not None:
-            probes = create_app(self.state, self.binder, distrust=self.distrust, metrics=metrics, verbs=False)
+            probes = create_app(self.state, self.binder, verbs=False, **shared)
             self.health_port = await self._listen(probes, health.host, health.port, None)
         if webhook is not None:
             if tls is None:
@@ -227,7 +229,9 @@ async def build_server(
     if snapshot is not None:
         state.load(read_snapshot(snapshot))
         gate = WriterGate()
-        return Server(state, Binder(state, MemoryPodWriter(state), gate), gate, test_hooks=test_hooks)
+        server = Server(state, Binder(state, MemoryPodWriter(state), gate), gate, test_hooks=test_hooks)
+        server.metrics_per_gpu = config.metrics.per_gpu
+        return server
     client = await KubeClient.from_config(kubeconfig, context)
     election = config.leader_election
     leadership: Leadership | None = None
@@ -245,6 +249,7 @@ async def build_server(
     gate = WriterGate(leadership, lambda: server.fresh_pod_list())
     server = Server(state, Binder(state, ApiPodWriter(client), gate), gate, client=client, test_hooks=test_hooks)
     server.webhook_scheduler = config.webhook.scheduler_name
+    server.metrics_per_gpu = config.metrics.per_gpu
     settings = config.autoscaling
     if settings.enabled:
         from tfsched.autoscale.loop import Autoscaler

@@ -3,9 +3,14 @@ allocation per GPU and per node as the ledger holds it."""
 
 from __future__ import annotations
 
+import random
+
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tfsched.clustermodel.objects import gpu_pod
+from tfsched.clustermodel import annotations as ann
+from tfsched.clustermodel.cache import EventType, Kind
+from tfsched.clustermodel.objects import gpu_name, gpu_object, gpu_pod
 
 from .conftest import GiB, make_state
 from .test_protocol import LAYOUT, args_names, post
@@ -82,3 +87,46 @@ async def test_allocation_per_gpu_and_node_follows_binds(make_client):
     _, result = await post(client, "bind", {"PodName": "x", "PodNamespace": "default", "PodUID": "x", "Node": "big"})
     assert result["Error"]
     assert (await _scrape(client))[("tfsched_extender_binds_total", (("result", "failed"),))] == 1
+
+
+async def test_per_gpu_series_can_be_switched_off(aiohttp_client):
+    from tfsched.extender.app import create_app
+    from tfsched.extender.bind import Binder, MemoryPodWriter
+
+    state = make_state(LAYOUT)
+    client = await aiohttp_client(create_app(state, Binder(state, MemoryPodWriter(state)), metrics_per_gpu=False))
+    names = {name for name, _ in await _scrape(client)}
+    assert "tfsched_node_vram_available_bytes" in names
+    assert not {n for n in names if n.startswith("tfsched_gpu_")}
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_holders_per_gpu_follow_the_ledger_through_binds_deletes_and_gpu_moves(seed: int) -> None:
+    """inventory.holders (tfsched_gpu_pods) equals a recount of the ledger's allocations."""
+    rng = random.Random(seed)
+    nodes = ["a", "b", "c"]
+    state = make_state({n: [(100, 16 * GiB), (100, 16 * GiB)] for n in nodes})
+    live: list[dict] = []
+    for k in range(150):
+        step = rng.choice(["bind", "bind", "delete", "move", "gpu"])
+        if step == "bind":
+            node = rng.choice(nodes)
+            ids = [gpu_name(node, i) for i in rng.sample([0, 1], rng.choice([1, 2]))]
+            pod = gpu_pod(f"p{k}", tflops="5", vram="1Gi", uid=f"u{k}", node=node, gpu_ids=ids)
+            live.append(pod)
+            state.cache.apply(Kind.POD, EventType.ADDED, pod)
+        elif step == "delete" and live:
+            state.cache.apply(Kind.POD, EventType.DELETED, live.pop(rng.randrange(len(live))))
+        elif step == "move":  # a GPU object re-reported on another node
+            node, other = rng.sample(nodes, 2)
+            gpu = gpu_object(node, rng.randrange(2), tflops=100, vram=16 * GiB)
+            gpu["status"]["nodeSelector"] = {ann.HOSTNAME_LABEL: other}
+            state.cache.apply(Kind.GPU, EventType.MODIFIED, gpu)
+        else:
+            state.cache.apply(
+                Kind.GPU, EventType.MODIFIED, gpu_object(rng.choice(nodes), rng.randrange(2), tflops=100, vram=16 * GiB)
+            )
+        inv, ledger = state.inventory, state.ledger
+        for name, g in inv.gpu_index.items():
+            want = sum(1 for uid in ledger.by_gpu.get(name, ()) if ledger._counts_on(ledger.allocations[uid], g))
+            assert inv.holders[g] == want, (k, step, name)
