@@ -8,10 +8,19 @@ from pathlib import Path
 
 import click
 
+# Python's named levels; anything else made logging.basicConfig raise.
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
 
 @click.group()
 @click.version_option(package_name="tfsched", prog_name="tfsched")
-@click.option("--log-level", default="INFO", show_default=True, help="Python logging level.")
+@click.option(
+    "--log-level",
+    type=click.Choice(LOG_LEVELS, case_sensitive=False),
+    default="INFO",
+    show_default=True,
+    help="Python logging level.",
+)
 def main(log_level: str) -> None:
     """GPU-aware kube-scheduler extender and autoscaler (TensorFusion compatible)."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
