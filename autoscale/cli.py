@@ -26,8 +26,6 @@ from typing import Any
 import click
 import numpy as np
 import orjson
-import yaml
-from pydantic import ValidationError
 
 from tfsched.autoscale.bank import UsageBank
 from tfsched.autoscale.estimators import ResourceAmounts, estimate
@@ -38,50 +36,57 @@ from tfsched.autoscale.vertical import Action, format_amount
 from tfsched.clustermodel.autoscaling_config import AutoScalingConfig, Resources
 from tfsched.clustermodel.quantity import QuantityError, parse_quantity
 from tfsched.clustermodel.times import format_time, from_unix_ns, to_unix_ns
+from tfsched.clustermodel.yamlfile import YamlFileError, read_yaml, validate_document
+
+# The keys of the ``{autoScalingConfig: ..., resources: ...}`` form (a workload's spec holds more).
+_SECTIONS = ("autoScalingConfig", "resources")
 
 
-def _validation_message(exc: ValidationError, prefix: str) -> str:
-    lines = []
-    for error in exc.errors():
-        field = ".".join(str(part) for part in (prefix, *error["loc"]) if part != "")
-        message = error["msg"].removeprefix("Value error, ")
-        lines.append(f"{field}: {message}")
-    return "; ".join(lines)
+def read_config(path: Path) -> tuple[AutoScalingConfig, Resources | None]:
+    """The autoscaling config and, when present, the workload's resources from a YAML file.
+
+    Raises :class:`YamlFileError` with every problem found, unknown keys included.
+    """
+    document = read_yaml(path) or {}
+    if not isinstance(document, dict):
+        raise YamlFileError([f"{path}: (top level): expected a mapping, got {type(document).__name__}"])
+    prefix: tuple[str, ...] = ()
+    if isinstance(document.get("spec"), dict):  # a whole workload: other spec fields are not ours to check
+        document, prefix = document["spec"], ("spec",)
+    found: list[str] = []
+    config = AutoScalingConfig()
+    resources = None
+    if any(key in document for key in _SECTIONS):
+        if not prefix:
+            found.extend(
+                f"{path}: {key}: unknown field; accepted: {', '.join(_SECTIONS)}"
+                for key in document
+                if key not in _SECTIONS
+            )
+        section: Any = document.get("autoScalingConfig") or {}
+        where = (*prefix, "autoScalingConfig")
+    else:
+        section, where = document, prefix
+    try:
+        config = validate_document(section, path, AutoScalingConfig, where)
+    except YamlFileError as exc:
+        found.extend(exc.problems)
+    if document.get("resources"):
+        try:
+            resources = validate_document(document["resources"], path, Resources, (*prefix, "resources"))
+        except YamlFileError as exc:
+            found.extend(exc.problems)
+    if found:
+        raise YamlFileError(found)
+    return config, resources
 
 
 def load_config(path: Path) -> tuple[AutoScalingConfig, Resources | None]:
-    """The autoscaling config and, when present, the workload's resources from a YAML file."""
+    """:func:`read_config` for the command line: problems become a ``--config`` usage error."""
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise click.BadParameter(f"cannot read {path}: {exc.strerror or exc}", param_hint="--config") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise click.BadParameter(f"{path} is not valid YAML: {exc}", param_hint="--config") from None
-    document = document or {}
-    if not isinstance(document, dict):
-        raise click.BadParameter(f"{path}: expected a mapping at the top level", param_hint="--config")
-    prefix = ""
-    if isinstance(document.get("spec"), dict):
-        document, prefix = document["spec"], "spec"
-    resources_raw: Any = None
-    if "autoScalingConfig" in document or "resources" in document:
-        resources_raw = document.get("resources")
-        section = document.get("autoScalingConfig") or {}
-        prefix = f"{prefix}.autoScalingConfig" if prefix else "autoScalingConfig"
-    else:
-        section = document
-    try:
-        config = AutoScalingConfig.model_validate(section)
-    except ValidationError as exc:
-        raise click.BadParameter(_validation_message(exc, prefix), param_hint="--config") from None
-    resources = None
-    if resources_raw:
-        try:
-            resources = Resources.model_validate(resources_raw)
-        except ValidationError as exc:
-            where = "spec.resources" if prefix.startswith("spec") else "resources"
-            raise click.BadParameter(_validation_message(exc, where), param_hint="--config") from None
-    return config, resources
+        return read_config(path)
+    except YamlFileError as exc:
+        raise click.BadParameter(str(exc), param_hint="--config") from None
 
 
 def parse_current(text: str) -> Resources:
