@@ -19,7 +19,8 @@ time, so the output does not depend on the wall clock; samples after
 
 from __future__ import annotations
 
-from datetime import datetime
+import sys
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,14 +29,14 @@ import numpy as np
 import orjson
 
 from tfsched.autoscale.bank import UsageBank
-from tfsched.autoscale.estimators import ResourceAmounts, estimate
+from tfsched.autoscale.estimators import ResourceAmounts, ResourceName, confidence, estimate
 from tfsched.autoscale.recommend import Recommendation, recommend
 from tfsched.autoscale.replicas import ReplicaState, observed_utilization
 from tfsched.autoscale.trace import TraceError, UsageRecord, parse_timestamp, read_trace
 from tfsched.autoscale.vertical import Action, format_amount
 from tfsched.clustermodel.autoscaling_config import AutoScalingConfig, Resources
-from tfsched.clustermodel.quantity import QuantityError, parse_quantity
-from tfsched.clustermodel.times import format_time, from_unix_ns, to_unix_ns
+from tfsched.clustermodel.quantity import QuantityError, format_bytes_rounded, parse_quantity
+from tfsched.clustermodel.times import duration_ns, format_go_duration, format_time, from_unix_ns, to_unix_ns
 from tfsched.clustermodel.yamlfile import YamlFileError, read_yaml, validate_document
 
 # The keys of the ``{autoScalingConfig: ..., resources: ...}`` form (a workload's spec holds more).
@@ -157,24 +158,56 @@ def _history(bank: UsageBank, row: int) -> dict[str, Any]:
     }
 
 
-def _print_table(result: Recommendation, history: dict[str, Any], has_current: bool) -> None:
+def history_note(config: AutoScalingConfig, bank: UsageBank, row: int) -> str | None:
+    """Why the recommendation is not confident yet, or ``None`` when it is.
+
+    The estimators' confidence (:func:`confidence`: span of TFLOPS samples and their
+    count, each against ``confidenceInterval``) below 1 widens the bounds by more
+    than the margin VPA settles at; with no samples there is no recommendation.
+    """
+    summary = bank.summary(row)
+    interval = config.auto_set_resources.confidence_interval
+    if summary.total_samples_count == 0:
+        return "no TFLOPS samples up to --now: nothing to recommend from (the estimates are 0)."
+    conf = confidence(
+        summary.first_sample_ns, summary.last_sample_ns, summary.total_samples_count, duration_ns(interval)
+    )
+    if conf >= 1.0:
+        return None
+    span = timedelta(microseconds=(summary.last_sample_ns - summary.first_sample_ns) // 1000)
+    return (
+        f"only {format_go_duration(span)} of history ({summary.total_samples_count} TFLOPS samples) for "
+        f"confidenceInterval {format_go_duration(interval)} (confidence {conf:.2g} < 1): the bounds are wide "
+        "and the recommendation is not confident yet."
+    )
+
+
+def _display(resource: ResourceName, amount: int) -> str:
+    """Table cells: TFLOPS exact (short already), VRAM rounded up to Mi as kubectl users read it."""
+    if resource == "vram":
+        return format_bytes_rounded(float(amount))
+    return format_amount(resource, amount)
+
+
+def _print_table(result: Recommendation, history: dict[str, Any], has_current: bool, note: str | None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
-    table = Table(title="Usage estimates")
-    for column in ("resource", "current request", "lower bound", "target", "upper bound", "decision"):
-        table.add_column(column)
-    estimates = result.estimates_dict()
+    # 80 columns when not a terminal (pipes, CI logs), so the table is never cut there.
+    console = Console(width=None if sys.stdout.isatty() else 80)
+    table = Table(title="Usage estimates (VRAM rounded up to Mi)")
+    for column in ("resource", "request", "lower bound", "target", "upper bound", "decision"):
+        table.add_column(column, no_wrap=True, overflow="fold")
+    estimates = result.estimates
     for resource, label in (("tflops", "TFLOPS"), ("vram", "VRAM")):
         decision = result.vertical.decision(resource)
         action = decision.action if decision is not None else Action.NONE
         table.add_row(
             label,
-            format_amount(resource, result.current.requests.get(resource)) if has_current else "-",
-            estimates[resource]["lowerBound"],
-            estimates[resource]["target"],
-            estimates[resource]["upperBound"],
+            _display(resource, result.current.requests.get(resource)) if has_current else "-",
+            _display(resource, estimates.lower_bound.get(resource)),
+            _display(resource, estimates.target.get(resource)),
+            _display(resource, estimates.upper_bound.get(resource)),
             action.name.lower().replace("_", " ") if has_current else "-",
         )
     console.print(table)
@@ -198,6 +231,8 @@ def _print_table(result: Recommendation, history: dict[str, Any], has_current: b
         f"History: {history['totalSamplesCount']} TFLOPS samples from {history['firstSampleTime']} "
         f"to {history['lastSampleTime']}"
     )
+    if note is not None:
+        console.print(f"Note: {note}", markup=False)
 
 
 @click.command("recommend")
@@ -246,4 +281,4 @@ def recommend_command(
         payload = {**result.to_status(), "estimates": result.estimates_dict(), "history": history}
         click.echo(orjson.dumps(payload, option=orjson.OPT_INDENT_2).decode())
     else:
-        _print_table(result, history, current is not None)
+        _print_table(result, history, current is not None, history_note(config, bank, row))

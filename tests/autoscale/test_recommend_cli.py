@@ -299,3 +299,30 @@ def test_newer_tensorfusion_names_are_synonyms(tmp_path: Path, low_usage_trace: 
         f"{theirs}: autoSetResources: 'marginFraction' and 'requestMarginFraction' both set requestMarginFraction: "
         "give one" in result.output
     )
+
+
+def test_table_fits_80_columns_with_vram_in_mi_and_notes_short_history(tmp_path: Path) -> None:
+    lines = ["timestamp,worker,tflops,vram"]
+    lines += [f"2025-10-07T00:{m:02d}:00Z,w0,10,8589934592" for m in range(10)]
+    trace = tmp_path / "short.csv"
+    trace.write_text("\n".join(lines) + "\n")
+    result = CliRunner().invoke(
+        main, ["recommend", "--usage", str(trace), "--current", "tflops=100/200,vram=40Gi/80Gi"]
+    )
+    assert result.exit_code == 0, result.output
+    assert max(len(line) for line in result.output.splitlines()) <= 80
+    assert "…" not in result.output  # nothing cut
+    vram_row = next(line for line in result.output.splitlines() if "VRAM" in line and "│" in line)
+    cells = [cell.strip() for cell in vram_row.split("│")[1:-1]]
+    assert cells[1] == "40Gi" and all(cell.endswith("Mi") for cell in cells[2:5])
+    # The note is one logical sentence, wrapped at 80.
+    note = " ".join(result.output.split("Note: ", 1)[1].split())
+    assert note == (
+        "only 9m of history (10 TFLOPS samples) for confidenceInterval 24h (confidence 0.0063 < 1): "
+        "the bounds are wide and the recommendation is not confident yet."
+    )
+
+
+def test_no_note_once_history_covers_the_confidence_interval(low_usage_trace: Path) -> None:
+    result = CliRunner().invoke(main, ["recommend", "--usage", str(low_usage_trace)])
+    assert result.exit_code == 0 and "Note:" not in result.output
