@@ -93,14 +93,21 @@ def up(root: Path, spec_path: Path, topology: str) -> None:
 @devcluster.command()
 @dir_option
 def down(root: Path) -> None:
-    """Stop exactly the processes 'up' started and remove the state folder."""
+    """Stop exactly the processes 'up' started and remove the state folder.
+
+    Idempotent: with no cluster, or one whose processes all exited, it says so and succeeds."""
     from tfsched.devcluster.cluster import DevCluster, DevClusterError
 
+    root = root.resolve()
+    if not (root / "state.json").exists():
+        _say(f"nothing was running: no devcluster in {root}")
+        return
     try:
-        cluster = DevCluster.load(root.resolve())
+        cluster = DevCluster.load(root)
     except DevClusterError as exc:
         raise click.ClickException(str(exc)) from None
-    cluster.down(say=_say)
+    if not cluster.down(say=_say):
+        _say(f"nothing was running: every process of the devcluster in {root} had exited; removed its state")
 
 
 @devcluster.command()

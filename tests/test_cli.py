@@ -122,3 +122,41 @@ def test_an_unreadable_config_names_the_file(tmp_path):
     result = _invoke("serve", "--config", str(missing), "--snapshot", str(snapshot))
     assert result.exit_code == 2
     assert f"{missing}: cannot read: No such file or directory" in result.output
+
+
+def test_devcluster_down_without_a_cluster_succeeds_saying_nothing_ran(tmp_path):
+    root = tmp_path / "nowhere"
+    result = _invoke("devcluster", "down", "--dir", str(root))
+    assert result.exit_code == 0, result.output
+    assert f"devcluster: nothing was running: no devcluster in {root}" in result.output
+
+
+def test_devcluster_down_on_a_stopped_cluster_removes_its_state(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    import psutil
+
+    # A real process that has exited: its pid and start time are what 'up' would have recorded.
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    started = psutil.Process(proc.pid).create_time()
+    proc.wait()
+    root = tmp_path / "dev"
+    root.mkdir()
+    record = {"name": "etcd", "pid": proc.pid, "started": started, "argv": ["etcd"], "log": str(root / "etcd.log")}
+    state = {"binDir": None, "ports": {}, "token": "t", "processes": {"etcd": record}}
+    (root / "state.json").write_text(json.dumps(state))
+    result = _invoke("devcluster", "down", "--dir", str(root))
+    assert result.exit_code == 0, result.output
+    assert "nothing was running: every process of the devcluster" in result.output
+    assert not root.exists()
+    # Twice is fine too.
+    assert _invoke("devcluster", "down", "--dir", str(root)).exit_code == 0
+
+
+def test_devcluster_status_on_a_broken_state_file_is_one_line(tmp_path):
+    (tmp_path / "state.json").write_text("{not json")
+    result = _invoke("devcluster", "status", "--dir", str(tmp_path))
+    assert result.exit_code == 1 and f"cannot read {tmp_path / 'state.json'}" in result.output
+    assert "Traceback" not in result.output
