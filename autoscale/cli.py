@@ -19,69 +19,75 @@ time, so the output does not depend on the wall clock; samples after
 
 from __future__ import annotations
 
-from datetime import datetime
+import sys
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import click
 import numpy as np
 import orjson
-import yaml
-from pydantic import ValidationError
 
 from tfsched.autoscale.bank import UsageBank
-from tfsched.autoscale.estimators import ResourceAmounts, estimate
+from tfsched.autoscale.estimators import ResourceAmounts, ResourceName, confidence, estimate
 from tfsched.autoscale.recommend import Recommendation, recommend
 from tfsched.autoscale.replicas import ReplicaState, observed_utilization
 from tfsched.autoscale.trace import TraceError, UsageRecord, parse_timestamp, read_trace
 from tfsched.autoscale.vertical import Action, format_amount
 from tfsched.clustermodel.autoscaling_config import AutoScalingConfig, Resources
-from tfsched.clustermodel.quantity import QuantityError, parse_quantity
-from tfsched.clustermodel.times import format_time, from_unix_ns, to_unix_ns
+from tfsched.clustermodel.quantity import QuantityError, format_bytes_rounded, parse_quantity
+from tfsched.clustermodel.times import duration_ns, format_go_duration, format_time, from_unix_ns, to_unix_ns
+from tfsched.clustermodel.yamlfile import YamlFileError, read_yaml, validate_document
+
+# The keys of the ``{autoScalingConfig: ..., resources: ...}`` form (a workload's spec holds more).
+_SECTIONS = ("autoScalingConfig", "resources")
 
 
-def _validation_message(exc: ValidationError, prefix: str) -> str:
-    lines = []
-    for error in exc.errors():
-        field = ".".join(str(part) for part in (prefix, *error["loc"]) if part != "")
-        message = error["msg"].removeprefix("Value error, ")
-        lines.append(f"{field}: {message}")
-    return "; ".join(lines)
+def read_config(path: Path) -> tuple[AutoScalingConfig, Resources | None]:
+    """The autoscaling config and, when present, the workload's resources from a YAML file.
+
+    Raises :class:`YamlFileError` with every problem found, unknown keys included.
+    """
+    document = read_yaml(path) or {}
+    if not isinstance(document, dict):
+        raise YamlFileError([f"{path}: (top level): expected a mapping, got {type(document).__name__}"])
+    prefix: tuple[str, ...] = ()
+    if isinstance(document.get("spec"), dict):  # a whole workload: other spec fields are not ours to check
+        document, prefix = document["spec"], ("spec",)
+    found: list[str] = []
+    config = AutoScalingConfig()
+    resources = None
+    if any(key in document for key in _SECTIONS):
+        if not prefix:
+            found.extend(
+                f"{path}: {key}: unknown field; accepted: {', '.join(_SECTIONS)}"
+                for key in document
+                if key not in _SECTIONS
+            )
+        section: Any = document.get("autoScalingConfig") or {}
+        where = (*prefix, "autoScalingConfig")
+    else:
+        section, where = document, prefix
+    try:
+        config = validate_document(section, path, AutoScalingConfig, where)
+    except YamlFileError as exc:
+        found.extend(exc.problems)
+    if document.get("resources"):
+        try:
+            resources = validate_document(document["resources"], path, Resources, (*prefix, "resources"))
+        except YamlFileError as exc:
+            found.extend(exc.problems)
+    if found:
+        raise YamlFileError(found)
+    return config, resources
 
 
 def load_config(path: Path) -> tuple[AutoScalingConfig, Resources | None]:
-    """The autoscaling config and, when present, the workload's resources from a YAML file."""
+    """:func:`read_config` for the command line: problems become a ``--config`` usage error."""
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise click.BadParameter(f"cannot read {path}: {exc.strerror or exc}", param_hint="--config") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise click.BadParameter(f"{path} is not valid YAML: {exc}", param_hint="--config") from None
-    document = document or {}
-    if not isinstance(document, dict):
-        raise click.BadParameter(f"{path}: expected a mapping at the top level", param_hint="--config")
-    prefix = ""
-    if isinstance(document.get("spec"), dict):
-        document, prefix = document["spec"], "spec"
-    resources_raw: Any = None
-    if "autoScalingConfig" in document or "resources" in document:
-        resources_raw = document.get("resources")
-        section = document.get("autoScalingConfig") or {}
-        prefix = f"{prefix}.autoScalingConfig" if prefix else "autoScalingConfig"
-    else:
-        section = document
-    try:
-        config = AutoScalingConfig.model_validate(section)
-    except ValidationError as exc:
-        raise click.BadParameter(_validation_message(exc, prefix), param_hint="--config") from None
-    resources = None
-    if resources_raw:
-        try:
-            resources = Resources.model_validate(resources_raw)
-        except ValidationError as exc:
-            where = "spec.resources" if prefix.startswith("spec") else "resources"
-            raise click.BadParameter(_validation_message(exc, where), param_hint="--config") from None
-    return config, resources
+        return read_config(path)
+    except YamlFileError as exc:
+        raise click.BadParameter(str(exc), param_hint="--config") from None
 
 
 def parse_current(text: str) -> Resources:
@@ -152,24 +158,56 @@ def _history(bank: UsageBank, row: int) -> dict[str, Any]:
     }
 
 
-def _print_table(result: Recommendation, history: dict[str, Any], has_current: bool) -> None:
+def history_note(config: AutoScalingConfig, bank: UsageBank, row: int) -> str | None:
+    """Why the recommendation is not confident yet, or ``None`` when it is.
+
+    The estimators' confidence (:func:`confidence`: span of TFLOPS samples and their
+    count, each against ``confidenceInterval``) below 1 widens the bounds by more
+    than the margin VPA settles at; with no samples there is no recommendation.
+    """
+    summary = bank.summary(row)
+    interval = config.auto_set_resources.confidence_interval
+    if summary.total_samples_count == 0:
+        return "no TFLOPS samples up to --now: nothing to recommend from (the estimates are 0)."
+    conf = confidence(
+        summary.first_sample_ns, summary.last_sample_ns, summary.total_samples_count, duration_ns(interval)
+    )
+    if conf >= 1.0:
+        return None
+    span = timedelta(microseconds=(summary.last_sample_ns - summary.first_sample_ns) // 1000)
+    return (
+        f"only {format_go_duration(span)} of history ({summary.total_samples_count} TFLOPS samples) for "
+        f"confidenceInterval {format_go_duration(interval)} (confidence {conf:.2g} < 1): the bounds are wide "
+        "and the recommendation is not confident yet."
+    )
+
+
+def _display(resource: ResourceName, amount: int) -> str:
+    """Table cells: TFLOPS exact (short already), VRAM rounded up to Mi as kubectl users read it."""
+    if resource == "vram":
+        return format_bytes_rounded(float(amount))
+    return format_amount(resource, amount)
+
+
+def _print_table(result: Recommendation, history: dict[str, Any], has_current: bool, note: str | None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
-    table = Table(title="Usage estimates")
-    for column in ("resource", "current request", "lower bound", "target", "upper bound", "decision"):
-        table.add_column(column)
-    estimates = result.estimates_dict()
+    # 80 columns when not a terminal (pipes, CI logs), so the table is never cut there.
+    console = Console(width=None if sys.stdout.isatty() else 80)
+    table = Table(title="Usage estimates (VRAM rounded up to Mi)")
+    for column in ("resource", "request", "lower bound", "target", "upper bound", "decision"):
+        table.add_column(column, no_wrap=True, overflow="fold")
+    estimates = result.estimates
     for resource, label in (("tflops", "TFLOPS"), ("vram", "VRAM")):
         decision = result.vertical.decision(resource)
         action = decision.action if decision is not None else Action.NONE
         table.add_row(
             label,
-            format_amount(resource, result.current.requests.get(resource)) if has_current else "-",
-            estimates[resource]["lowerBound"],
-            estimates[resource]["target"],
-            estimates[resource]["upperBound"],
+            _display(resource, result.current.requests.get(resource)) if has_current else "-",
+            _display(resource, estimates.lower_bound.get(resource)),
+            _display(resource, estimates.target.get(resource)),
+            _display(resource, estimates.upper_bound.get(resource)),
             action.name.lower().replace("_", " ") if has_current else "-",
         )
     console.print(table)
@@ -193,6 +231,8 @@ def _print_table(result: Recommendation, history: dict[str, Any], has_current: b
         f"History: {history['totalSamplesCount']} TFLOPS samples from {history['firstSampleTime']} "
         f"to {history['lastSampleTime']}"
     )
+    if note is not None:
+        console.print(f"Note: {note}", markup=False)
 
 
 @click.command("recommend")
@@ -241,4 +281,4 @@ def recommend_command(
         payload = {**result.to_status(), "estimates": result.estimates_dict(), "history": history}
         click.echo(orjson.dumps(payload, option=orjson.OPT_INDENT_2).decode())
     else:
-        _print_table(result, history, current is not None)
+        _print_table(result, history, current is not None, history_note(config, bank, row))

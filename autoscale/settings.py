@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tfsched.autoscale.prometheus import MetricsConfig
 from tfsched.clustermodel.times import PositiveDuration
@@ -19,3 +20,15 @@ class AutoscaleSettings(BaseModel):
     eviction_interval: PositiveDuration = Field(timedelta(seconds=30), alias="evictionInterval")
     time_zone: str = Field("UTC", alias="timeZone")
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+
+    @field_validator("time_zone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        # Checked here so a typo fails at load, not when the loop starts (cron windows use it).
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {value!r}: expected an IANA name such as UTC or Europe/Berlin"
+            ) from None
+        return value

@@ -6,7 +6,10 @@ so on.  Upstream's Go json tags have been spelled differently over time
 (all lower case ``targettflopspercentile``, ``targetTFlopsPercentile``), so
 keys are matched case-insensitively on input; output is always the camelCase
 the docs use (``model_dump(by_alias=True)`` or :meth:`to_dict`).  Keys we do
-not know are ignored, as the API server would prune them.
+not know are ignored in cluster objects, as the API server would prune them,
+and are errors in files (validation context ``FORBID_UNKNOWN_KEYS``).  Newer
+TensorFusion names for the same fields (``targetComputePercentile``,
+``marginFraction``, ...) are accepted as synonyms (README, "Autoscaling config").
 
 Percentiles and fractions accept numbers or numeric strings (upstream stores
 them as strings); durations follow :func:`tfsched.clustermodel.times.parse_duration`
@@ -22,7 +25,7 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from croniter import croniter
 from pydantic import (
@@ -126,27 +129,43 @@ _CANONICAL_KEYS: dict[type, dict[str, str]] = {}
 
 
 class _Model(BaseModel):
-    """Shared config: camelCase aliases, keys matched case-insensitively, unknown keys ignored."""
+    """Shared config: camelCase aliases, keys matched case-insensitively.
 
-    model_config = ConfigDict(populate_by_name=True, extra="ignore", frozen=True)
+    Unknown keys are dropped by default (cluster objects: the API server prunes
+    them, and a newer CRD's field must not stop the autoscaler) and are errors
+    under the ``FORBID_UNKNOWN_KEYS`` validation context (files a user wrote).
+    """
+
+    model_config = ConfigDict(populate_by_name=True, extra="forbid", frozen=True)
+    # Other spellings of a field that mean exactly the same: lower-cased name → our alias.
+    _synonyms: ClassVar[dict[str, str]] = {}
 
     @model_validator(mode="before")
     @classmethod
-    def _canonical_keys(cls, data: Any) -> Any:
+    def _canonical_keys(cls, data: Any, info: ValidationInfo) -> Any:
         if not isinstance(data, dict):
             return data
         canonical = _CANONICAL_KEYS.get(cls)
         if canonical is None:  # once per class: models are built per workload per interval
-            canonical = {}
-            for name, info in cls.model_fields.items():
-                canonical[name.lower()] = info.alias or name
-                if info.alias:
-                    canonical[info.alias.lower()] = info.alias
+            canonical = dict(cls._synonyms)
+            for name, field in cls.model_fields.items():
+                canonical[name.lower()] = field.alias or name
+                if field.alias:
+                    canonical[field.alias.lower()] = field.alias
             _CANONICAL_KEYS[cls] = canonical
+        keep_unknown = (info.context or {}).get("unknown_keys") == "forbid"
         result: dict[str, Any] = {}
+        spelled: dict[str, Any] = {}
         for key, value in data.items():
-            mapped = canonical.get(key.lower(), key) if isinstance(key, str) else key
+            mapped = canonical.get(key.lower()) if isinstance(key, str) else None
+            if mapped is None:
+                if keep_unknown:  # extra="forbid" then reports it at its own path
+                    result[key] = value
+                continue
+            if mapped in result:
+                raise ValueError(f"{spelled[mapped]!r} and {key!r} both set {mapped}: give one")
             result[mapped] = value
+            spelled[mapped] = key
         return result
 
     def to_dict(self) -> dict[str, Any]:
@@ -194,6 +213,14 @@ class Resources(_Model):
 
 class AutoSetResources(_Model):
     """Vertical scaling: VPA-style percentiles of usage history."""
+
+    # Names newer TensorFusion releases use for the same fields ("compute" is TFLOPS there).
+    _synonyms: ClassVar[dict[str, str]] = {
+        "targetcomputepercentile": "targetTflopsPercentile",
+        "lowerboundcomputepercentile": "lowerBoundTflopsPercentile",
+        "upperboundcomputepercentile": "upperBoundTflopsPercentile",
+        "marginfraction": "requestMarginFraction",
+    }
 
     enable: bool = False
     target_resource: str = Field(default="", alias="targetResource")

@@ -110,6 +110,18 @@ def format_bytes(value: float) -> str:
     return str(whole)
 
 
+def format_bytes_rounded(value: float) -> str:
+    """A byte count for people, as kubectl users read it: rounded *up* to whole Mi
+    (``9641Mi``, ``10Gi``), so it is short and never shows less than the value.
+
+    Still a valid quantity; use :func:`format_bytes` where the exact bytes matter
+    (anything written back or accounted).  Values below 1Mi stay exact.
+    """
+    if value <= 2**20:
+        return format_bytes(value)
+    return format_bytes(math.ceil(whole_bytes(value) / 2**20) * 2**20)
+
+
 def format_tflops(value: float) -> str:
     """Format a TFLOPS value as a Kubernetes quantity with milli precision.
 

@@ -93,14 +93,21 @@ def up(root: Path, spec_path: Path, topology: str) -> None:
 @devcluster.command()
 @dir_option
 def down(root: Path) -> None:
-    """Stop exactly the processes 'up' started and remove the state folder."""
+    """Stop exactly the processes 'up' started and remove the state folder.
+
+    Idempotent: with no cluster, or one whose processes all exited, it says so and succeeds."""
     from tfsched.devcluster.cluster import DevCluster, DevClusterError
 
+    root = root.resolve()
+    if not (root / "state.json").exists():
+        _say(f"nothing was running: no devcluster in {root}")
+        return
     try:
-        cluster = DevCluster.load(root.resolve())
+        cluster = DevCluster.load(root)
     except DevClusterError as exc:
         raise click.ClickException(str(exc)) from None
-    cluster.down(say=_say)
+    if not cluster.down(say=_say):
+        _say(f"nothing was running: every process of the devcluster in {root} had exited; removed its state")
 
 
 @devcluster.command()
@@ -129,19 +136,27 @@ def env(root: Path) -> None:
         raise click.ClickException(str(exc)) from None
 
 
-DEMO_USAGE = {"tflops": 4, "vram": 2 * 2**30}  # what the demo-inference pods "use": well below their request
-
-
-def _put_usage(url: str, pods: list[str], namespace: str = "default") -> None:
+def _put_usage(url: str, pods: list[str], usage: dict[str, float], namespace: str = "default") -> None:
     import json
     import urllib.request
 
-    body = [{"namespace": namespace, "pod": pod, "gpu": "0", **DEMO_USAGE} for pod in pods]
+    body = [{"namespace": namespace, "pod": pod, "gpu": "0", **usage} for pod in pods]
     request = urllib.request.Request(
         f"{url}/usage", data=json.dumps(body).encode(), method="PUT", headers={"Content-Type": "application/json"}
     )
     with urllib.request.urlopen(request, timeout=10):
         pass
+
+
+def closing_hint(root: Path, command: str) -> str:
+    """How to reach the cluster the demo leaves running, with a ``tfsched`` the shell can find."""
+    lines = [
+        f'The cluster keeps running: eval "$({command} devcluster env --dir {root})" to use kubectl;',
+        f"{command} devcluster down --dir {root} stops it.",
+    ]
+    if command != "tfsched":  # not on PATH: say how to make the bare name work
+        lines.append(f"To run plain `tfsched`: export PATH={Path(command).resolve().parent}:$PATH")
+    return "\n".join(lines)
 
 
 @click.command()
@@ -150,70 +165,34 @@ def _put_usage(url: str, pods: list[str], namespace: str = "default") -> None:
 def demo(root: Path, timeout: int) -> None:
     """Bring the devcluster up (if needed), apply the demo workloads, show where
     each pod landed and on which GPUs, then feed synthetic GPU usage and show the
-    autoscaler's recommendation being applied."""
+    autoscaler's recommendation being applied.  Exits non-zero, saying which,
+    when a step does not happen within --timeout."""
     from tfsched.devcluster.cluster import DevCluster, DevClusterError
+    from tfsched.devcluster.demo import DemoFailed, run_demo, tfsched_command, use_colour
     from tfsched.devcluster.processes import wait_until
 
     root = root.resolve()
     if not (root / "state.json").exists():
         _up(root, DEFAULT_SPEC, autoscale_interval="10s")
-    cluster = DevCluster.load(root)
     try:
+        cluster = DevCluster.load(root)
         cluster.kubectl("apply", "-f", str(DEMO_MANIFEST))
     except DevClusterError as exc:
         raise click.ClickException(str(exc)) from None
 
-    def pods(*selector: str) -> list[str]:
-        out = cluster.kubectl("get", "pods", *selector, "-o", "jsonpath={.items[*].metadata.name}").stdout
-        return out.split()
+    class Live:
+        kubectl = staticmethod(cluster.kubectl)
 
-    def all_placed() -> bool:
-        names = pods("-l", "tfsched-demo=true")
-        placed = cluster.kubectl(
-            "get", "pods", "-l", "tfsched-demo=true", "-o", "jsonpath={.items[*].spec.nodeName}"
-        ).stdout.split()
-        return bool(names) and len(placed) == len(names)
+        @staticmethod
+        def put_usage(pods: list[str], usage: dict[str, float]) -> None:
+            _put_usage(cluster.usage_url, pods, usage)
 
-    columns = (
-        "NAME:.metadata.name,NODE:.spec.nodeName,PHASE:.status.phase,"
-        "GPUS:.metadata.annotations.tensor-fusion\\.ai/gpu-ids,"
-        "TFLOPS:.metadata.annotations.tensor-fusion\\.ai/tflops-request,"
-        "VRAM:.metadata.annotations.tensor-fusion\\.ai/vram-request"
-    )
-
-    def show() -> None:
-        click.echo(cluster.kubectl("get", "pods", "-l", "tfsched-demo=true", "-o", f"custom-columns={columns}").stdout)
-        click.echo(cluster.kubectl("get", "tensorfusionworkloads", "-A").stdout)
-
-    _say("waiting for the demo pods to be placed")
-    try:
-        wait_until(all_placed, timeout=timeout, what="the demo pods to be placed", interval=0.5)
-    except TimeoutError as exc:
-        _say(str(exc))
-    show()
-
-    inference = pods("-l", "app=demo-inference")
-    _put_usage(cluster.usage_url, inference)
-    _say(
-        f"demo-inference now uses {DEMO_USAGE['tflops']} TFLOPS and 2Gi per pod (Prometheus scrapes it every second); "
-        "waiting for the autoscaler (every 10 s) to recommend and apply"
-    )
-
-    def workload_field(path: str) -> str:
-        return cluster.kubectl("get", "tfw", "demo-inference", "-o", f"jsonpath={{{path}}}", check=False).stdout
-
-    why = '.status.conditions[?(@.type=="RecommendationProvided")].message'
-
-    def applied() -> bool:
-        count = workload_field(".status.appliedRecommendedReplicas").strip()
-        return bool(workload_field(why)) and count == str(len(inference))
+    def wait(check, seconds: float, what: str) -> None:
+        wait_until(check, timeout=seconds, what=what, interval=0.5)
 
     try:
-        wait_until(applied, timeout=timeout, what="the recommendation to be applied", interval=0.5)
-    except TimeoutError:
-        _say("no recommendation applied yet; see `kubectl describe tfw demo-inference` and the tfsched log")
-    else:
-        click.echo(f"RecommendationProvided: {workload_field(why)}\n")
-        show()
-    click.echo(f'The cluster keeps running: eval "$(tfsched devcluster env --dir {root})" to use kubectl;')
-    click.echo(f"tfsched devcluster down --dir {root} stops it.")
+        run_demo(Live(), timeout=timeout, wait=wait, echo=click.echo, say=_say, colour=use_colour())
+    except (DemoFailed, DevClusterError) as exc:
+        click.echo(closing_hint(root, tfsched_command()))
+        raise click.ClickException(f"demo failed: {exc}") from None
+    click.echo(closing_hint(root, tfsched_command()))

@@ -127,12 +127,15 @@ class DevCluster:
         state_file = root / "state.json"
         if not state_file.exists():
             raise DevClusterError(f"no devcluster in {root} (no state.json); run 'tfsched devcluster up' first")
-        state = json.loads(state_file.read_text())
-        cluster = cls(root=root, bin_dir=Path(state["binDir"]) if state.get("binDir") else None)
-        cluster.ports = state["ports"]
-        cluster.token = state["token"]
-        cluster.extender_args = state.get("extenderArgs", [])
-        cluster.records = {name: ProcessRecord(**rec) for name, rec in state["processes"].items()}
+        try:
+            state = json.loads(state_file.read_text())
+            cluster = cls(root=root, bin_dir=Path(state["binDir"]) if state.get("binDir") else None)
+            cluster.ports = state["ports"]
+            cluster.token = state["token"]
+            cluster.extender_args = state.get("extenderArgs", [])
+            cluster.records = {name: ProcessRecord(**rec) for name, rec in state["processes"].items()}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise DevClusterError(f"cannot read {state_file}: {exc!r}; 'up' did not write it") from None
         return cluster
 
     # -- HTTP checks -------------------------------------------------------------
@@ -468,14 +471,18 @@ class DevCluster:
 
     # -- down / status -------------------------------------------------------------
 
-    def down(self, *, say=print) -> None:
+    def down(self, *, say=print) -> list[str]:
+        """Stop what is still running and remove the state folder; returns the names stopped."""
         extra = [name for name in self.records if name not in COMPONENTS]  # what tests started besides
+        stopped = []
         for name in [*reversed(extra), *reversed(COMPONENTS)]:
             record = self.records.get(name)
             if record is not None and record.process() is not None:
                 say(f"stopping {name} (pid {record.pid})")
                 processes.stop(record)
+                stopped.append(name)
         shutil.rmtree(self.root, ignore_errors=True)
+        return stopped
 
     def status(self) -> dict[str, str]:
         out: dict[str, str] = {}

@@ -58,4 +58,4 @@ class ClusterSpec(BaseModel):
 
 def load_spec(path: Path) -> ClusterSpec:
     """Raises :class:`tfsched.clustermodel.yamlfile.YamlFileError` naming the field."""
-    return load_yaml_model(path, ClusterSpec, "cluster spec")
+    return load_yaml_model(path, ClusterSpec)

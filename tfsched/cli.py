@@ -9,10 +9,19 @@ import click
 
 from tfsched.logs import LOG_FORMATS, configure
 
+# Python's named levels; anything else made logging.basicConfig raise.
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
 
 @click.group()
 @click.version_option(package_name="tfsched", prog_name="tfsched")
-@click.option("--log-level", default="INFO", show_default=True, help="Python logging level.")
+@click.option(
+    "--log-level",
+    type=click.Choice(LOG_LEVELS, case_sensitive=False),
+    default="INFO",
+    show_default=True,
+    help="Python logging level.",
+)
 @click.option(
     "--log-format",
     type=click.Choice(LOG_FORMATS),

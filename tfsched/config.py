@@ -42,4 +42,4 @@ class ServeConfig(BaseModel):
 
 def load_config(path: Path | None) -> ServeConfig:
     """Raises :class:`tfsched.clustermodel.yamlfile.YamlFileError` naming the field."""
-    return ServeConfig() if path is None else load_yaml_model(path, ServeConfig, "tfsched config")
+    return ServeConfig() if path is None else load_yaml_model(path, ServeConfig)

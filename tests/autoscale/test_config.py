@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from tfsched.clustermodel.autoscaling_config import AutoScalingConfig, AutoSetReplicas, AutoSetResources, Resources
 from tfsched.clustermodel.times import format_go_duration, parse_go_duration
+from tfsched.clustermodel.yamlfile import FORBID_UNKNOWN_KEYS
 
 SEED_YAML = """
 autoScalingConfig:
@@ -239,3 +240,34 @@ def test_resources_fill_the_missing_side_and_format_quantities() -> None:
 def test_unknown_keys_are_ignored() -> None:
     config = AutoScalingConfig.model_validate({"autoSetResources": {"historyLength": "2d", "somethingNew": 1}})
     assert config.auto_set_resources.history_length == "2d"
+
+
+def test_unknown_keys_are_errors_in_files() -> None:
+    with pytest.raises(ValidationError) as info:
+        AutoScalingConfig.model_validate(
+            {"autoSetResources": {"somethingNew": 1}, "cronScalingRules": [{"nmae": "x"}]}, context=FORBID_UNKNOWN_KEYS
+        )
+    assert {(".".join(map(str, e["loc"])), e["type"]) for e in info.value.errors()} == {
+        ("autoSetResources.somethingNew", "extra_forbidden"),
+        ("cronScalingRules.0.nmae", "extra_forbidden"),
+    }
+
+
+def test_newer_upstream_names_mean_the_same_fields() -> None:
+    config = AutoScalingConfig.model_validate(
+        {
+            "autoSetResources": {
+                "targetComputePercentile": "0.8",
+                "lowerBoundComputePercentile": "0.4",
+                "upperBoundComputePercentile": "0.99",
+                "targetVRAMPercentile": "0.7",
+                "marginFraction": "0.2",
+                "targetResource": "compute",
+            }
+        },
+        context=FORBID_UNKNOWN_KEYS,
+    ).auto_set_resources
+    assert (config.target_tflops_percentile, config.lower_bound_tflops_percentile) == (0.8, 0.4)
+    assert (config.upper_bound_tflops_percentile, config.target_vram_percentile) == (0.99, 0.7)
+    assert config.request_margin_fraction == 0.2 and config.target_resource == "tflops"
+    assert "targetTflopsPercentile" in config.to_dict() and "targetComputePercentile" not in config.to_dict()

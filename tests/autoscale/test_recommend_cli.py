@@ -243,4 +243,86 @@ def test_bad_config_names_the_field(tmp_path: Path, low_usage_trace: Path) -> No
     )
     config.write_text("autoSetResources: [1, 2\n")
     result = CliRunner().invoke(recommend_command, ["--usage", str(low_usage_trace), "--config", str(config)])
-    assert result.exit_code == 2 and "not valid YAML" in result.output
+    assert result.exit_code == 2 and f"{config}:2:1: invalid YAML: while parsing a flow sequence" in result.output
+
+
+def _recommend(trace: Path, config: Path):
+    return CliRunner().invoke(main, ["recommend", "--usage", str(trace), "--config", str(config)])
+
+
+def test_misspelt_config_keys_are_errors_listing_the_accepted_ones(tmp_path: Path, low_usage_trace: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "autoScalingConfig:\n  autoSetResources:\n    targetTflopsPercentil: 0.8\n    targetVramPercentile: 2\n"
+        "  cronScalingRules:\n  - {name: x, strat: '0 9 * * *'}\nresourcse: {}\n"
+    )
+    result = _recommend(low_usage_trace, config)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    lines = result.output.splitlines()
+    assert "Error: Invalid value for --config: 4 problems:" in lines
+    assert f"{config}: resourcse: unknown field; accepted: autoScalingConfig, resources" in lines
+    assert (
+        f"{config}: autoScalingConfig.autoSetResources.targetVramPercentile: percentile 2 must be between 0 and 1"
+        in lines
+    )
+    assert any(
+        line.startswith(
+            f"{config}: autoScalingConfig.autoSetResources.targetTflopsPercentil: unknown field; accepted: "
+        )
+        and "targetTflopsPercentile" in line
+        for line in lines
+    )
+    assert f"{config}: autoScalingConfig.cronScalingRules.0.strat: unknown field; accepted: " in result.output
+    # A whole workload: its other spec fields are the workload's, but the autoscaling config is still checked.
+    config.write_text("kind: TensorFusionWorkload\nspec:\n  replicas: 2\n  autoScalingConfig: {autoSetReplica: {}}\n")
+    result = _recommend(low_usage_trace, config)
+    assert result.exit_code == 2
+    assert (
+        f"{config}: spec.autoScalingConfig.autoSetReplica: unknown field; accepted: autoSetResources," in result.output
+    )
+
+
+def test_newer_tensorfusion_names_are_synonyms(tmp_path: Path, low_usage_trace: Path) -> None:
+    ours, theirs = tmp_path / "ours.yaml", tmp_path / "theirs.yaml"
+    ours.write_text("autoSetResources: {targetTflopsPercentile: 0.5, requestMarginFraction: 0.3}\n")
+    theirs.write_text("autoSetResources: {targetComputePercentile: '0.5', marginFraction: '0.3'}\n")
+    a = CliRunner().invoke(main, ["recommend", "--usage", str(low_usage_trace), "--config", str(ours), "--json"])
+    b = CliRunner().invoke(main, ["recommend", "--usage", str(low_usage_trace), "--config", str(theirs), "--json"])
+    assert a.exit_code == 0 and b.exit_code == 0
+    assert json.loads(a.output)["estimates"] == json.loads(b.output)["estimates"]
+    default = CliRunner().invoke(main, ["recommend", "--usage", str(low_usage_trace), "--json"])
+    assert json.loads(default.output)["estimates"] != json.loads(b.output)["estimates"]  # the synonyms took effect
+    theirs.write_text("autoSetResources: {marginFraction: 0.3, requestMarginFraction: 0.2}\n")
+    result = _recommend(low_usage_trace, theirs)
+    assert result.exit_code == 2
+    assert (
+        f"{theirs}: autoSetResources: 'marginFraction' and 'requestMarginFraction' both set requestMarginFraction: "
+        "give one" in result.output
+    )
+
+
+def test_table_fits_80_columns_with_vram_in_mi_and_notes_short_history(tmp_path: Path) -> None:
+    lines = ["timestamp,worker,tflops,vram"]
+    lines += [f"2025-10-07T00:{m:02d}:00Z,w0,10,8589934592" for m in range(10)]
+    trace = tmp_path / "short.csv"
+    trace.write_text("\n".join(lines) + "\n")
+    result = CliRunner().invoke(
+        main, ["recommend", "--usage", str(trace), "--current", "tflops=100/200,vram=40Gi/80Gi"]
+    )
+    assert result.exit_code == 0, result.output
+    assert max(len(line) for line in result.output.splitlines()) <= 80
+    assert "…" not in result.output  # nothing cut
+    vram_row = next(line for line in result.output.splitlines() if "VRAM" in line and "│" in line)
+    cells = [cell.strip() for cell in vram_row.split("│")[1:-1]]
+    assert cells[1] == "40Gi" and all(cell.endswith("Mi") for cell in cells[2:5])
+    # The note is one logical sentence, wrapped at 80.
+    note = " ".join(result.output.split("Note: ", 1)[1].split())
+    assert note == (
+        "only 9m of history (10 TFLOPS samples) for confidenceInterval 24h (confidence 0.0063 < 1): "
+        "the bounds are wide and the recommendation is not confident yet."
+    )
+
+
+def test_no_note_once_history_covers_the_confidence_interval(low_usage_trace: Path) -> None:
+    result = CliRunner().invoke(main, ["recommend", "--usage", str(low_usage_trace)])
+    assert result.exit_code == 0 and "Note:" not in result.output

@@ -4,7 +4,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tfsched.clustermodel.quantity import QuantityError, format_bytes, format_tflops, parse_quantity
+from tfsched.clustermodel.quantity import (
+    QuantityError,
+    format_bytes,
+    format_bytes_rounded,
+    format_tflops,
+    parse_quantity,
+)
 
 
 @pytest.mark.parametrize(
@@ -57,3 +63,13 @@ def test_format_examples():
     assert format_bytes(1536 * 2**20) == "1536Mi"
     assert format_tflops(13) == "13"
     assert format_tflops(12.3456) == "12346m"
+
+
+def test_format_bytes_rounded_is_short_never_less_and_a_quantity():
+    assert format_bytes_rounded(40 * 2**30) == "40Gi"
+    assert format_bytes_rounded(10109348249) == "9642Mi"  # 9641.04… Mi, rounded up
+    assert format_bytes_rounded(9641 * 2**20 + 1) == "9642Mi"
+    assert format_bytes_rounded(1000) == "1000" and format_bytes_rounded(0) == "0"
+    for value in (1.5 * 2**20, 10109348249, 16276050680123):
+        assert parse_quantity(format_bytes_rounded(value)) >= value
+        assert parse_quantity(format_bytes_rounded(value)) - value < 2**20
