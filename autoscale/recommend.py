@@ -20,8 +20,10 @@ fragment in the CRD's camelCase:
 No I/O and no clock: ``now`` is an argument, so is everything the cluster
 knows (current and original resources, the per-GPU cap, the previous status).
 Status quantities are exact: amounts are whole milli-TFLOPS and whole bytes
-(see :mod:`tfsched.autoscale.estimators` for where they are truncated), written with
-``format_tflops`` and ``format_bytes``.
+(see :mod:`tfsched.autoscale.estimators` for where they are truncated; a
+vertical VRAM proposal is a whole Mi, see :mod:`tfsched.autoscale.merge`),
+written with ``format_tflops`` and ``format_bytes``, so status, annotations and
+the ledger agree to the byte.
 
 What is applied: vertical proposals only when ``autoSetResources`` applies
 (enabled with a ``targetResource``); cron rules have their own ``enable`` and
@@ -118,9 +120,9 @@ class Recommendation:
         result: dict[str, dict[str, str]] = {}
         for resource in ("tflops", "vram"):
             result[resource] = {
-                "target": format_amount(resource, self.estimates.target.get(resource)),
-                "lowerBound": format_amount(resource, self.estimates.lower_bound.get(resource)),
-                "upperBound": format_amount(resource, self.estimates.upper_bound.get(resource)),
+                "target": format_amount(resource, self.estimates.target.get(resource), exact=True),
+                "lowerBound": format_amount(resource, self.estimates.lower_bound.get(resource), exact=True),
+                "upperBound": format_amount(resource, self.estimates.upper_bound.get(resource), exact=True),
             }
         return result
 

@@ -58,6 +58,19 @@ def test_cap_applies_to_scale_ups_only() -> None:
     assert down.resources.pair("vram") == (2 * GI, 4 * GI) and down.messages == ()
 
 
+def test_vertical_vram_is_a_whole_mi_and_cron_values_stay_exact() -> None:
+    mi = 2**20
+    current = ResourceAmounts(Amounts(10_000, 8 * GI), Amounts(20_000, 16 * GI))
+    merged = merge_resources(current, vertical={"vram": (2539377048, 2 * 2539377048)})
+    assert merged.resources.pair("vram") == (2422 * mi, 4844 * mi)  # rounded up, never down
+    # The cap (a GPU's exact capacity) still bounds a rounded-up proposal.
+    capped = merge_resources(current, vertical={"vram": (9 * GI - 5, 18 * GI)}, max_allowed=Amounts(1, 9 * GI - 7))
+    assert capped.resources.pair("vram")[0] == 9 * GI - 7
+    # What a person wrote (a cron rule's desiredResources) is taken as written.
+    cron = ResourceAmounts(Amounts(0, 5_000_000_001), Amounts(0, 10_000_000_001))
+    assert merge_resources(current, cron_proposal=cron).resources.pair("vram") == (5_000_000_001, 10_000_000_001)
+
+
 def test_vertical_cannot_go_below_an_active_cron_rule() -> None:
     config = AutoScalingConfig.model_validate(
         {
