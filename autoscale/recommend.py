@@ -15,6 +15,7 @@ fragment in the CRD's camelCase:
          message: "TFLOPS scaled up due to (1) below lower bound (2)",
          lastTransitionTime: "2025-10-09T09:16:46Z"}
     activeCronScalingRule: {...}   # or null
+    mode: all                      # tfsched extension: recommend-only, tflops, vram or all
     desiredReplicas: 3             # tfsched extension, only with a replica decision
 
 No I/O and no clock: ``now`` is an argument, so is everything the cluster
@@ -52,7 +53,7 @@ from tfsched.clustermodel.annotations import (
 )
 from tfsched.clustermodel.autoscaling_config import AutoScalingConfig, CronScalingRule, Resources, ResourceValues
 from tfsched.clustermodel.times import parse_time_or_none
-from tfsched.clustermodel.workload import Condition, WorkloadStatus
+from tfsched.clustermodel.workload import Condition, ResourcesMode, WorkloadStatus, resources_mode
 
 # Not a TensorFusion reason: ours, for rules that cannot be evaluated together.
 REASON_CRON_RULE_CONFLICT = "CronScalingRuleConflict"
@@ -90,6 +91,7 @@ class Recommendation:
     to_apply: ResourceAmounts | None
     replicas: ReplicaDecision | None
     conditions: tuple[Condition, ...] = field(default_factory=tuple)
+    mode: ResourcesMode = "recommend-only"
 
     @property
     def active_cron_rule(self) -> CronScalingRule | None:
@@ -109,8 +111,9 @@ class Recommendation:
             recommendation=self.resources.to_model(),
             conditions=list(self.conditions),
             active_cron_scaling_rule=self.cron.active,
+            mode=self.mode,
         )
-        status = written.fragment("recommendation", "conditions", "active_cron_scaling_rule")
+        status = written.fragment("recommendation", "conditions", "active_cron_scaling_rule", "mode")
         if self.replicas is not None:
             status["desiredReplicas"] = self.replicas.desired
         return status
@@ -249,4 +252,5 @@ def recommend(
         to_apply=to_apply,
         replicas=replica_decision,
         conditions=conditions,
+        mode=resources_mode(config.auto_set_resources),
     )
