@@ -328,5 +328,10 @@ def _resize_shortfall(inv: Inventory, alloc: Allocation, tflops: float, percent:
             room, need = room_t / MILLI_PER_TFLOPS, need_t / MILLI_PER_TFLOPS
             return f"GPU {name} has room for {room:g} TFLOPS, the pod needs {need:g}"
         if vram > room_v:
-            return f"GPU {name} has room for {format_bytes(room_v)} of VRAM, the pod needs {format_bytes(vram)}"
+            # Rounded up to Mi for reading, unless that would show the two as equal.
+            exact = format_bytes(room_v, exact=False) == format_bytes(vram, exact=False)
+            return (
+                f"GPU {name} has room for {format_bytes(room_v, exact=exact)} of VRAM, "
+                f"the pod needs {format_bytes(vram, exact=exact)}"
+            )
     return ""

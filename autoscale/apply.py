@@ -145,7 +145,7 @@ class PodResizer:
         up = (new.tflops_request, new.vram_request) > (old.tflops_request, old.vram_request)
         reason = "ResourceScaledUp" if up else "ResourceScaledDown"
         old_t, new_t = format_tflops(old.tflops_request), format_tflops(new.tflops_request)
-        old_v, new_v = format_bytes(old.vram_request), format_bytes(new.vram_request)
+        old_v, new_v = format_bytes(old.vram_request, exact=False), format_bytes(new.vram_request, exact=False)
         message = f"pod {meta.get('name')}: TFLOPS {old_t} -> {new_t}, VRAM {old_v} -> {new_v} (in place)"
         log.info(
             "workload %s/%s: resized %s to its recommendation",
@@ -181,7 +181,7 @@ class PodResizer:
         self.metrics.evictions.labels("evicted").inc()
         message = (
             f"pod {meta.get('name')} evicted to be rescheduled: TFLOPS {format_tflops(new.tflops_request)} / "
-            f"VRAM {format_bytes(new.vram_request)} no longer fit on its GPUs"
+            f"VRAM {format_bytes(new.vram_request, exact=False)} no longer fit on its GPUs"
         )
         log.info("workload %s/%s: %s", *workload.key, message, extra=_action("evict", workload, meta))
         await record_event(self.kube, workload.obj, "Rescheduled", message)

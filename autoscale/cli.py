@@ -35,7 +35,7 @@ from tfsched.autoscale.replicas import ReplicaState, observed_utilization
 from tfsched.autoscale.trace import TraceError, UsageRecord, parse_timestamp, read_trace
 from tfsched.autoscale.vertical import Action, format_amount
 from tfsched.clustermodel.autoscaling_config import AutoScalingConfig, Resources
-from tfsched.clustermodel.quantity import QuantityError, format_bytes_rounded, parse_quantity
+from tfsched.clustermodel.quantity import QuantityError, format_bytes, parse_quantity
 from tfsched.clustermodel.times import duration_ns, format_go_duration, format_time, from_unix_ns, to_unix_ns
 from tfsched.clustermodel.yamlfile import YamlFileError, read_yaml, validate_document
 
@@ -185,7 +185,7 @@ def history_note(config: AutoScalingConfig, bank: UsageBank, row: int) -> str | 
 def _display(resource: ResourceName, amount: int) -> str:
     """Table cells: TFLOPS exact (short already), VRAM rounded up to Mi as kubectl users read it."""
     if resource == "vram":
-        return format_bytes_rounded(float(amount))
+        return format_bytes(float(amount), exact=False)
     return format_amount(resource, amount)
 
 

@@ -2,7 +2,10 @@
 
 Per resource (TFLOPS, VRAM), in integer amounts:
 
-1. **Proposals**: the vertical recommender's new (request, limit), and the
+1. **Proposals**: the vertical recommender's new (request, limit) — VRAM
+   rounded up to a whole Mi (:func:`whole_mebibytes`: bytes beyond that are
+   noise, and ``2422Mi`` reads better than ``2539377048`` in status and
+   annotations alike) — and the
    cron proposal — a rule's ``desiredResources`` when it has just become
    active, or the workload's original resources when a rule has just ended.
    A zero request in ``desiredResources`` means "not specified".
@@ -27,6 +30,7 @@ from dataclasses import dataclass
 
 from tfsched.autoscale.estimators import RESOURCES, Amounts, ResourceAmounts, ResourceName
 from tfsched.autoscale.vertical import format_amount, proportional_limit
+from tfsched.clustermodel.quantity import whole_mebibytes
 
 CAP_LABELS: dict[ResourceName, str] = {"tflops": "TFlops", "vram": "VRAM"}
 
@@ -53,7 +57,10 @@ def merge_resources(
     for resource in RESOURCES:
         candidates: list[tuple[int, int]] = []
         if vertical and resource in vertical:
-            candidates.append(vertical[resource])
+            proposed = vertical[resource]
+            if resource == "vram":
+                proposed = (whole_mebibytes(proposed[0]), whole_mebibytes(proposed[1]))
+            candidates.append(proposed)
         if cron_proposal is not None and cron_proposal.requests.get(resource) > 0:
             candidates.append(cron_proposal.pair(resource))
         chosen = max(candidates, key=lambda pair: pair[0]) if candidates else current.pair(resource)

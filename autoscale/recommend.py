@@ -15,13 +15,16 @@ fragment in the CRD's camelCase:
          message: "TFLOPS scaled up due to (1) below lower bound (2)",
          lastTransitionTime: "2025-10-09T09:16:46Z"}
     activeCronScalingRule: {...}   # or null
+    mode: all                      # tfsched extension: recommend-only, tflops, vram or all
     desiredReplicas: 3             # tfsched extension, only with a replica decision
 
 No I/O and no clock: ``now`` is an argument, so is everything the cluster
 knows (current and original resources, the per-GPU cap, the previous status).
 Status quantities are exact: amounts are whole milli-TFLOPS and whole bytes
-(see :mod:`tfsched.autoscale.estimators` for where they are truncated), written with
-``format_tflops`` and ``format_bytes``.
+(see :mod:`tfsched.autoscale.estimators` for where they are truncated; a
+vertical VRAM proposal is a whole Mi, see :mod:`tfsched.autoscale.merge`),
+written with ``format_tflops`` and ``format_bytes``, so status, annotations and
+the ledger agree to the byte.
 
 What is applied: vertical proposals only when ``autoSetResources`` applies
 (enabled with a ``targetResource``); cron rules have their own ``enable`` and
@@ -50,7 +53,7 @@ from tfsched.clustermodel.annotations import (
 )
 from tfsched.clustermodel.autoscaling_config import AutoScalingConfig, CronScalingRule, Resources, ResourceValues
 from tfsched.clustermodel.times import parse_time_or_none
-from tfsched.clustermodel.workload import Condition, WorkloadStatus
+from tfsched.clustermodel.workload import Condition, ResourcesMode, WorkloadStatus, resources_mode
 
 # Not a TensorFusion reason: ours, for rules that cannot be evaluated together.
 REASON_CRON_RULE_CONFLICT = "CronScalingRuleConflict"
@@ -88,6 +91,7 @@ class Recommendation:
     to_apply: ResourceAmounts | None
     replicas: ReplicaDecision | None
     conditions: tuple[Condition, ...] = field(default_factory=tuple)
+    mode: ResourcesMode = "recommend-only"
 
     @property
     def active_cron_rule(self) -> CronScalingRule | None:
@@ -107,8 +111,9 @@ class Recommendation:
             recommendation=self.resources.to_model(),
             conditions=list(self.conditions),
             active_cron_scaling_rule=self.cron.active,
+            mode=self.mode,
         )
-        status = written.fragment("recommendation", "conditions", "active_cron_scaling_rule")
+        status = written.fragment("recommendation", "conditions", "active_cron_scaling_rule", "mode")
         if self.replicas is not None:
             status["desiredReplicas"] = self.replicas.desired
         return status
@@ -118,9 +123,9 @@ class Recommendation:
         result: dict[str, dict[str, str]] = {}
         for resource in ("tflops", "vram"):
             result[resource] = {
-                "target": format_amount(resource, self.estimates.target.get(resource)),
-                "lowerBound": format_amount(resource, self.estimates.lower_bound.get(resource)),
-                "upperBound": format_amount(resource, self.estimates.upper_bound.get(resource)),
+                "target": format_amount(resource, self.estimates.target.get(resource), exact=True),
+                "lowerBound": format_amount(resource, self.estimates.lower_bound.get(resource), exact=True),
+                "upperBound": format_amount(resource, self.estimates.upper_bound.get(resource), exact=True),
             }
         return result
 
@@ -247,4 +252,5 @@ def recommend(
         to_apply=to_apply,
         replicas=replica_decision,
         conditions=conditions,
+        mode=resources_mode(config.auto_set_resources),
     )

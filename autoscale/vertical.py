@@ -51,11 +51,13 @@ class Action(IntEnum):
     ZERO = 5  # zero request, limit or target
 
 
-def format_amount(resource: ResourceName, amount: int) -> str:
-    """An amount as a quantity string: milli-TFLOPS via ``format_tflops``, bytes via ``format_bytes``."""
+def format_amount(resource: ResourceName, amount: int, *, exact: bool = False) -> str:
+    """An amount as a quantity string: milli-TFLOPS via ``format_tflops``, bytes via
+    ``format_bytes``, rounded up to Mi unless ``exact`` (messages are for reading;
+    ``--json`` estimates are data)."""
     if resource == "tflops":
         return format_tflops(amount / TFLOPS_UNIT)
-    return format_bytes(float(amount))
+    return format_bytes(float(amount), exact=exact)
 
 
 def proportional_limit(limit: int, request: int, new_request: int) -> int:

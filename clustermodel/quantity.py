@@ -94,32 +94,36 @@ def whole_bytes(vram: float) -> int:
     return math.ceil(vram)
 
 
-def format_bytes(value: float) -> str:
-    """Format a byte count exactly: ``10Gi``, ``512Mi``, or whole bytes.
+MIB = 2**20
 
-    The largest binary suffix that divides the value is used; anything else is
-    written as a whole number of bytes (rounded up), so parsing the text gives
-    back exactly the bytes that were accounted.
+
+def whole_mebibytes(vram: float) -> int:
+    """Bytes → bytes rounded up to a whole Mi: VRAM where exact bytes are not needed.
+
+    What people read (reasons, events, condition messages) and what the
+    recommender proposes (a byte-exact VRAM recommendation means nothing) use
+    this; what the ledger accounts and bind writes stay :func:`whole_bytes`.
+    """
+    return math.ceil(whole_bytes(vram) / MIB) * MIB
+
+
+def format_bytes(value: float, *, exact: bool = True) -> str:
+    """Format a byte count as Kubernetes would: ``10Gi``, ``512Mi``, ``2422Mi``.
+
+    ``exact`` (annotations, the ledger's values, GPU capacity): the largest
+    binary suffix that divides the value is used, anything else is written as
+    a whole number of bytes (rounded up), so parsing the text gives back
+    exactly the bytes that were accounted.  ``exact=False`` (for reading:
+    reasons, events, messages): rounded up to a whole Mi first, so
+    ``2539377048`` reads ``2422Mi`` and ``17179869000`` reads ``16Gi``.
     """
     if value <= 0:
         return "0"
-    whole = whole_bytes(value)
+    whole = whole_bytes(value) if exact else whole_mebibytes(value)
     for suffix, factor in (("Ti", 2**40), ("Gi", 2**30), ("Mi", 2**20), ("Ki", 2**10)):
         if whole % factor == 0:
             return f"{whole // factor}{suffix}"
     return str(whole)
-
-
-def format_bytes_rounded(value: float) -> str:
-    """A byte count for people, as kubectl users read it: rounded *up* to whole Mi
-    (``9641Mi``, ``10Gi``), so it is short and never shows less than the value.
-
-    Still a valid quantity; use :func:`format_bytes` where the exact bytes matter
-    (anything written back or accounted).  Values below 1Mi stay exact.
-    """
-    if value <= 2**20:
-        return format_bytes(value)
-    return format_bytes(math.ceil(whole_bytes(value) / 2**20) * 2**20)
 
 
 def format_tflops(value: float) -> str:

@@ -35,6 +35,8 @@ from tfsched.clustermodel.gpurequest import MAX_TFLOPS, MAX_VRAM, ResourceOverri
 from tfsched.clustermodel.times import format_time
 
 ConditionStatus = Literal["True", "False", "Unknown"]
+# What the autoscaler applies to the workers: nothing (recommend-only), one resource, or both.
+ResourcesMode = Literal["recommend-only", "tflops", "vram", "all"]
 
 
 class Condition(BaseModel):
@@ -64,6 +66,8 @@ class WorkloadStatus(BaseModel):
     model_config = ConfigDict(populate_by_name=True, extra="ignore")
 
     phase: str = ""
+    # tfsched's: what autoSetResources applies (:func:`resources_mode`), for ``kubectl get tfw``'s MODE.
+    mode: ResourcesMode | Literal[""] = ""
     conditions: list[Condition] = Field(default_factory=list)
     worker_count: int = Field(0, alias="workerCount")
     ready_workers: int = Field(0, alias="readyWorkers")
@@ -129,6 +133,16 @@ def targeted_resources(auto: AutoSetResources) -> frozenset[str]:
     if not auto.applies:
         return frozenset()
     return frozenset(r for r in ("tflops", "vram") if auto.targets(r))
+
+
+def resources_mode(auto: AutoSetResources) -> ResourcesMode:
+    """``status.mode``: which resources' recommendations are applied, or recommend-only."""
+    targeted = targeted_resources(auto)
+    if not targeted:
+        return "recommend-only"
+    if len(targeted) == 2:
+        return "all"
+    return "tflops" if "tflops" in targeted else "vram"
 
 
 def pod_auto_set_resources(pod_annotations: Mapping[str, str]) -> AutoSetResources:

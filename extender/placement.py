@@ -7,6 +7,7 @@ failed nodes and only once per distinct outcome.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -15,8 +16,8 @@ import numpy as np
 
 from tfsched.allocation.state import ClusterState
 from tfsched.clustermodel.gpurequest import GPURequest
-from tfsched.clustermodel.quantity import format_bytes, format_tflops
-from tfsched.scoring.inventory import request_units
+from tfsched.clustermodel.quantity import MIB, MILLI_PER_TFLOPS, format_bytes, format_tflops
+from tfsched.scoring.inventory import request_units, vram_units
 from tfsched.scoring.kernels import fit_nodes_numba, frag_scores_numba, score_nodes_numba
 from tfsched.scoring.modes import (
     FIT_NO_BOTH,
@@ -69,9 +70,45 @@ def foreign_text(gpus: dict[str, str]) -> str:
     return ", ".join(f"{_plural(n, 'GPU')} used by {user}" for user, n in sorted(by_user.items()))
 
 
-def fail_reason(request: GPURequest, verdict: int, counts: Sequence[int], node_has_gpus: bool) -> str:
-    """The reason kube-scheduler shows in the pod's FailedScheduling event."""
-    eligible, t_ok, v_ok, both = (int(c) for c in counts)
+def _largest_text(need: int, have: int, free: str) -> str:
+    """``largest free 12Gi`` (one GPU), ``1 has it, largest free on the others 12Gi`` (several)."""
+    if need == 1:
+        return f"largest free {free}"
+    return f"{have} {'has' if have == 1 else 'have'} it, largest free on the others {free}"
+
+
+def _free_vram_text(request: GPURequest, free_v: float) -> str:
+    # Rounded up to Mi like the request, unless that would read as enough.
+    exact = format_bytes(free_v, exact=False) == format_bytes(request.vram_request, exact=False)
+    return format_bytes(free_v, exact=exact)
+
+
+def _free_tflops_text(request: GPURequest, free_t: float, share_t: float) -> str:
+    if request.percent_request and not request.tflops_request:
+        return f"{math.floor(share_t * 100):g}% of TFLOPS"  # down: never reads as enough
+    return f"{format_tflops(free_t / MILLI_PER_TFLOPS)} TFLOPS"
+
+
+def _capacity_text(need: int, capable: int) -> str:
+    """Why preemption cannot help: too few GPUs could hold the request even if empty."""
+    if capable >= need:
+        return ""
+    if capable == 0:
+        return "; no GPU on the node is that large"
+    return f"; only {_plural(capable, 'GPU')} on the node {'is' if capable == 1 else 'are'} that large"
+
+
+def fail_reason(
+    request: GPURequest, verdict: int, counts: Sequence[int], node_has_gpus: bool, largest: Sequence[float] = ()
+) -> str:
+    """The reason kube-scheduler shows in the pod's FailedScheduling event.
+
+    ``counts`` and ``largest``: the fit kernel's (``fit_nodes_numba``) counts and
+    largest free TFLOPS, TFLOPS share and VRAM among the node's eligible GPUs
+    short of each.
+    """
+    eligible, t_ok, v_ok, both, capable = (int(c) for c in counts)
+    free_t, share_t, free_v = (float(x) for x in largest) if len(largest) else (0.0, 0.0, 0.0)
     need = request.gpu_count
     gpus = _plural(need, "GPU")
     if verdict == FIT_NO_ELIGIBLE_GPU:
@@ -80,23 +117,26 @@ def fail_reason(request: GPURequest, verdict: int, counts: Sequence[int], node_h
         return f"no usable GPU{_constraints_text(request)} on node"
     if verdict == FIT_TOO_FEW_GPUS:
         return f"insufficient GPUs: need {gpus}{_constraints_text(request)}, node has {eligible}"
+    vram = format_bytes(request.vram_request, exact=False)
     if verdict == FIT_NO_VRAM:
-        return f"insufficient VRAM: need {gpus} with {format_bytes(request.vram_request)} free, node has {v_ok}"
-    if verdict == FIT_NO_TFLOPS:
-        return f"insufficient TFLOPS: need {gpus} with {_tflops_text(request)} free, node has {t_ok}"
-    if verdict == FIT_NO_BOTH:
-        return (
-            f"insufficient TFLOPS and VRAM: need {gpus} with {_tflops_text(request)} and "
-            f"{format_bytes(request.vram_request)} free, node has {both}"
-        )
-    raise ValueError(f"not a failure verdict: {verdict}")
+        short = f"VRAM: need {gpus} with {vram} free, " + _largest_text(need, v_ok, _free_vram_text(request, free_v))
+    elif verdict == FIT_NO_TFLOPS:
+        free = _free_tflops_text(request, free_t, share_t)
+        short = f"TFLOPS: need {gpus} with {_tflops_text(request)} free, " + _largest_text(need, t_ok, free)
+    elif verdict == FIT_NO_BOTH:
+        free = f"{_free_tflops_text(request, free_t, share_t)} and {_free_vram_text(request, free_v)}"
+        short = f"TFLOPS and VRAM: need {gpus} with {_tflops_text(request)} and {vram} free, "
+        short += _largest_text(need, both, free)
+    else:
+        raise ValueError(f"not a failure verdict: {verdict}")
+    return f"insufficient {short}{_capacity_text(need, capable)}"
 
 
 @dataclass(slots=True)
 class FilterOutcome:
     passed: np.ndarray  # bool per position in the request's node list
-    failed: dict[str, str]  # capacity shortfalls: preemption might help
-    unresolvable: dict[str, str]  # no such node / no matching GPU: it cannot
+    failed: dict[str, str]  # too little free now: preemption might help
+    unresolvable: dict[str, str]  # no such node / no matching GPU / GPUs too small to ever hold it: it cannot
     denials: Counter[str] = field(default_factory=Counter)  # refused nodes by reason (metrics' names)
 
 
@@ -110,6 +150,24 @@ def _kernel_args(state: ClusterState, request: GPURequest) -> tuple:
     return (inv.node_gpus, eligible, inv.cap_t, inv.cap_v, inv.used_t, inv.used_v)
 
 
+def _shown(request: GPURequest, verdict: np.ndarray, largest: np.ndarray) -> np.ndarray:
+    """Per failed node, what its reason shows of the largest free shares (the rest 0), so
+    nodes that read the same share one reason: free TFLOPS or a whole percent, VRAM in
+    whole Mi (exact and negated where that Mi is the request's: the reason shows bytes)."""
+    free_mi = np.ceil(largest[:, 2] / MIB)
+    need_mi = math.ceil(vram_units(request.vram_request) / MIB)
+    shows_t = (verdict == FIT_NO_TFLOPS) | (verdict == FIT_NO_BOTH)
+    shows_v = (verdict == FIT_NO_VRAM) | (verdict == FIT_NO_BOTH)
+    percent_only = bool(request.percent_request and not request.tflops_request)
+    out = np.zeros((len(verdict), 3))
+    if percent_only:
+        out[:, 1] = np.where(shows_t, np.floor(largest[:, 1] * 100), 0.0)
+    else:
+        out[:, 0] = np.where(shows_t, largest[:, 0], 0.0)
+    out[:, 2] = np.where(shows_v, np.where(free_mi == need_mi, -largest[:, 2], free_mi), 0.0)
+    return out
+
+
 def filter_nodes(
     state: ClusterState, request: GPURequest, names: Sequence[str], nodes: np.ndarray | None = None
 ) -> FilterOutcome:
@@ -117,32 +175,42 @@ def filter_nodes(
     inv = state.inventory
     if nodes is None:
         nodes = inv.node_indices(list(names))
-    verdict, counts = fit_nodes_numba(nodes, *_kernel_args(state, request), *request_units(request))
+    verdict, counts, largest = fit_nodes_numba(nodes, *_kernel_args(state, request), *request_units(request))
     ok = verdict == FIT_OK
     failed: dict[str, str] = {}
     unresolvable: dict[str, str] = {}
     denials: Counter[str] = Counter()
     if not ok.all():
-        reasons: dict[tuple[int, ...], str] = {}
-        for i in np.flatnonzero(~ok).tolist():
+        reasons: dict[tuple, str] = {}
+        fails = np.flatnonzero(~ok)
+        shown = _shown(request, verdict[fails], largest[fails])
+        for i, v, row, seen, incapable in zip(
+            fails.tolist(),
+            verdict[fails].tolist(),
+            counts[fails].tolist(),
+            shown.tolist(),
+            (counts[fails, 4] < request.gpu_count).tolist(),
+            strict=True,
+        ):
             name = names[i]
             n = int(nodes[i])
             if n < 0 or (not inv.node_present[n] and inv.gpus_of_node(n).size == 0):
                 unresolvable[name] = UNKNOWN_NODE_REASON
                 denials[DENIAL_UNKNOWN_NODE] += 1
                 continue
-            v = int(verdict[i])
             denials[VERDICT_NAMES[v]] += 1
             has_gpus = inv.gpus_of_node(n).size > 0 if v == FIT_NO_ELIGIBLE_GPU else True
-            key = (v, *counts[i].tolist(), has_gpus)
+            key = (v, *row, has_gpus, *seen)
             reason = reasons.get(key)
             if reason is None:
-                reason = reasons[key] = fail_reason(request, v, counts[i], has_gpus)
+                reason = reasons[key] = fail_reason(request, v, row, has_gpus, largest[i])
             # Only looked up when some GPU is another system's (usually none is).
             foreign = state.foreign_gpus and v in (FIT_NO_ELIGIBLE_GPU, FIT_TOO_FEW_GPUS) and state.foreign_gpus_of(n)
             if foreign:
                 reason = f"{reason} ({foreign_text(foreign)})"
-            if v in (FIT_NO_ELIGIBLE_GPU, FIT_TOO_FEW_GPUS):
+            # Preemption frees usage, not capacity: where too few GPUs could ever hold the
+            # request, kube-scheduler should not try it (FailedAndUnresolvableNodes).
+            if v in (FIT_NO_ELIGIBLE_GPU, FIT_TOO_FEW_GPUS) or incapable:
                 unresolvable[name] = reason
             else:
                 failed[name] = reason

@@ -60,11 +60,16 @@ def _verdict(eligible: int, t_ok: int, v_ok: int, both: int, count: int) -> int:
 
 @njit(cache=True)
 def fit_nodes_numba(nodes, node_gpus, eligible, cap_t, cap_v, used_t, used_v, req_t, req_pct, req_v, count):
-    """Per node: verdict (FIT_*), and counts of eligible GPUs and of those with
-    enough TFLOPS, enough VRAM, and both."""
+    """Per node: verdict (FIT_*), counts of eligible GPUs, of those with
+    enough TFLOPS, enough VRAM, both, and of those whose capacity could ever hold
+    the request (were they empty), and the largest free share among the
+    eligible GPUs short of each resource (free TFLOPS, free TFLOPS over capacity,
+    free VRAM; 0 when none is short or nothing is free), for the reason's
+    "largest free"."""
     k = nodes.shape[0]
     verdict = np.empty(k, np.int8)
-    counts = np.zeros((k, 4), np.int32)
+    counts = np.zeros((k, 5), np.int32)
+    largest = np.zeros((k, 3), np.float64)
     slots = node_gpus.shape[1]
     for i in range(k):
         n = nodes[i]
@@ -72,6 +77,10 @@ def fit_nodes_numba(nodes, node_gpus, eligible, cap_t, cap_v, used_t, used_v, re
         n_t = 0
         n_v = 0
         n_both = 0
+        n_capable = 0
+        free_t_max = 0.0
+        share_t_max = 0.0
+        free_v_max = 0.0
         if n >= 0:
             for s in range(slots):
                 g = node_gpus[n, s]
@@ -80,20 +89,35 @@ def fit_nodes_numba(nodes, node_gpus, eligible, cap_t, cap_v, used_t, used_v, re
                 if not eligible[g]:
                     continue
                 n_eligible += 1
-                t_ok = cap_t[g] - used_t[g] >= _need_tflops(req_t, req_pct, cap_t[g])
-                v_ok = cap_v[g] - used_v[g] >= req_v
+                free_t = cap_t[g] - used_t[g]
+                free_v = cap_v[g] - used_v[g]
+                need_t = _need_tflops(req_t, req_pct, cap_t[g])
+                t_ok = free_t >= need_t
+                v_ok = free_v >= req_v
+                if cap_t[g] >= need_t and cap_v[g] >= req_v:
+                    n_capable += 1
                 if t_ok:
                     n_t += 1
+                else:
+                    free_t_max = max(free_t_max, free_t)
+                    if cap_t[g] > 0:
+                        share_t_max = max(share_t_max, free_t / cap_t[g])
                 if v_ok:
                     n_v += 1
+                else:
+                    free_v_max = max(free_v_max, free_v)
                 if t_ok and v_ok:
                     n_both += 1
         counts[i, 0] = n_eligible
         counts[i, 1] = n_t
         counts[i, 2] = n_v
         counts[i, 3] = n_both
+        counts[i, 4] = n_capable
+        largest[i, 0] = free_t_max
+        largest[i, 1] = share_t_max
+        largest[i, 2] = free_v_max
         verdict[i] = _verdict(n_eligible, n_t, n_v, n_both, count)
-    return verdict, counts
+    return verdict, counts, largest
 
 
 @njit(cache=True)
@@ -510,16 +534,33 @@ def fit_nodes_numpy(nodes, node_gpus, eligible, cap_t, cap_v, used_t, used_v, re
     present = (gpus >= 0) & known[:, None]
     g = np.where(present, gpus, 0)
     elig = present & eligible[g]
-    t_ok = elig & (cap_t[g] - used_t[g] >= _need_tflops_numpy(req_t, req_pct, cap_t[g]))
-    v_ok = elig & (cap_v[g] - used_v[g] >= req_v)
-    counts = np.stack([elig.sum(1), t_ok.sum(1), v_ok.sum(1), (t_ok & v_ok).sum(1)], axis=1).astype(np.int32)
-    n_e, n_t, n_v, n_b = counts.T
+    free_t = cap_t[g] - used_t[g]
+    free_v = cap_v[g] - used_v[g]
+    need_t = _need_tflops_numpy(req_t, req_pct, cap_t[g])
+    t_ok = elig & (free_t >= need_t)
+    v_ok = elig & (free_v >= req_v)
+    capable = elig & (cap_t[g] >= need_t) & (cap_v[g] >= req_v)
+    counts = np.stack([elig.sum(1), t_ok.sum(1), v_ok.sum(1), (t_ok & v_ok).sum(1), capable.sum(1)], axis=1).astype(
+        np.int32
+    )
+    short_t = elig & ~t_ok
+    with np.errstate(divide="ignore", invalid="ignore"):
+        share_t = np.where(short_t & (cap_t[g] > 0), free_t / cap_t[g], 0.0)
+    largest = np.stack(
+        [
+            np.where(short_t, free_t, 0.0).max(1, initial=0.0),
+            share_t.max(1, initial=0.0),
+            np.where(elig & ~v_ok, free_v, 0.0).max(1, initial=0.0),
+        ],
+        axis=1,
+    ).astype(np.float64)
+    n_e, n_t, n_v, n_b, _ = counts.T
     verdict = np.select(
         [n_e == 0, n_e < count, n_b >= count, n_v >= count, n_t >= count],
         [FIT_NO_ELIGIBLE_GPU, FIT_TOO_FEW_GPUS, FIT_OK, FIT_NO_TFLOPS, FIT_NO_VRAM],
         default=FIT_NO_BOTH,
     ).astype(np.int8)
-    return verdict, counts
+    return verdict, counts, largest
 
 
 def _used_share_numpy(g, cap_t, cap_v, used_t, used_v, w_t, w_v):

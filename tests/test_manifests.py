@@ -14,7 +14,7 @@ import copy
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 import yaml
@@ -24,6 +24,7 @@ from tfsched.clustermodel import annotations as ann
 from tfsched.clustermodel import crds
 from tfsched.clustermodel.autoscaling_config import AutoScalingConfig
 from tfsched.clustermodel.quantity import parse_quantity
+from tfsched.clustermodel.workload import ResourcesMode
 
 ROOT = Path(__file__).resolve().parent.parent
 CRD_DIR = crds.crd_dir()
@@ -168,6 +169,8 @@ def structural_errors(schema: Any, path: str = "", *, root: bool = True) -> list
 def schema_at(schema: dict[str, Any], json_path: str) -> dict[str, Any] | None:
     """The schema node a simple JSONPath such as ``.status.nodeSelector.kubernetes\\.io/hostname``
     names, or None when the schema does not declare it."""
+    # A filter (``conditions[?(@.type=="X")]``) selects list items: their schema.
+    json_path = re.sub(r"\[\?\(@\.[^)]*\)\]", ".[]", json_path)
     parts = [p.replace("\\.", ".") for p in re.split(r"(?<!\\)\.", json_path.lstrip("."))]
     if parts[0] == "metadata":
         # ObjectMeta belongs to the apiserver; the CRD schema only says "object".
@@ -177,7 +180,9 @@ def schema_at(schema: dict[str, Any], json_path: str) -> dict[str, Any] | None:
     for part in parts:
         if node is None:
             return None
-        if part in node.get("properties", {}):
+        if part == "[]":
+            node = node.get("items")
+        elif part in node.get("properties", {}):
             node = node["properties"][part]
         elif isinstance(node.get("additionalProperties"), dict):
             node = node["additionalProperties"]
@@ -347,6 +352,9 @@ def test_workload_printer_columns_for_kubectl_get_tfw() -> None:
     (version,) = crd["spec"]["versions"]
     columns = {c["jsonPath"]: c for c in version["additionalPrinterColumns"]}
     wanted = [
+        ".status.mode",
+        f'.status.conditions[?(@.type=="{ann.CONDITION_RECOMMENDATION_PROVIDED}")].status',
+        f'.status.conditions[?(@.type=="{ann.CONDITION_METRICS_AVAILABLE}")].status',
         ".status.recommendation.requests.tflops",
         ".status.recommendation.requests.vram",
         ".status.appliedRecommendedReplicas",
@@ -358,7 +366,11 @@ def test_workload_printer_columns_for_kubectl_get_tfw() -> None:
         assert path in columns, f"kubectl get tfw lacks a column for {path}"
         assert columns[path].get("priority", 0) == 0, f"{path} must show without -o wide"
     assert columns[".metadata.creationTimestamp"]["type"] == "date"
+    # A column nobody writes is noise: tfsched never sets status.phase.
+    assert ".status.phase" not in columns
     schema = crd_schema(crd)
+    mode = schema_at(schema, ".status.mode")
+    assert mode is not None and set(mode["enum"]) == set(get_args(ResourcesMode))
     for column in version["additionalPrinterColumns"]:
         assert column["type"] in {"string", "integer", "number", "boolean", "date"}
         assert schema_at(schema, column["jsonPath"]) is not None, f"{column['jsonPath']} not in the schema"

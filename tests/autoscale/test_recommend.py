@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
+import pytest
 
 from tfsched.autoscale.bank import UsageBank, estimate_all
 from tfsched.autoscale.estimators import Amounts, ResourceAmounts
@@ -14,6 +15,7 @@ from tfsched.autoscale.replicas import ReplicaState
 from tfsched.autoscale.usage import WorkloadUsage
 from tfsched.clustermodel.autoscaling_config import AutoScalingConfig, Resources, ResourceValues
 from tfsched.clustermodel.times import to_unix_ns
+from tfsched.clustermodel.workload import resources_mode
 
 GI = 2**30
 NOW = datetime(2025, 10, 9, 9, 16, 46, tzinfo=UTC)  # a Thursday
@@ -56,6 +58,19 @@ def test_cap_applies_to_scale_ups_only() -> None:
     assert up.messages == ("TFlops request set to max allowed: (80)",)
     down = merge_resources(current, vertical={"vram": (2 * GI, 4 * GI)}, max_allowed=Amounts(1, 1))
     assert down.resources.pair("vram") == (2 * GI, 4 * GI) and down.messages == ()
+
+
+def test_vertical_vram_is_a_whole_mi_and_cron_values_stay_exact() -> None:
+    mi = 2**20
+    current = ResourceAmounts(Amounts(10_000, 8 * GI), Amounts(20_000, 16 * GI))
+    merged = merge_resources(current, vertical={"vram": (2539377048, 2 * 2539377048)})
+    assert merged.resources.pair("vram") == (2422 * mi, 4844 * mi)  # rounded up, never down
+    # The cap (a GPU's exact capacity) still bounds a rounded-up proposal.
+    capped = merge_resources(current, vertical={"vram": (9 * GI - 5, 18 * GI)}, max_allowed=Amounts(1, 9 * GI - 7))
+    assert capped.resources.pair("vram")[0] == 9 * GI - 7
+    # What a person wrote (a cron rule's desiredResources) is taken as written.
+    cron = ResourceAmounts(Amounts(0, 5_000_000_001), Amounts(0, 10_000_000_001))
+    assert merge_resources(current, cron_proposal=cron).resources.pair("vram") == (5_000_000_001, 10_000_000_001)
 
 
 def test_vertical_cannot_go_below_an_active_cron_rule() -> None:
@@ -112,7 +127,8 @@ def test_status_shape() -> None:
         replicas=ReplicaState(current=2, observed_utilization=100.0),
     )
     status = result.to_status()
-    assert set(status) == {"recommendation", "conditions", "activeCronScalingRule", "desiredReplicas"}
+    assert set(status) == {"recommendation", "conditions", "activeCronScalingRule", "desiredReplicas", "mode"}
+    assert status["mode"] == "recommend-only"  # autoSetResources is off
     assert set(status["recommendation"]) == {"requests", "limits"}
     assert set(status["recommendation"]["requests"]) == {"tflops", "vram"}
     assert status["desiredReplicas"] == 4
@@ -122,6 +138,25 @@ def test_status_shape() -> None:
     assert condition["status"] == "True"
     assert condition["message"].startswith("TFLOPS scaled up due to (1) below lower bound (")
     assert ", VRAM scaled up due to (1Gi) below lower bound (" in condition["message"]
+
+
+@pytest.mark.parametrize(
+    ("auto", "mode"),
+    [
+        ({}, "recommend-only"),
+        ({"enable": True}, "recommend-only"),  # no targetResource: recommend only
+        ({"enable": False, "targetResource": "all"}, "recommend-only"),
+        ({"enable": True, "targetResource": "all"}, "all"),
+        ({"enable": True, "targetResource": "tflops"}, "tflops"),
+        ({"enable": True, "targetResource": "vram"}, "vram"),
+    ],
+)
+def test_status_mode_says_what_is_applied(auto: dict, mode: str) -> None:
+    config = AutoScalingConfig.model_validate({"autoSetResources": auto})
+    assert resources_mode(config.auto_set_resources) == mode
+    result = recommend(config, constant_usage(10.0, 8 * GI), resources(("100", "200"), ("40Gi", "80Gi")), NOW)
+    assert result.to_status()["mode"] == mode
+    assert (result.to_apply is None) == (mode == "recommend-only")  # the mode is what the appliers do
 
 
 def test_no_history_no_condition() -> None:

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from tfsched.autoscale.cli import recommend_command
 from tfsched.autoscale.trace import TraceError, parse_trace, read_trace
 from tfsched.cli import main
-from tfsched.clustermodel.quantity import format_bytes, format_tflops
+from tfsched.clustermodel.quantity import format_bytes, format_tflops, whole_mebibytes
 
 GI = 2**30
 T0 = datetime(2025, 10, 7, tzinfo=UTC)
@@ -68,8 +68,8 @@ def test_usage_well_below_request_scales_down(low_usage_trace: Path) -> None:
         "upperBound": format_bytes(v_upper),
     }
     assert status["recommendation"] == {
-        "requests": {"tflops": format_tflops(t_target / 1000), "vram": format_bytes(v_target)},
-        "limits": {"tflops": format_tflops(2 * t_target / 1000), "vram": format_bytes(2 * v_target)},
+        "requests": {"tflops": format_tflops(t_target / 1000), "vram": format_bytes(whole_mebibytes(v_target))},
+        "limits": {"tflops": format_tflops(2 * t_target / 1000), "vram": format_bytes(whole_mebibytes(2 * v_target))},
     }
     # Concretely: target 11.686 TFLOPS, i.e. 10 TFLOPS of usage plus bucket rounding and the 15% margin.
     assert status["recommendation"]["requests"]["tflops"] == "11686m"
@@ -80,7 +80,7 @@ def test_usage_well_below_request_scales_down(low_usage_trace: Path) -> None:
             "reason": "OutOfEstimatedBound",
             "message": (
                 f"TFLOPS scaled down due to (100) above upper bound ({format_tflops(t_upper / 1000)}), "
-                f"VRAM scaled down due to (40Gi) above upper bound ({format_bytes(v_upper)})"
+                f"VRAM scaled down due to (40Gi) above upper bound ({format_bytes(v_upper, exact=False)})"
             ),
             "lastTransitionTime": "2025-10-08T23:59:00Z",
         }
@@ -101,10 +101,10 @@ def test_seed_style_scale_up(tmp_path: Path) -> None:
     v_lower, v_target, _ = expected_bounds(GI, 1e7, 1.0, conf)
     assert status["conditions"][0]["message"] == (
         f"TFLOPS scaled up due to (1) below lower bound ({format_tflops(t_lower / 1000)}), "
-        f"VRAM scaled up due to (512Mi) below lower bound ({format_bytes(v_lower)})"
+        f"VRAM scaled up due to (512Mi) below lower bound ({format_bytes(v_lower, exact=False)})"
     )
     assert status["recommendation"]["requests"]["tflops"] == format_tflops(t_target / 1000)
-    assert status["recommendation"]["limits"]["vram"] == format_bytes(v_target * 2)
+    assert status["recommendation"]["limits"]["vram"] == format_bytes(whole_mebibytes(v_target * 2))
 
 
 def test_table_output(low_usage_trace: Path) -> None:

@@ -97,6 +97,14 @@ def tfw(cluster: Cluster, namespace: str, name: str) -> dict:
     return cluster.get_json("tfw", name, "-n", namespace)
 
 
+def tfw_columns(cluster: Cluster, namespace: str, name: str) -> dict[str, str]:
+    """``kubectl get tfw`` as a person reads it: header -> value (headers have spaces, so by position)."""
+    header, *rows = cluster.kubectl("get", "tfw", name, "-n", namespace).stdout.splitlines()
+    starts = [(m.start(), m.group()) for m in re.finditer(r"\S+(?: \S+)*", header)]
+    ends = [start for start, _ in starts[1:]] + [None]
+    return {title: rows[0][start:end].strip() for (start, title), end in zip(starts, ends, strict=True)}
+
+
 def condition(obj: dict, kind: str) -> dict | None:
     return next((c for c in obj.get("status", {}).get("conditions", []) if c["type"] == kind), None)
 
@@ -133,11 +141,14 @@ def test_seed_scenario_recommends_applies_in_place_and_kubectl_shows_it(cluster:
         assert notes[ann.TFLOPS_REQUEST] == rec["requests"]["tflops"]
         assert notes[ann.VRAM_REQUEST] == rec["requests"]["vram"]
         assert notes[ann.VRAM_LIMIT] == rec["limits"]["vram"]
-    table = cluster.kubectl("get", "tfw", "-n", namespace).stdout
-    header, row = table.splitlines()[:2]
-    assert (
-        "REC TFLOPS" in header and rec["requests"]["tflops"] in row.split() and rec["requests"]["vram"] in row.split()
-    )
+    columns = tfw_columns(cluster, namespace, "infer")
+    assert list(columns) == [
+        "NAME", "MODE", "REC TFLOPS", "REC VRAM", "PROVIDED", "METRICS", "APPLIED", "REPLICAS", "CRON RULE", "AGE"
+    ]  # fmt: skip
+    assert columns["MODE"] == "all" and columns["PROVIDED"] == "True" and columns["METRICS"] == "True"
+    assert columns["REC TFLOPS"] == rec["requests"]["tflops"] and columns["APPLIED"] == "3"
+    # VRAM as Kubernetes writes quantities (a whole Mi at least), not a raw byte count.
+    assert re.fullmatch(r"\d+(Mi|Gi)", columns["REC VRAM"]) and columns["REC VRAM"] == rec["requests"]["vram"]
     events = cluster.get_json("events", "-n", namespace, "--field-selector", "reason=ResourceScaledDown")
     assert events["items"]
     assert_no_overcommit(cluster)
@@ -156,6 +167,8 @@ def test_recommend_only_leaves_pods_untouched(cluster: Cluster, namespace: str):
     )
     obj = tfw(cluster, namespace, "watch")
     assert obj["status"]["recommendation"]["requests"]["vram"] != "8Gi"
+    columns = tfw_columns(cluster, namespace, "watch")
+    assert (columns["MODE"], columns["PROVIDED"], columns["APPLIED"]) == ("recommend-only", "True", "0")
     assert obj["status"].get("appliedRecommendedReplicas", 0) == 0
     for pod in cluster.pods(namespace):
         assert {k: pod["metadata"]["annotations"][k] for k in DECLARED} == DECLARED

@@ -90,7 +90,9 @@ def test_pod_that_fits_nowhere_stays_pending_with_the_extenders_reason(cluster: 
         return " ".join(e.get("message", "") for e in events["items"])
 
     message = cluster.wait(failed_event, timeout=60, what="a FailedScheduling event")
-    assert "insufficient TFLOPS: need 1 GPU with 500 TFLOPS free" in message
+    assert "insufficient TFLOPS: need 1 GPU with 500 TFLOPS free, largest free 312 TFLOPS" in message
+    # Larger than every GPU: unresolvable, so kube-scheduler does not look for victims.
+    assert "no GPU on the node is that large" in message and "Preemption is not helpful" in message
     (pod,) = cluster.pods(namespace)
     assert not pod["spec"].get("nodeName") and pod["status"]["phase"] == "Pending"
 

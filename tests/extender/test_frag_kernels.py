@@ -90,7 +90,7 @@ def test_frag_pick_numba_equals_numpy_and_fits(data, cluster, request, cpu_mem, 
     a, b = frag_pick_numba(*args), frag_pick_numpy(*args)
     np.testing.assert_array_equal(a, b)
     req_t, req_pct, req_v, count = request
-    verdict, _ = fit_nodes_numba(
+    verdict, *_ = fit_nodes_numba(
         np.array([node], np.int32), node_gpus, eligible, cap_t, cap_v, used_t, used_v, req_t, req_pct, req_v, count
     )
     # It picks exactly when the pod fits (the fit kernel's rule, and the node's CPU and memory).

@@ -50,10 +50,18 @@ requests = st.tuples(
 @given(clusters(), requests)
 def test_fit_numba_equals_numpy(cluster, request):
     req_t, req_pct, req_v, count = request
-    a_verdict, a_counts = fit_nodes_numba(*cluster, req_t, req_pct, req_v, count)
-    b_verdict, b_counts = fit_nodes_numpy(*cluster, req_t, req_pct, req_v, count)
+    a_verdict, a_counts, a_largest = fit_nodes_numba(*cluster, req_t, req_pct, req_v, count)
+    b_verdict, b_counts, b_largest = fit_nodes_numpy(*cluster, req_t, req_pct, req_v, count)
     np.testing.assert_array_equal(a_verdict, b_verdict)
     np.testing.assert_array_equal(a_counts, b_counts)
+    np.testing.assert_array_equal(a_largest, b_largest)
+    # The largest free share of a short resource is really short of the request (and not negative).
+    assert (a_largest >= 0).all() and (a_largest[:, 1] <= 1).all()
+    # A GPU with room now has the capacity; an eligible GPU without the capacity never has room.
+    assert (a_counts[:, 3] <= a_counts[:, 4]).all() and (a_counts[:, 4] <= a_counts[:, 0]).all()
+    assert (a_largest[:, 2] < req_v).all() or (req_v == 0 and not a_largest[:, 2].any())
+    if req_pct == 0:
+        assert (a_largest[:, 0] < req_t).all() or (req_t == 0 and not a_largest[:, 0].any())
 
 
 @settings(max_examples=300, deadline=None)
@@ -74,7 +82,7 @@ def test_pick_numba_equals_numpy_and_fits(cluster, request, compact):
     args = (node, node_gpus, eligible, cap_t, cap_v, used_t, used_v, req_t, req_pct, req_v, count, 0.3, 0.7, compact)
     a, b = pick_gpus_numba(*args), pick_gpus_numpy(*args)
     np.testing.assert_array_equal(a, b)
-    verdict, _ = fit_nodes_numba(
+    verdict, *_ = fit_nodes_numba(
         np.array([node], np.int32), node_gpus, eligible, cap_t, cap_v, used_t, used_v, req_t, req_pct, req_v, count
     )
     assert (a.size == count) == (verdict[0] == FIT_OK)
@@ -94,14 +102,19 @@ def test_verdicts_name_the_short_resource():
     used_v = np.array([9.0, 0.0])
     nodes = np.array([0], np.int32)
     # GPU 0 has TFLOPS but no VRAM, GPU 1 the reverse
-    v, counts = fit_nodes_numba(nodes, node_gpus, eligible, cap_t, cap_v, used_t, used_v, 50.0, 0.0, 5.0, 1)
-    assert counts.tolist() == [[2, 1, 1, 0]]
-    v, _ = fit_nodes_numba(nodes, node_gpus, eligible, cap_t, cap_v, used_t, used_v, 5.0, 0.0, 5.0, 2)
+    v, counts, largest = fit_nodes_numba(nodes, node_gpus, eligible, cap_t, cap_v, used_t, used_v, 50.0, 0.0, 5.0, 1)
+    assert counts.tolist() == [[2, 1, 1, 0, 2]]  # both could hold it, were they empty
+    # Short of TFLOPS: GPU 1 (10 free of 100); short of VRAM: GPU 0 (1 free).
+    assert largest.tolist() == [[10.0, 0.1, 1.0]]
+    v, *_ = fit_nodes_numba(nodes, node_gpus, eligible, cap_t, cap_v, used_t, used_v, 5.0, 0.0, 5.0, 2)
     assert v[0] == FIT_NO_VRAM  # both have TFLOPS, only one has VRAM
-    v, _ = fit_nodes_numba(nodes, node_gpus, eligible, cap_t, cap_v, used_t, used_v, 50.0, 0.0, 1.0, 2)
+    v, *_ = fit_nodes_numba(nodes, node_gpus, eligible, cap_t, cap_v, used_t, used_v, 50.0, 0.0, 1.0, 2)
     assert v[0] == FIT_NO_TFLOPS
-    v, _ = fit_nodes_numba(nodes, node_gpus, eligible, cap_t, cap_v, used_t, used_v, 1.0, 0.0, 1.0, 3)
+    v, *_ = fit_nodes_numba(nodes, node_gpus, eligible, cap_t, cap_v, used_t, used_v, 1.0, 0.0, 1.0, 3)
     assert v[0] == FIT_TOO_FEW_GPUS
+    # 11 VRAM: more than either GPU holds, so it can never fit, whatever is freed.
+    v, counts, _ = fit_nodes_numba(nodes, node_gpus, eligible, cap_t, cap_v, used_t, used_v, 1.0, 0.0, 11.0, 1)
+    assert v[0] == FIT_NO_VRAM and counts[0, 4] == 0
 
 
 def test_compact_picks_fullest_lowload_picks_emptiest():

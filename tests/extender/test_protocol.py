@@ -52,7 +52,10 @@ async def test_filter_keeps_nodes_with_room_and_explains_the_rest(make_client, s
         assert result["NodeNames"] == ["big"] and result["Nodes"] is None
     else:
         assert [n["metadata"]["name"] for n in result["Nodes"]["items"]] == ["big"]
-    assert result["FailedNodes"] == {"small": "insufficient VRAM: need 1 GPU with 20Gi free, node has 0"}
+    assert result["FailedNodes"] == {}
+    assert result["FailedAndUnresolvableNodes"]["small"] == (
+        "insufficient VRAM: need 1 GPU with 20Gi free, largest free 16Gi; no GPU on the node is that large"
+    )
     assert result["FailedAndUnresolvableNodes"]["cpu-only"] == "node has no TensorFusion GPUs"
     assert "unknown" in result["FailedAndUnresolvableNodes"]["ghost"]
     assert result["Error"] == ""
@@ -71,7 +74,33 @@ async def test_failure_reason_counts_gpus_with_room(make_client):
     client = await make_client(make_state(LAYOUT, pods=used))
     pod = gpu_pod("p", tflops="100", vram="10Gi", gpu_count=2, uid="u1")
     _, result = await post(client, "filter", args_names(pod, ["big"]))
-    assert result["FailedNodes"]["big"] == "insufficient TFLOPS: need 2 GPUs with 100 TFLOPS free, node has 1"
+    assert result["FailedNodes"]["big"] == (
+        "insufficient TFLOPS: need 2 GPUs with 100 TFLOPS free, 1 has it, largest free on the others 12 TFLOPS"
+    )
+
+
+async def test_a_request_no_gpu_could_ever_hold_is_unresolvable(make_client):
+    """Larger than every GPU: kube-scheduler must not try preemption for it."""
+    used = [gpu_pod("a", tflops="300", vram="70Gi", node="big", gpu_ids=["big-gpu-0"], uid="a")]
+    client = await make_client(make_state(LAYOUT, pods=used))
+    too_big = gpu_pod("p", tflops="10", vram="96Gi", uid="u1")
+    _, result = await post(client, "filter", args_names(too_big, ["small", "big"]))
+    assert result["NodeNames"] == [] and result["FailedNodes"] == {} and result["Error"] == ""
+    assert result["FailedAndUnresolvableNodes"] == {
+        "small": "insufficient VRAM: need 1 GPU with 96Gi free, largest free 16Gi; no GPU on the node is that large",
+        "big": "insufficient VRAM: need 1 GPU with 96Gi free, largest free 80Gi; no GPU on the node is that large",
+    }
+    too_many = gpu_pod("q", tflops="10", vram="1Gi", gpu_count=3, uid="u2")
+    _, result = await post(client, "filter", args_names(too_many, ["small", "big"]))
+    assert result["FailedNodes"] == {} and set(result["FailedAndUnresolvableNodes"]) == {"small", "big"}
+    # Room taken by another pod is resolvable: preemption might free it.
+    _, result = await post(
+        client, "filter", args_names(gpu_pod("r", tflops="10", vram="20Gi", gpu_count=2, uid="u3"), ["big"])
+    )
+    assert result["FailedNodes"] == {
+        "big": "insufficient VRAM: need 2 GPUs with 20Gi free, 1 has it, largest free on the others 10Gi"
+    }
+    assert result["FailedAndUnresolvableNodes"] == {}
 
 
 async def test_pods_without_annotations_pass_through(make_client):

@@ -4,13 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tfsched.clustermodel.quantity import (
-    QuantityError,
-    format_bytes,
-    format_bytes_rounded,
-    format_tflops,
-    parse_quantity,
-)
+from tfsched.clustermodel.quantity import MIB, QuantityError, format_bytes, format_tflops, parse_quantity
 
 
 @pytest.mark.parametrize(
@@ -65,11 +59,17 @@ def test_format_examples():
     assert format_tflops(12.3456) == "12346m"
 
 
-def test_format_bytes_rounded_is_short_never_less_and_a_quantity():
-    assert format_bytes_rounded(40 * 2**30) == "40Gi"
-    assert format_bytes_rounded(10109348249) == "9642Mi"  # 9641.04… Mi, rounded up
-    assert format_bytes_rounded(9641 * 2**20 + 1) == "9642Mi"
-    assert format_bytes_rounded(1000) == "1000" and format_bytes_rounded(0) == "0"
-    for value in (1.5 * 2**20, 10109348249, 16276050680123):
-        assert parse_quantity(format_bytes_rounded(value)) >= value
-        assert parse_quantity(format_bytes_rounded(value)) - value < 2**20
+def test_format_bytes_for_reading_rounds_up_to_mi():
+    assert format_bytes(2539377048, exact=False) == "2422Mi"
+    assert format_bytes(17179869000, exact=False) == "16Gi"  # 16Gi less 184 bytes
+    assert format_bytes(16 * 2**30, exact=False) == "16Gi"
+    assert format_bytes(1, exact=False) == "1Mi"
+    assert format_bytes(0, exact=False) == "0"
+    assert format_bytes(2539377048) == "2539377048"  # exact keeps every byte
+
+
+@given(st.integers(min_value=1, max_value=2**50))
+def test_format_bytes_for_reading_is_the_next_whole_mi(n):
+    shown = parse_quantity(format_bytes(n, exact=False))
+    assert shown % MIB == 0
+    assert n <= shown < n + MIB
