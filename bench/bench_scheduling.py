@@ -631,7 +631,8 @@ def main() -> None:
         say(f"tfsched's cache holds all {len(names)} nodes × {opts.gpus} GPUs ({time.perf_counter() - t:.1f} s)")
         time.sleep(opts.settle)
 
-        rendered = yaml.safe_load((dev.root / "scheduler-config.yaml").read_text())
+        # DevCluster.start_scheduler writes what it runs as <name>-config.yaml.
+        rendered = yaml.safe_load((dev.root / "kube-scheduler-config.yaml").read_text())
         conn = rendered.get("clientConnection") or {}
         profile = (rendered.get("profiles") or [{}])[0]
         pct_setting = profile.get("percentageOfNodesToScore", rendered.get("percentageOfNodesToScore"))
