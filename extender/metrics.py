@@ -28,6 +28,7 @@ from prometheus_client import (
 )
 
 from tfsched.allocation.state import ClusterState
+from tfsched.clustermodel.quantity import MILLI_PER_TFLOPS
 from tfsched.extender.placement import DENIAL_UNKNOWN_NODE
 from tfsched.scoring.modes import VERDICT_NAMES
 
@@ -196,14 +197,13 @@ class AllocationSnapshot:
 
 def allocation_snapshot(state: ClusterState) -> AllocationSnapshot:
     inv = state.inventory
+    # Linked slots are live GPUs: remove_gpu unlinks a slot before it forgets the name.
     slots = np.flatnonzero(inv.gpu_node[: len(inv.gpu_names)] >= 0)
     names = [inv.gpu_names[g] for g in slots.tolist()]
-    keep = np.fromiter((n is not None for n in names), np.bool_, len(names))
-    slots = slots[keep]
     usable = inv.usable[slots]
     # Inventory units: milli-TFLOPS and bytes.
-    used_t, used_v = inv.used_t[slots] / 1000.0, inv.used_v[slots]
-    free_t = np.where(usable, np.maximum(inv.cap_t[slots] / 1000.0 - used_t, 0.0), 0.0)
+    used_t, used_v = inv.used_t[slots] / MILLI_PER_TFLOPS, inv.used_v[slots]
+    free_t = np.where(usable, np.maximum(inv.cap_t[slots] / MILLI_PER_TFLOPS - used_t, 0.0), 0.0)
     free_v = np.where(usable, np.maximum(inv.cap_v[slots] - used_v, 0.0), 0.0)
     pods = inv.holders[slots].astype(np.float64)
     node_pods = np.zeros(len(inv.node_names))
@@ -212,7 +212,7 @@ def allocation_snapshot(state: ClusterState) -> AllocationSnapshot:
         if n is not None:
             node_pods[n] = count
     return AllocationSnapshot(
-        [n for n, k in zip(names, keep.tolist(), strict=True) if k],
+        names,
         inv.gpu_node[slots].copy(),
         np.column_stack([used_t, free_t, used_v, free_v, pods]),
         list(inv.node_names),
