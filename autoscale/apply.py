@@ -44,7 +44,7 @@ def runs_with(request: GPURequest | None, target: Resources) -> bool:
     )
 
 
-def _action(action: str, workload: Workload, pod: Obj | None = None) -> dict[str, str]:
+def action_fields(action: str, workload: Workload, pod: Obj | None = None) -> dict[str, str]:
     """The action fields of a log line (tfsched.logs)."""
     fields = {"action": action, "workload": "/".join(workload.key)}
     if pod is not None:
@@ -151,7 +151,7 @@ class PodResizer:
             "workload %s/%s: resized %s to its recommendation",
             *workload.key,
             message,
-            extra=_action("resize", workload, meta),
+            extra=action_fields("resize", workload, meta),
         )
         await record_event(self.kube, workload.obj, reason, message)
         await record_event(self.kube, updated, reason, message)
@@ -183,7 +183,7 @@ class PodResizer:
             f"pod {meta.get('name')} evicted to be rescheduled: TFLOPS {format_tflops(new.tflops_request)} / "
             f"VRAM {format_bytes(new.vram_request, exact=False)} no longer fit on its GPUs"
         )
-        log.info("workload %s/%s: %s", *workload.key, message, extra=_action("evict", workload, meta))
+        log.info("workload %s/%s: %s", *workload.key, message, extra=action_fields("evict", workload, meta))
         await record_event(self.kube, workload.obj, "Rescheduled", message)
 
 
@@ -244,7 +244,7 @@ class OwnerScaler:
             decision.desired,
             decision.reason,
             decision.message,
-            extra=_action("scale", workload),
+            extra=action_fields("scale", workload),
         )
         if decision.desired > decision.current:
             tracked.last_scale_up = now

@@ -27,7 +27,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from tfsched.allocation.state import ClusterState
-from tfsched.autoscale.apply import OwnerScaler, PodResizer, runs_with
+from tfsched.autoscale.apply import OwnerScaler, PodResizer, action_fields, runs_with
 from tfsched.autoscale.bank import UsageBank, estimate_all
 from tfsched.autoscale.checkpoint import checkpoint_of
 from tfsched.autoscale.estimators import Estimates
@@ -89,7 +89,7 @@ def _log_cron(workload: Workload, previous: PreviousStatus, rec: Recommendation)
             now.name,
             _text(rec.current.to_model()),
             _text(rec.resources_model),
-            extra={"action": "cron_apply", "workload": "/".join(workload.key)},
+            extra=action_fields("cron_apply", workload),
         )
     else:
         log.info(
@@ -98,7 +98,7 @@ def _log_cron(workload: Workload, previous: PreviousStatus, rec: Recommendation)
             before.name if before is not None else "",
             _text(rec.current.to_model()),
             _text(rec.resources_model),
-            extra={"action": "cron_revert", "workload": "/".join(workload.key)},
+            extra=action_fields("cron_revert", workload),
         )
 
 
