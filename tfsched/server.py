@@ -229,9 +229,8 @@ async def build_server(
     if snapshot is not None:
         state.load(read_snapshot(snapshot))
         gate = WriterGate()
-        server = Server(state, Binder(state, MemoryPodWriter(state), gate), gate, test_hooks=test_hooks)
-        server.metrics_per_gpu = config.metrics.per_gpu
-        return server
+        binder = Binder(state, MemoryPodWriter(state), gate)
+        return Server(state, binder, gate, test_hooks=test_hooks, metrics_per_gpu=config.metrics.per_gpu)
     client = await KubeClient.from_config(kubeconfig, context)
     election = config.leader_election
     leadership: Leadership | None = None
@@ -247,9 +246,15 @@ async def build_server(
         )
     server: Server
     gate = WriterGate(leadership, lambda: server.fresh_pod_list())
-    server = Server(state, Binder(state, ApiPodWriter(client), gate), gate, client=client, test_hooks=test_hooks)
+    server = Server(
+        state,
+        Binder(state, ApiPodWriter(client), gate),
+        gate,
+        client=client,
+        test_hooks=test_hooks,
+        metrics_per_gpu=config.metrics.per_gpu,
+    )
     server.webhook_scheduler = config.webhook.scheduler_name
-    server.metrics_per_gpu = config.metrics.per_gpu
     settings = config.autoscaling
     if settings.enabled:
         from tfsched.autoscale.loop import Autoscaler

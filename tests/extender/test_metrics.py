@@ -130,3 +130,39 @@ def test_holders_per_gpu_follow_the_ledger_through_binds_deletes_and_gpu_moves(s
         for name, g in inv.gpu_index.items():
             want = sum(1 for uid in ledger.by_gpu.get(name, ()) if ledger._counts_on(ledger.allocations[uid], g))
             assert inv.holders[g] == want, (k, step, name)
+
+
+def test_serve_config_metrics_per_gpu_false_reaches_metrics(tmp_path):
+    """``metrics: {perGPU: false}`` in the serve config, through a real ``tfsched serve``."""
+    import sys
+    import urllib.request
+
+    import yaml
+
+    from tfsched.clustermodel.objects import node_object
+    from tfsched.devcluster import processes
+
+    doc = {
+        "apiVersion": "v1",
+        "kind": "List",
+        "items": [node_object("n0", gpus=1), gpu_object("n0", 0, tflops=100, vram=16 * GiB)],
+    }
+    snapshot, config = tmp_path / "snapshot.yaml", tmp_path / "tfsched.yaml"
+    snapshot.write_text(yaml.safe_dump(doc))
+    config.write_text("metrics:\n  perGPU: false\n")
+    port = processes.free_port()
+    argv = [sys.executable, "-m", "tfsched", "serve", "--snapshot", str(snapshot), "--config", str(config)]
+    record = processes.start_until_ready(
+        "tfsched-metrics",
+        [*argv, "--port", str(port)],
+        tmp_path / "serve.log",
+        f"http://127.0.0.1:{port}/readyz",
+        timeout=60,
+    )
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+            names = {name for name, _ in _samples(resp.read().decode())}
+    finally:
+        processes.stop(record)
+    assert "tfsched_node_vram_available_bytes" in names
+    assert not {n for n in names if n.startswith("tfsched_gpu_")}
