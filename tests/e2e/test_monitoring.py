@@ -84,7 +84,13 @@ def test_every_dashboard_query_and_alert_rule_works_on_real_prometheus(cluster: 
             return bool(result) and float(result[0]["value"][1]) >= 3
 
         cluster.wait(scraped_twice, timeout=30, what="Prometheus to scrape tfsched three times")
-        tick(cluster)
+        tick(cluster)  # seconds after the first: its usage query is due (the first may not have been)
+        workload_series = f'tfsched_autoscaler_workload_metrics_available{{namespace="{namespace}"}}'
+        cluster.wait(
+            lambda: _query(prometheus, workload_series)["data"]["result"],
+            timeout=30,
+            what="Prometheus to scrape the workload's metrics-availability series",
+        )
 
         def rules_evaluated() -> list[dict] | None:
             loaded = [r for g in _get(f"{prometheus}/api/v1/rules")["data"]["groups"] for r in g["rules"]]
