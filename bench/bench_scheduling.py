@@ -36,8 +36,12 @@ import asyncio
 import json
 import re
 import shutil
+import ssl
 import statistics
+import subprocess
+import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections import defaultdict
@@ -52,8 +56,10 @@ import tfsched.devcluster.cluster as devcluster_module
 from tfsched.clustermodel import annotations as ann
 from tfsched.clustermodel.objects import gpu_pod
 from tfsched.clustermodel.quantity import parse_quantity
+from tfsched.devcluster import processes
 from tfsched.devcluster.binaries import ensure_binaries
 from tfsched.devcluster.cluster import DevCluster
+from tfsched.devcluster.processes import free_port
 from tfsched.devcluster.spec import ClusterSpec
 from tfsched.kubeapi.client import KubeApiError, KubeClient
 
@@ -324,6 +330,122 @@ def cpu_report(before: dict[str, float], after: dict[str, float], wall: float) -
     ]
 
 
+# -- profiles (--profile DIR) ---------------------------------------------------------
+
+
+@dataclass
+class Profiling:
+    """Where to write CPU profiles of kube-scheduler and kube-apiserver (Go's
+    /debug/pprof/profile) and tfsched (py-spy), taken during each run.
+
+    py-spy samples wall time; ``--gil`` keeps the samples where tfsched holds the GIL,
+    so time blocked or preempted in a socket write (which releases it) is not counted
+    as work: on 2 busy cores that was ~40 % of the plain samples."""
+
+    out: Path
+    scheduler_url: str  # kube-scheduler's secure port
+    token: str
+    apiserver_url: str
+    seconds: int = 8
+    delay: float = 2.0  # after the first create, so the profile covers steady scheduling
+
+
+def _fetch_pprof(url: str, token: str, seconds: int, dest: Path) -> None:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    request = urllib.request.Request(
+        f"{url}/debug/pprof/profile?seconds={seconds}", headers={"Authorization": f"Bearer {token}"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=seconds + 30, context=context) as resp:
+            dest.write_bytes(resp.read())
+    except OSError as exc:
+        say(f"profile {dest.name} failed: {exc}")
+
+
+def start_profiles(dev: DevCluster, prof: Profiling, label: str) -> list[threading.Thread | subprocess.Popen]:
+    """Start the three profiles (after ``prof.delay``); ``finish_profiles`` waits for them."""
+    prof.out.mkdir(parents=True, exist_ok=True)
+
+    def go(url: str, name: str) -> threading.Thread:
+        def work() -> None:
+            time.sleep(prof.delay)
+            _fetch_pprof(url, prof.token, prof.seconds, prof.out / f"{label}-{name}.pb.gz")
+
+        thread = threading.Thread(target=work, daemon=True)
+        thread.start()
+        return thread
+
+    started: list[threading.Thread | subprocess.Popen] = [
+        go(prof.scheduler_url, "kube-scheduler"),
+        go(prof.apiserver_url, "kube-apiserver"),
+    ]
+    tfsched = dev.records["tfsched"].process()
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if tfsched is not None and Path(spy).exists():
+        argv = [spy, "record", "--pid", str(tfsched.pid), "--duration", str(prof.seconds), "--rate", "200", "--gil"]
+        argv += ["--format", "raw", "--output", str(prof.out / f"{label}-tfsched.txt"), "--nonblocking"]
+        started.append(
+            subprocess.Popen(
+                ["sh", "-c", f'sleep {prof.delay} && exec "$@"', "sh", *argv],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+    else:
+        say("py-spy not found (pip install py-spy): no tfsched profile")
+    return started
+
+
+def finish_profiles(started: list[threading.Thread | subprocess.Popen]) -> None:
+    for item in started:
+        if isinstance(item, threading.Thread):
+            item.join()
+        else:
+            item.wait()
+
+
+def profile_summary(prof: Profiling, label: str, top: int = 25) -> list[str]:
+    """The top of each profile: ``go tool pprof -top`` (flat and cumulative) and py-spy's
+    collapsed stacks summed per function (self and total)."""
+    lines = [f"  profiles ({prof.seconds} s each, from {prof.delay:g} s after the first create) in {prof.out}:"]
+    for name in ("kube-scheduler", "kube-apiserver"):
+        path = prof.out / f"{label}-{name}.pb.gz"
+        if not path.exists():
+            continue
+        for sort in ("flat", "cum"):
+            done = subprocess.run(
+                ["go", "tool", "pprof", "-top", f"-nodecount={top}", f"-{sort}", str(path)],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            (prof.out / f"{label}-{name}-{sort}.txt").write_text(done.stdout + done.stderr)
+        lines.append(f"    {label}-{name}-flat.txt / -cum.txt")
+    path = prof.out / f"{label}-tfsched.txt"
+    if path.exists():
+        own: dict[str, int] = defaultdict(int)
+        total: dict[str, int] = defaultdict(int)
+        samples = 0
+        for line in path.read_text().splitlines():
+            stack, _, count = line.rpartition(" ")
+            if not stack or not count.isdigit():
+                continue
+            n = int(count)
+            samples += n
+            frames = [re.sub(r" \(.*?\)$", "", f) for f in stack.split(";")]
+            own[frames[-1]] += n
+            for frame in set(frames):
+                total[frame] += n
+        rows = [f"tfsched py-spy: {samples} samples"]
+        rows += [f"{100 * n / samples:6.1f}% self  {f}" for f, n in sorted(own.items(), key=lambda kv: -kv[1])[:top]]
+        rows += [f"{100 * n / samples:6.1f}% total {f}" for f, n in sorted(total.items(), key=lambda kv: -kv[1])[:top]]
+        (prof.out / f"{label}-tfsched-top.txt").write_text("\n".join(rows) + "\n")
+        lines.append(f"    {label}-tfsched-top.txt ({samples} samples)")
+    return lines
+
+
 # -- one run ---------------------------------------------------------------------------
 
 
@@ -385,6 +507,7 @@ async def run_once(
     gpu: bool,
     concurrency: int,
     timeout: float,
+    profiling: Profiling | None = None,
 ) -> RunResult:
     result = RunResult(label, namespace, n)
     await client.create(
@@ -412,6 +535,7 @@ async def run_once(
     say(f"{label}: creating {n} pods in namespace {namespace} ({concurrency} concurrent creates)")
     start = time.perf_counter()  # t=0 is the first create
     creator = asyncio.create_task(_gather(create(p) for p in pods))
+    profiles = start_profiles(dev, profiling, f"{label}-{namespace}") if profiling else []
 
     async def progress() -> None:
         while True:
@@ -431,6 +555,7 @@ async def run_once(
         ticker.cancel()
         watcher.cancel()
     wall = time.perf_counter() - start
+    await asyncio.to_thread(finish_profiles, profiles)
     times = sorted(t - start for t in bound.values())
     result.bound = len(times)
     result.bound_at = times
@@ -462,6 +587,8 @@ async def run_once(
     else:
         report.append("  kube-scheduler logged no client-side throttling wait (it logs waits > 1 s)")
     report.extend(log_findings(dev, offsets))
+    if profiling:
+        report.extend(profile_summary(profiling, f"{label}-{namespace}"))
     result.report = report
     return result
 
@@ -532,6 +659,17 @@ async def check_overcommit(client: KubeClient, namespaces: list[str]) -> list[st
 # -- main ------------------------------------------------------------------------------------
 
 
+def _https_ok(url: str) -> bool:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        with urllib.request.urlopen(url, timeout=2, context=context) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
 def wait_extender_inventory(dev: DevCluster, names: list[str], gpus_per_node: int, timeout: float = 120) -> None:
     """Until tfsched's filter passes every node for a pod that needs all of a node's GPUs,
     i.e. its cache holds every node with every GPU."""
@@ -551,7 +689,7 @@ def wait_extender_inventory(dev: DevCluster, names: list[str], gpus_per_node: in
         time.sleep(1)
 
 
-async def bench(dev: DevCluster, opts: argparse.Namespace) -> list[RunResult]:
+async def bench(dev: DevCluster, opts: argparse.Namespace, profiling: Profiling | None) -> list[RunResult]:
     client = await KubeClient.from_config(str(dev.kubeconfig))
     results: list[RunResult] = []
     try:
@@ -567,6 +705,7 @@ async def bench(dev: DevCluster, opts: argparse.Namespace) -> list[RunResult]:
                     gpu=gpu,
                     concurrency=opts.concurrency,
                     timeout=opts.timeout,
+                    profiling=profiling,
                 )
                 results.append(result)
                 await asyncio.sleep(opts.settle)  # let the fake kubelet's status patches drain
@@ -591,6 +730,12 @@ def main() -> None:
     parser.add_argument("--qps", type=float, help="kube-scheduler clientConnection.qps (default: not set → 50)")
     parser.add_argument("--burst", type=int, help="kube-scheduler clientConnection.burst (default: not set → 100)")
     parser.add_argument("--keep-logs", type=Path, help="copy the process logs here before tearing down")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="write CPU profiles of kube-scheduler, kube-apiserver (pprof) and tfsched (py-spy) for each run here",
+    )
+    parser.add_argument("--profile-seconds", type=int, default=8, help="length of each profile")
     opts = parser.parse_args()
 
     say("ensuring the Kubernetes binaries (built once into ~/.cache/tfsched)")
@@ -664,7 +809,20 @@ def main() -> None:
         )
         print()
 
-        results = asyncio.run(bench(dev, opts))
+        profiling = None
+        if opts.profile:
+            # Restarted with a secure port serving /debug/pprof (devcluster runs it without one).
+            port = free_port()
+            dev.stop_component("kube-scheduler")
+            config = yaml.safe_load(override.read_text()) if override is not None else None
+            dev.start_scheduler(say=say, secure_port=port, config=config)
+            processes.wait_until(
+                lambda: _https_ok(f"https://127.0.0.1:{port}/healthz"), timeout=60, what="kube-scheduler healthz"
+            )
+            profiling = Profiling(
+                opts.profile, f"https://127.0.0.1:{port}", dev.token, dev.server, opts.profile_seconds
+            )
+        results = asyncio.run(bench(dev, opts, profiling))
     finally:
         devcluster_module.SCHEDULER_CONFIG = original_config
         if opts.keep_logs and (dev.root / "logs").exists():

@@ -416,9 +416,13 @@ class DevCluster:
         scheduler_name: str | None = None,
         extender_tls: dict[str, Any] | None = None,
         config: dict[str, Any] | None = None,
+        secure_port: int = 0,
     ) -> ProcessRecord:
         """Start a kube-scheduler with config/scheduler-config.yaml (or another
         rendering of the chart's, ``config``) calling ``extender_url``.
+
+        ``secure_port`` serves its /metrics and /debug/pprof (0: none), for the
+        benchmarks' profiles; the admin token is allowed there (delegated authn/authz).
 
         ``hostname`` runs it in a UTS namespace of its own, as a pod would be,
         so its leader identity (``<hostname>_<uuid>``) tells it apart from
@@ -445,7 +449,7 @@ class DevCluster:
             f"--config={rendered}",
             f"--authentication-kubeconfig={self.kubeconfig}",
             f"--authorization-kubeconfig={self.kubeconfig}",
-            "--secure-port=0",
+            f"--secure-port={secure_port}",
         ]
         if hostname is not None:
             user = [] if os.geteuid() == 0 else ["--user", "--map-root-user"]
