@@ -37,6 +37,7 @@ import numpy as np
 from numba import njit
 
 from tfsched.autoscale.estimators import (
+    RESOURCES,
     TFLOPS_UNIT,
     VRAM_UNIT,
     Amounts,
@@ -63,7 +64,7 @@ from tfsched.autoscale.usage import (
     VRAM_OPTIONS,
     VRAM_PEAK_WEIGHT,
 )
-from tfsched.autoscale.vertical import Action
+from tfsched.autoscale.vertical import LIMIT_CEILING, Action
 from tfsched.clustermodel.times import duration_ns, to_unix_ns
 
 if TYPE_CHECKING:
@@ -795,11 +796,12 @@ def decide_all(estimates: BatchEstimates, current: np.ndarray, config: AutoSetRe
         requests = current[rows, 2 * cols]
         proposed = new_request[rows, cols]
         fits = limits <= np.iinfo(np.int64).max // np.maximum(proposed, 1)
-        new_limit[rows[fits], cols[fits]] = limits[fits] * proposed[fits] // requests[fits]
+        ceiling = np.array([LIMIT_CEILING[r] for r in RESOURCES], np.int64)[cols]
+        new_limit[rows[fits], cols[fits]] = np.minimum(limits[fits] * proposed[fits] // requests[fits], ceiling[fits])
         for i, j, limit, request, value in zip(
             rows[~fits], cols[~fits], limits[~fits], requests[~fits], proposed[~fits], strict=True
         ):
-            new_limit[i, j] = int(limit) * int(value) // int(request)
+            new_limit[i, j] = min(int(limit) * int(value) // int(request), LIMIT_CEILING[RESOURCES[j]])
     return BatchDecisions(action, new_request, new_limit)
 
 

@@ -73,7 +73,7 @@ def merge_resources(
             allowed = max_allowed.get(resource)
             if allowed > 0 and chosen[0] > allowed:
                 capped = max(allowed, cur_request)
-                limit = proportional_limit(chosen[1], chosen[0], capped) if chosen[0] > 0 else chosen[1]
+                limit = proportional_limit(chosen[1], chosen[0], capped, resource) if chosen[0] > 0 else chosen[1]
                 chosen = (capped, limit)
                 messages.append(
                     f"{CAP_LABELS[resource]} request set to max allowed: ({format_amount(resource, capped)})"

@@ -35,6 +35,7 @@ from enum import IntEnum
 
 from tfsched.autoscale.estimators import RESOURCES, TFLOPS_UNIT, Estimates, ResourceAmounts, ResourceName
 from tfsched.clustermodel.autoscaling_config import AutoSetResources
+from tfsched.clustermodel.gpurequest import MAX_TFLOPS, MAX_VRAM
 from tfsched.clustermodel.quantity import format_bytes, format_tflops
 
 LABELS: dict[ResourceName, str] = {"tflops": "TFLOPS", "vram": "VRAM"}
@@ -60,9 +61,17 @@ def format_amount(resource: ResourceName, amount: int, *, exact: bool = False) -
     return format_bytes(float(amount), exact=exact)
 
 
-def proportional_limit(limit: int, request: int, new_request: int) -> int:
-    """The limit that keeps ``limit / request`` for ``new_request`` (rounded down)."""
-    return limit * new_request // request
+# The largest limit a recommendation proposes: the largest value a pod's annotation may
+# hold (clustermodel.gpurequest's bounds). A pod asking 1 byte of VRAM with a 42 GB limit,
+# scaled to 200 MB, would keep its ratio at 8e18 bytes: past int64 (the batch decision)
+# and past anything the pod could be given.
+LIMIT_CEILING: dict[ResourceName, int] = {"tflops": int(MAX_TFLOPS * TFLOPS_UNIT), "vram": int(MAX_VRAM)}
+
+
+def proportional_limit(limit: int, request: int, new_request: int, resource: ResourceName) -> int:
+    """The limit that keeps ``limit / request`` for ``new_request`` (rounded down), at
+    most ``LIMIT_CEILING``."""
+    return min(limit * new_request // request, LIMIT_CEILING[resource])
 
 
 def step_capped(request: int, target: int, fraction: float | None) -> int:
@@ -152,7 +161,7 @@ def decide_resource(
     else:
         return base
     new_request = step_capped(request, target, config.max_step_fraction)
-    new_limit = proportional_limit(limit, request, new_request)
+    new_limit = proportional_limit(limit, request, new_request, resource)
     return ResourceDecision(resource, action, request, limit, lower, upper, target, new_request, new_limit)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tfsched.autoscale.estimators import Amounts, Estimates, ResourceAmounts
-from tfsched.autoscale.vertical import Action, decide_vertical, proportional_limit, step_capped
+from tfsched.autoscale.vertical import LIMIT_CEILING, Action, decide_vertical, proportional_limit, step_capped
 from tfsched.clustermodel.autoscaling_config import AutoSetResources, Resources
 
 GI = 2**30
@@ -62,7 +62,10 @@ def test_inside_the_band_no_change() -> None:
 
 
 def test_limit_keeps_its_ratio_rounded_down() -> None:
-    assert proportional_limit(30, 20, 7) == 10  # 30 · 7 / 20 = 10.5
+    assert proportional_limit(30, 20, 7, "vram") == 10  # 30 · 7 / 20 = 10.5
+    # The ratio kept past what any annotation may hold stops at the ceiling (1 PiB; 1e6 TFLOPS).
+    assert proportional_limit(42 * 10**9, 1, 200 * 2**20, "vram") == LIMIT_CEILING["vram"] == 2**50
+    assert proportional_limit(10**9, 1, 10**6, "tflops") == LIMIT_CEILING["tflops"] == 10**9
     result = decide_vertical(ALL, estimates((50, 77.777, 90), (GI, GI, GI)), current(("20", "30"), ("1Gi", "1Gi")))
     assert result.proposals["tflops"] == (77_777, 116_665)
 
