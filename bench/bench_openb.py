@@ -282,8 +282,8 @@ def replay(
 def extender_scores(extender: Extender, obj: dict, names: list[str]) -> np.ndarray:
     """tfsched's priorities for ``names``, weighted as kube-scheduler adds them to its own."""
     priorities = extender.post("/prioritize", {"Pod": obj, "NodeNames": names, "Nodes": None})
-    by_name = {p["Host"]: p["Score"] for p in priorities}
-    return np.array([by_name[n] for n in names], np.int64) * EXTENDER_WEIGHT * EXTENDER_SCALE
+    by_name = {p["Host"]: p["Score"] for p in priorities}  # hosts scoring 0 are left out
+    return np.array([by_name.get(n, 0) for n in names], np.int64) * EXTENDER_WEIGHT * EXTENDER_SCALE
 
 
 def place(

@@ -156,10 +156,12 @@ async def handle_filter(request: web.Request, body: bytes) -> web.Response:
         return _json(
             wire.filter_result(args, np.zeros(len(args.names), np.bool_), {}, dict.fromkeys(args.names, reason))
         )
-    node_list = request.app[NODE_LISTS_KEY].lookup(body, args.names) if args.nodes is None else None
+    node_lists = request.app[NODE_LISTS_KEY]
+    node_list = node_lists.lookup(body, args.names) if args.nodes is None else None
     outcome = filter_nodes(state, gpu_request, args.names, node_list.indices if node_list else None)
     metrics.count_filter(int(outcome.passed.sum()), len(outcome.failed), len(outcome.unresolvable), outcome.denials)
-    return _json(wire.filter_result(args, outcome.passed, outcome.failed, outcome.unresolvable, node_list))
+    names_json = node_lists.survivors(node_list, outcome.passed) if node_list else None
+    return _json(wire.filter_result(args, outcome.passed, outcome.failed, outcome.unresolvable, names_json))
 
 
 async def handle_prioritize(request: web.Request, body: bytes) -> web.Response:

@@ -1,21 +1,26 @@
 """Node lists seen before: their inventory indices and JSON templates, cached.
 
-kube-scheduler sends the same ``NodeNames`` over and over (every pod of a
-burst sees the same feasible nodes).  Turning 5,000 names into indices costs
-more than the kernel, and so does writing 5,000 names or scores back.  We key
-a small LRU on the raw bytes of the ``NodeNames`` array (found at the end of
-the body, where Go writes the last field), confirm a hit against the parsed
-names (a list comparison), and keep per entry:
+kube-scheduler sends the same ``NodeNames`` over and over when it sends every
+node (a small cluster, or ``percentageOfNodesToScore: 100``), and for each pod
+the prioritize call carries exactly the names its filter call passed.  Turning
+5,000 names into indices costs more than the kernel, and so does writing 5,000
+names or scores back.  We key a small LRU on the raw bytes of the
+``NodeNames`` array (found at the end of the body, where Go writes the last
+field), confirm a hit against the parsed names (a list comparison), and keep
+per entry:
 
 - the int32 node indices, valid for ever because the inventory never
   renumbers a node;
-- a byte template of the names as JSON strings, so a filter result is a
-  masked copy of it;
-- a fixed-width template of ``{"Host":…,"Score":NN}`` items, so a prioritize
+- once the list is seen again (a repeat, not kube-scheduler's rotating window
+  over a large cluster, where each filter list is new): a byte template of the
+  names as JSON strings, so a filter result is a masked copy of it, and a
+  fixed-width template of ``{"Host":…,"Score":NN}`` items, so a prioritize
   result is two digit columns written into a copy of it.
 
-Only lists whose names are all known nodes with plain DNS characters are
-cached (no JSON escaping can be needed); anything else takes the plain path.
+A filter's passing names are remembered as a list of their own (the key its
+prioritize call will bring).  Only lists of known nodes are cached, and
+templates are built only for names of plain DNS characters (no JSON escaping
+can be needed); anything else takes orjson.
 
 Memory is bounded by the total number of names across entries, not only by
 the number of entries: any caller can send a list of millions of (repeated)
@@ -28,8 +33,10 @@ from __future__ import annotations
 import re
 from collections import OrderedDict
 from dataclasses import dataclass
+from itertools import compress
 
 import numpy as np
+import orjson
 
 from tfsched.scoring.inventory import Inventory
 
@@ -39,32 +46,50 @@ _DIGITS = np.frombuffer(b" 0123456789", np.uint8)  # index s+1 for units; " " pa
 
 
 @dataclass(slots=True)
-class NodeList:
-    names: list[str]
-    indices: np.ndarray
+class _Templates:
     name_bytes: np.ndarray  # uint8: '"n0","n1",...' (each item followed by a comma)
     item_lengths: np.ndarray  # bytes per item in name_bytes
     score_bytes: np.ndarray  # uint8: '{"Host":"n0","Score":NN},...'
+    score_lengths: np.ndarray  # bytes per item in score_bytes
     score_offsets: np.ndarray  # position of the first N of each item
+
+
+@dataclass(slots=True)
+class NodeList:
+    """A node list's indices, and once it has been seen again its byte templates."""
+
+    names: list[str]
+    indices: np.ndarray
+    templates: _Templates | None = None
+    seen_again: bool = False
 
     def names_json(self, mask: np.ndarray) -> bytes:
         """The JSON array of the names where ``mask`` holds."""
-        if mask.all():
-            body = self.name_bytes.tobytes()
-        else:
-            body = self.name_bytes[np.repeat(mask, self.item_lengths)].tobytes()
+        if self.templates is None:
+            return orjson.dumps(self.names if mask.all() else list(compress(self.names, mask.tolist())))
+        t = self.templates
+        body = t.name_bytes.tobytes() if mask.all() else t.name_bytes[np.repeat(mask, t.item_lengths)].tobytes()
         return b"[" + body[:-1] + b"]" if body else b"[]"
 
     def scores_json(self, scores: np.ndarray) -> bytes:
-        """The HostPriorityList for integer scores 0–10 in name order."""
-        out = self.score_bytes.copy()
+        """The HostPriorityList for integer scores 0–10 in name order, without the
+        nodes scoring 0: kube-scheduler adds an extender's score only for the hosts
+        listed, so an absent host and a 0 rank alike, and a reply of a few nonzero
+        hosts is much less to write and for kube-scheduler to decode than all of them."""
+        keep = scores > 0
+        if self.templates is None:
+            values = scores.tolist()
+            return orjson.dumps([{"Host": n, "Score": s} for n, s in zip(self.names, values, strict=True) if s > 0])
+        t = self.templates
+        out = t.score_bytes.copy()
         tens, units = np.divmod(scores.astype(np.int64), 10)
-        out[self.score_offsets] = np.where(tens > 0, _DIGITS[tens + 1], _DIGITS[0])
-        out[self.score_offsets + 1] = _DIGITS[units + 1]
-        return b"[" + out.tobytes()[:-1] + b"]"
+        out[t.score_offsets] = np.where(tens > 0, _DIGITS[tens + 1], _DIGITS[0])
+        out[t.score_offsets + 1] = _DIGITS[units + 1]
+        body = out.tobytes() if keep.all() else out[np.repeat(keep, t.score_lengths)].tobytes()
+        return b"[" + body[:-1] + b"]" if body else b"[]"
 
 
-def _build(names: list[str], indices: np.ndarray) -> NodeList:
+def _templates(names: list[str]) -> _Templates:
     items = [f'"{n}",'.encode() for n in names]
     lengths = np.fromiter((len(i) for i in items), np.int64, len(items))
     prefix = [f'{{"Host":"{n}","Score":'.encode() for n in names]
@@ -72,12 +97,11 @@ def _build(names: list[str], indices: np.ndarray) -> NodeList:
     score_lengths = np.fromiter((len(i) for i in score_items), np.int64, len(score_items))
     starts = np.concatenate([[0], np.cumsum(score_lengths)[:-1]]) if names else np.zeros(0, np.int64)
     offsets = starts + np.fromiter((len(p) for p in prefix), np.int64, len(prefix))
-    return NodeList(
-        names=names,
-        indices=indices,
+    return _Templates(
         name_bytes=np.frombuffer(b"".join(items), np.uint8),
         item_lengths=lengths,
         score_bytes=np.frombuffer(b"".join(score_items), np.uint8),
+        score_lengths=score_lengths,
         score_offsets=offsets,
     )
 
@@ -120,17 +144,36 @@ class NodeListCache:
         if entry is not None and entry.names == names:
             self._entries.move_to_end(key)
             self.hits += 1
+            if not entry.seen_again:  # worth its templates now, if its names need no escaping
+                entry.seen_again = True
+                if all(_DNS_NAME.match(n) for n in names):
+                    entry.templates = _templates(names)
             return entry
         self.misses += 1
         # Checked before any per-name work: an oversized list costs one len().
         if len(names) > self.max_names:
             return None
         indices = self.inventory.node_indices(names)
-        if (indices < 0).any() or not all(_DNS_NAME.match(n) for n in names):
+        if (indices < 0).any():
             return None
-        entry = _build(names, indices)
+        entry = NodeList(names, indices)
         self._put(key, entry)
         return entry
+
+    def survivors(self, entry: NodeList, mask: np.ndarray) -> bytes:
+        """The JSON array of ``entry``'s names where ``mask`` holds (a filter's
+        passing nodes), remembered as a list of its own: kube-scheduler sends
+        exactly these names, in this order, to the prioritize call that follows,
+        so that call hits instead of looking every name up again."""
+        names_json = entry.names_json(mask)
+        if mask.all() or len(names_json) < 3:
+            return names_json  # the same list (already cached), or none
+        key = names_json[1:-1]
+        if key not in self._entries:
+            # Marked seen: its expected hit (the prioritize call) is no repeat worth templates.
+            survivors = NodeList(list(compress(entry.names, mask.tolist())), entry.indices[mask], seen_again=True)
+            self._put(key, survivors)
+        return names_json
 
     def _put(self, key: bytes, entry: NodeList) -> None:
         """Insert as most recent, then evict the least recent until both caps hold."""

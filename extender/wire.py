@@ -113,17 +113,17 @@ def filter_result(
     passed: np.ndarray,
     failed: dict[str, str],
     unresolvable: dict[str, str],
-    node_list: NodeList | None = None,
+    names_json: bytes | None = None,
 ) -> bytes:
     """ExtenderFilterResult in the shape the request came in: a NodeList when
-    kube-scheduler sent one (it ignores NodeNames then), else names, written
-    from the cached template when there is one."""
+    kube-scheduler sent one (it ignores NodeNames then), else names
+    (``names_json``: the passing names already written, from the node-list cache)."""
     tail = orjson.dumps({"FailedNodes": failed, "FailedAndUnresolvableNodes": unresolvable, "Error": ""})
     if args.nodes is not None:
         items = [node for node, keep in zip(args.nodes, passed.tolist(), strict=True) if keep]
         head = b'{"Nodes":' + orjson.dumps({"metadata": {}, "items": items}) + b',"NodeNames":null,'
-    elif node_list is not None:
-        head = b'{"Nodes":null,"NodeNames":' + node_list.names_json(passed) + b","
+    elif names_json is not None:
+        head = b'{"Nodes":null,"NodeNames":' + names_json + b","
     else:
         names = args.names if passed.all() else [n for n, keep in zip(args.names, passed.tolist(), strict=True) if keep]
         head = b'{"Nodes":null,"NodeNames":' + orjson.dumps(names) + b","
@@ -140,9 +140,12 @@ def passthrough_result(args: SchedulingArgs) -> bytes:
 
 
 def priority_result(names: list[str], scores: np.ndarray, node_list: NodeList | None = None) -> bytes:
+    """HostPriorityList of the nodes scoring above 0 (see ``NodeList.scores_json``: an
+    absent host counts as 0 for kube-scheduler)."""
     if node_list is not None:
         return node_list.scores_json(scores)
-    return orjson.dumps([{"Host": n, "Score": s} for n, s in zip(names, scores.tolist(), strict=True)])
+    values = scores.tolist()
+    return orjson.dumps([{"Host": n, "Score": s} for n, s in zip(names, values, strict=True) if s > 0])
 
 
 def binding_result(error: str = "") -> bytes:

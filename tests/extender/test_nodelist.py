@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tfsched.extender.nodelist import NodeListCache
+from tfsched.extender.nodelist import NodeList, NodeListCache
 from tfsched.scoring.inventory import Inventory
 
 NAMES = [f"node-{i}.zone-a" for i in range(30)]
@@ -27,15 +27,19 @@ def body(names) -> bytes:
 @given(st.lists(st.sampled_from(NAMES), min_size=0, max_size=30), st.data())
 def test_templates_equal_plain_json(names, data):
     c = cache()
-    entry = c.lookup(body(names), names)
-    assert entry is not None
     mask = np.array(data.draw(st.lists(st.booleans(), min_size=len(names), max_size=len(names))), bool)
     scores = np.array(data.draw(st.lists(st.integers(0, 10), min_size=len(names), max_size=len(names))), np.int64)
-    assert orjson.loads(entry.names_json(mask)) == [n for n, m in zip(names, mask, strict=True) if m]
-    assert orjson.loads(entry.scores_json(scores)) == [
-        {"Host": n, "Score": int(s)} for n, s in zip(names, scores, strict=True)
-    ]
-    np.testing.assert_array_equal(entry.indices, c.inventory.node_indices(names))
+    first = c.lookup(body(names), names)
+    assert first is not None and first.templates is None  # first sight: orjson
+    again = c.lookup(body(names), names)
+    assert again is first and (first.templates is not None)  # seen again: templates
+    for entry in (NodeList(names, first.indices), again):
+        assert orjson.loads(entry.names_json(mask)) == [n for n, m in zip(names, mask, strict=True) if m]
+        # Hosts scoring 0 are left out: kube-scheduler counts an absent host as 0.
+        assert orjson.loads(entry.scores_json(scores)) == [
+            {"Host": n, "Score": int(s)} for n, s in zip(names, scores, strict=True) if s > 0
+        ]
+    np.testing.assert_array_equal(first.indices, c.inventory.node_indices(names))
 
 
 def test_hits_are_verified_against_the_parsed_names():
@@ -48,11 +52,33 @@ def test_hits_are_verified_against_the_parsed_names():
     assert c.lookup(body(names), other).names == other
 
 
-def test_unknown_or_odd_names_are_not_cached():
+def test_unknown_names_are_not_cached_and_odd_ones_get_no_templates():
     c = cache()
     assert c.lookup(body(["ghost"]), ["ghost"]) is None
     c.inventory.set_node_present('we"ird', True)
-    assert c.lookup(body(['we"ird']), ['we"ird']) is None
+    odd = ['we"ird', NAMES[0]]
+    entry = c.lookup(body(odd), odd)
+    assert c.lookup(body(odd), odd) is entry and entry.templates is None
+    assert orjson.loads(entry.names_json(np.array([True, True]))) == odd
+    assert orjson.loads(entry.scores_json(np.array([3, 0]))) == [{"Host": 'we"ird', "Score": 3}]
+
+
+def test_a_filters_survivors_are_the_prioritize_calls_hit():
+    c = big_cache()
+    names = NAMES[:10]
+    entry = c.lookup(body(names), names)
+    mask = np.array([i % 3 != 0 for i in range(10)])
+    passed = [n for n, m in zip(names, mask, strict=True) if m]
+    # What kube-scheduler sends to prioritize: the filter's NodeNames, in its order.
+    assert orjson.loads(c.survivors(entry, mask)) == passed
+    hits = c.hits
+    follow = c.lookup(body(passed), passed)
+    assert c.hits == hits + 1 and follow.names == passed
+    np.testing.assert_array_equal(follow.indices, c.inventory.node_indices(passed))
+    # All passing: the same list, nothing new; none passing: nothing to remember.
+    held = len(c._entries)
+    assert orjson.loads(c.survivors(entry, np.ones(10, bool))) == names
+    assert c.survivors(entry, np.zeros(10, bool)) == b"[]" and len(c._entries) == held
 
 
 def test_lru_is_bounded():

@@ -61,7 +61,8 @@ def test_snapshot_server_places_and_never_overcommits(snapshot_server):
             assert all("insufficient" in r for r in filtered["FailedNodes"].values())
             continue
         _, scores = call(port, "prioritize", {"Pod": pod, "NodeNames": filtered["NodeNames"], "Nodes": None})
-        best = max(scores, key=lambda s: s["Score"])["Host"]
+        by_host = {s["Host"]: s["Score"] for s in scores}  # an absent host scores 0
+        best = max(filtered["NodeNames"], key=lambda n: by_host.get(n, 0))
         body = {"PodName": name, "PodNamespace": "default", "PodUID": pod["metadata"]["uid"], "Node": best}
         status, result = call(port, "bind", body)
         assert status == 200 and result["Error"] == ""
