@@ -158,8 +158,11 @@ def http_request(verb: str, body: bytes) -> bytes:
     ).encode() + body
 
 
+WARMUP = 20  # requests per verb before the counted ones
+
+
 def drive(port: int, verb: str, body: bytes, n: int) -> tuple[list[float], list[float], bytes]:
-    """``n`` requests (after 20 uncounted): their latencies, and the floor measured after each
+    """``n`` requests (after WARMUP uncounted): their latencies, and the floor measured after each
     one in the same loop, so both see the machine as it is at that moment (a shared machine's
     speed drifts by tens of percent between runs)."""
     client = KeepAliveClient(port)
@@ -168,12 +171,12 @@ def drive(port: int, verb: str, body: bytes, n: int) -> tuple[list[float], list[
     floors: list[float] = []
     last = b""
     try:
-        for i in range(n + 20):
+        for i in range(n + WARMUP):
             t = time.perf_counter()
             status, last = client.post(request)
             elapsed = (time.perf_counter() - t) * 1000
             assert status == 200, last[:200]
-            if i >= 20:  # warm-up requests are not counted
+            if i >= WARMUP:
                 latencies.append(elapsed)
                 floors.append(floor_once(body, last))
     finally:
@@ -230,6 +233,7 @@ def main() -> None:
     parser.add_argument(
         "--mode", choices=[m.value for m in PlacementMode], help="scheduling.placementMode (default: tfsched's)"
     )
+    parser.add_argument("--event-loop", choices=("uvloop", "asyncio"), help="serve --event-loop (default: serve's)")
     opts = parser.parse_args()
 
     t = time.perf_counter()
@@ -291,6 +295,7 @@ def main() -> None:
             "--port",
             str(port),
             *mode_args,
+            *(["--event-loop", opts.event_loop] if opts.event_loop else []),
         ],
     )
     server = psutil.Process(proc.pid)
@@ -314,14 +319,23 @@ def main() -> None:
         body = orjson.dumps({"Pod": pod, "Nodes": None, "NodeNames": names})
         print(f"request body {len(body) / 1024:.0f} KiB, {len(names)} node names")
         print()
-        print(f"{'verb':<11} {'p50 ms':>8} {'p99 ms':>8} {'floor ms':>9} {'p50/floor':>10}")
+        print(f"{'verb':<11} {'p50 ms':>8} {'p99 ms':>8} {'floor ms':>9} {'p50/floor':>10} {'server CPU ms':>14}")
         replies = {}
         for verb in ("filter", "prioritize"):
+            cpu_before = server.cpu_times()
             latencies, floors, response = drive(port, verb, body, opts.requests)
+            cpu_after = server.cpu_times()
+            # CPU the server spent per call (user + system): unlike latency, not inflated
+            # by other processes on a shared machine.
+            cpu_ms = (
+                (cpu_after.user + cpu_after.system - cpu_before.user - cpu_before.system)
+                * 1000
+                / (len(latencies) + WARMUP)
+            )
             replies[verb] = len(response)
             floor = statistics.median(floors)
             p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
-            print(f"{verb:<11} {p50:8.3f} {p99:8.3f} {floor:9.3f} {p50 / floor:10.2f}")
+            print(f"{verb:<11} {p50:8.3f} {p99:8.3f} {floor:9.3f} {p50 / floor:10.2f} {cpu_ms:14.3f}")
         print(
             f"{'aiohttp':<11} {http_baseline(body, replies['filter'], opts.requests):8.3f}"
             "   (bare handler: reads the body, sends a reply of the filter's size)"
