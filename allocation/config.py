@@ -35,6 +35,11 @@ class SchedulingConfig(BaseModel):
     scheduler_names: list[str] = Field(
         default_factory=lambda: [DEFAULT_SCHEDULER], alias="schedulerNames", min_length=1
     )
+    # Filter passes only the nodes tfsched scores highest, so kube-scheduler needs no
+    # prioritize call (configure it without prioritizeVerb; the chart's
+    # scheduler.scoreInFilter does both). Its own Score plugins then only break ties
+    # among those nodes, and when one node is left it skips scoring altogether.
+    score_in_filter: bool = Field(False, alias="scoreInFilter")
 
     @model_validator(mode="after")
     def _weights_sum_to_one(self) -> SchedulingConfig:

@@ -113,16 +113,21 @@ def nodes_to_find(n_nodes: int, percentage: int | None) -> tuple[int, int]:
     return pct, max(100, n_nodes * pct // 100)
 
 
-def scheduler_config_override(root: Path, qps: float | None, burst: int | None) -> Path | None:
-    """A copy of config/scheduler-config.yaml with clientConnection qps/burst set,
-    for DevCluster to render instead of the repo file (nothing in the repo changes)."""
-    if qps is None and burst is None:
+def scheduler_config_override(
+    root: Path, qps: float | None, burst: int | None, score_in_filter: bool = False
+) -> Path | None:
+    """A copy of config/scheduler-config.yaml with clientConnection qps/burst set (and
+    without the prioritize verb, for tfsched's scoreInFilter), for DevCluster to render
+    instead of the repo file (nothing in the repo changes)."""
+    if qps is None and burst is None and not score_in_filter:
         return None
     config = yaml.safe_load(devcluster_module.SCHEDULER_CONFIG.read_text())
     if qps is not None:
         config["clientConnection"]["qps"] = qps
     if burst is not None:
         config["clientConnection"]["burst"] = burst
+    if score_in_filter:
+        config["extenders"][0].pop("prioritizeVerb", None)
     path = root / "scheduler-config.override.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
@@ -736,13 +741,18 @@ def main() -> None:
         help="write CPU profiles of kube-scheduler, kube-apiserver (pprof) and tfsched (py-spy) for each run here",
     )
     parser.add_argument("--profile-seconds", type=int, default=8, help="length of each profile")
+    parser.add_argument(
+        "--score-in-filter",
+        action="store_true",
+        help="tfsched's scheduling.scoreInFilter, kube-scheduler without the prioritize verb",
+    )
     opts = parser.parse_args()
 
     say("ensuring the Kubernetes binaries (built once into ~/.cache/tfsched)")
     bin_dir = ensure_binaries()
     tmp = Path(tempfile.mkdtemp(prefix="tfsched-bench-scheduling-"))
     dev = DevCluster(root=tmp / "state", bin_dir=bin_dir)
-    override = scheduler_config_override(tmp, opts.qps, opts.burst)
+    override = scheduler_config_override(tmp, opts.qps, opts.burst, opts.score_in_filter)
     original_config = devcluster_module.SCHEDULER_CONFIG
     results: list[RunResult] = []
     try:
@@ -753,6 +763,16 @@ def main() -> None:
         dev.up(autoscale_interval="1h", say=say)
         devcluster_module.SCHEDULER_CONFIG = original_config
         say(f"control plane up in {time.perf_counter() - t:.1f} s ({dev.root})")
+        # tfsched as a user runs it: the devcluster's config audits the ledger every 3 s for its
+        # tests (a quorum list of every pod: ~10 % of tfsched's and kube-apiserver's CPU here).
+        tfsched_config = yaml.safe_load(dev.tfsched_config.read_text())
+        tfsched_config["scheduling"].pop("auditInterval", None)
+        if opts.score_in_filter:
+            tfsched_config["scheduling"]["scoreInFilter"] = True
+        bench_config = tmp / "tfsched-bench.yaml"
+        bench_config.write_text(yaml.safe_dump(tfsched_config))
+        dev.stop_component("tfsched")
+        dev.start_extender(say=say, config=bench_config)
 
         spec = ClusterSpec.model_validate(
             {
@@ -795,7 +815,9 @@ def main() -> None:
             "then sent to the extender's filter"
         )
         print(
-            f"  extender: {extender['urlPrefix']} filter/prioritize/bind, weight {extender['weight']}, "
+            f"  extender: {extender['urlPrefix']} "
+            f"{'/'.join(v for v in ('filter', 'prioritize', 'bind') if extender.get(v + 'Verb'))}, "
+            f"weight {extender['weight']}, "
             f"nodeCacheCapable {extender['nodeCacheCapable']}, httpTimeout {extender['httpTimeout']}, "
             f"managedResources {[r['name'] for r in extender['managedResources']]}"
         )

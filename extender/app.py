@@ -37,7 +37,7 @@ from tfsched.extender.budget import (
 )
 from tfsched.extender.metrics import DENIAL_BAD_REQUEST, ExtenderMetrics
 from tfsched.extender.nodelist import NodeListCache
-from tfsched.extender.placement import filter_nodes, score_nodes
+from tfsched.extender.placement import best_nodes, filter_nodes, score_nodes
 
 log = logging.getLogger(__name__)
 
@@ -160,8 +160,15 @@ async def handle_filter(request: web.Request, body: bytes) -> web.Response:
     node_list = node_lists.lookup(body, args.names) if args.nodes is None else None
     outcome = filter_nodes(state, gpu_request, args.names, node_list.indices if node_list else None)
     metrics.count_filter(int(outcome.passed.sum()), len(outcome.failed), len(outcome.unresolvable), outcome.denials)
-    names_json = node_lists.survivors(node_list, outcome.passed) if node_list else None
-    return _json(wire.filter_result(args, outcome.passed, outcome.failed, outcome.unresolvable, names_json))
+    passed, names_json = outcome.passed, None
+    if state.config.score_in_filter:
+        cpu_mem = pod_cpu_mem(args.pod) if state.config.needs_all_pods else (0.0, 0.0)
+        indices = node_list.indices if node_list else None
+        passed = best_nodes(state, gpu_request, args.names, indices, passed, cpu_mem)
+        names_json = node_list.names_json(passed) if node_list else None  # no prioritize call follows
+    elif node_list:
+        names_json = node_lists.survivors(node_list, passed)
+    return _json(wire.filter_result(args, passed, outcome.failed, outcome.unresolvable, names_json))
 
 
 async def handle_prioritize(request: web.Request, body: bytes) -> web.Response:

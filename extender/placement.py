@@ -217,6 +217,27 @@ def filter_nodes(
     return FilterOutcome(ok, failed, unresolvable, denials)
 
 
+def best_nodes(
+    state: ClusterState,
+    request: GPURequest,
+    names: Sequence[str],
+    nodes: np.ndarray | None,
+    passed: np.ndarray,
+    cpu_mem: tuple[float, float] = (0.0, 0.0),
+) -> np.ndarray:
+    """``passed`` narrowed to the nodes that score highest among them (``scoreInFilter``):
+    what kube-scheduler's prioritize call would have preferred, decided in filter."""
+    kept = np.flatnonzero(passed)
+    if kept.size < 2:
+        return passed
+    if nodes is None:
+        nodes = state.inventory.node_indices(list(names))
+    scores = score_nodes(state, request, [names[i] for i in kept.tolist()], nodes[kept], cpu_mem)
+    best = np.zeros_like(passed)
+    best[kept[scores == scores.max()]] = True
+    return best
+
+
 def score_nodes(
     state: ClusterState,
     request: GPURequest | None,

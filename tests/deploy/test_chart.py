@@ -288,6 +288,22 @@ def test_click_is_what_parses_the_command(tmp_path: Path) -> None:
         _serve_params(["--log-level=INFO", "serve", "--no-such-flag"], tmp_path)
 
 
+def test_score_in_filter_drops_the_prioritize_verb_and_tells_tfsched() -> None:
+    for topology in ("secondScheduler", "extendScheduler"):
+        # Set in tfsched's own config too, even against a value saying otherwise: the two must agree.
+        values = {"topology": topology, "scheduler": {"scoreInFilter": True}}
+        values["tfsched"] = {"config": {"scheduling": {"scoreInFilter": False}}}
+        docs = _render(values)
+        config = chart.scheduler_config(docs)
+        assert scheduler_config_errors(config, in_cluster=topology == "secondScheduler") == []
+        (gpu,) = config["extenders"]
+        assert "prioritizeVerb" not in gpu and gpu["filterVerb"] == "filter" and gpu["bindVerb"] == "bind"
+        assert chart.tfsched_config(docs)["scheduling"]["scoreInFilter"] is True
+    default = _render({"topology": "extendScheduler"})
+    assert chart.scheduler_config(default)["extenders"][0]["prioritizeVerb"] == "prioritize"
+    assert "scoreInFilter" not in chart.tfsched_config(default)["scheduling"]
+
+
 def test_score_all_pods_adds_an_ignorable_prioritize_only_extender() -> None:
     for topology in ("secondScheduler", "extendScheduler"):
         docs = _render({"topology": topology, "scheduler": {"scoreAllPods": True}})

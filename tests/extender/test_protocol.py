@@ -381,3 +381,38 @@ async def test_node_names_that_are_not_all_strings_are_a_400(make_client, bad):
         status, result = await post(client, verb, {"Pod": gpu_pod("p", vram="1Gi"), "Nodes": None, "NodeNames": bad})
         assert status == 400 and result == {"error": "field NodeNames must be a list of strings"}
     assert not client.server.app[STATE_KEY].ledger.allocations
+
+
+@pytest.mark.parametrize("mode", list(PlacementMode))
+@pytest.mark.parametrize("shape", [args_names, args_nodes])
+async def test_score_in_filter_passes_what_prioritize_would_rank_first(make_client, mode, shape):
+    """scoreInFilter: filter keeps exactly the nodes the prioritize call scores highest
+    (all of them when they tie), and explains the failing ones as before."""
+    layout = {
+        "busy": [(100, 10 * GiB)] * 2,
+        "half": [(100, 10 * GiB)] * 2,
+        "idle": [(100, 10 * GiB)] * 2,
+        "twin": [(100, 10 * GiB)] * 2,
+        "small": [(100, 1 * GiB)],
+    }
+    pods = [
+        gpu_pod("a", tflops="60", vram="6Gi", node="busy", gpu_ids=["busy-gpu-0"], uid="a"),
+        gpu_pod("b", tflops="30", vram="3Gi", node="half", gpu_ids=["half-gpu-0"], uid="b"),
+    ]
+    names = ["busy", "half", "idle", "twin", "small"]
+    pod = gpu_pod("p", tflops="10", vram="2Gi", uid="p")
+    plain = await make_client(make_state(layout, pods=pods, config=SchedulingConfig(placementMode=mode)))
+    _, full = await post(plain, "filter", args_names(pod, names))
+    _, scores = await post(plain, "prioritize", args_names(pod, full["NodeNames"]))
+    by_host = {n: 0 for n in full["NodeNames"]} | {s["Host"]: s["Score"] for s in scores}
+    top = max(by_host.values())
+    expected = [n for n in full["NodeNames"] if by_host[n] == top]
+
+    config = SchedulingConfig(placementMode=mode, scoreInFilter=True)
+    client = await make_client(make_state(layout, pods=pods, config=config))
+    status, result = await post(client, "filter", shape(pod, names))
+    assert status == 200
+    kept = result["NodeNames"] if shape is args_names else [n["metadata"]["name"] for n in result["Nodes"]["items"]]
+    assert kept == expected and 0 < len(kept) < len(full["NodeNames"])
+    assert result["FailedAndUnresolvableNodes"] == full["FailedAndUnresolvableNodes"]
+    assert result["FailedNodes"] == full["FailedNodes"]

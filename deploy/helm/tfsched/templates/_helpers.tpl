@@ -69,7 +69,12 @@ leaseName: kube-scheduler
 {{- if include "tfsched.secondScheduler" . -}}
 {{- $_ := set $base "webhook" (dict "schedulerName" .Values.scheduler.name) -}}
 {{- end -}}
-{{- mustMergeOverwrite $base (deepCopy .Values.tfsched.config) | toYaml -}}
+{{- $config := mustMergeOverwrite $base (deepCopy .Values.tfsched.config) -}}
+{{- if .Values.scheduler.scoreInFilter -}}
+{{- /* Set last: kube-scheduler is rendered without prioritizeVerb, so tfsched must rank in filter. */ -}}
+{{- $_ := set $config.scheduling "scoreInFilter" true -}}
+{{- end -}}
+{{- $config | toYaml -}}
 {{- end -}}
 
 {{/* The client certificate kube-scheduler presents to the extender (the client Secret's files). */}}
@@ -111,7 +116,7 @@ profiles:
 extenders:
 - urlPrefix: {{ ternary "https" "http" (not (empty $second)) }}://127.0.0.1:{{ .Values.tfsched.port }}
   filterVerb: filter
-  {{- if not .Values.scheduler.scoreAllPods }}
+  {{- if not (or .Values.scheduler.scoreAllPods .Values.scheduler.scoreInFilter) }}
   prioritizeVerb: prioritize
   {{- end }}
   bindVerb: bind
