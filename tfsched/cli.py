@@ -86,13 +86,6 @@ def main(log_level: str, log_format: str) -> None:
 )
 @click.option("--webhook-host", help="Address of the webhook listener (default: --host).")
 @click.option(
-    "--event-loop",
-    type=click.Choice(["uvloop", "asyncio"]),
-    default="uvloop",
-    show_default=True,
-    help="uvloop (libuv) spends about half the CPU of asyncio's own loop on each HTTP call; asyncio is the fallback.",
-)
-@click.option(
     "--enable-test-hooks",
     is_flag=True,
     hidden=True,
@@ -113,7 +106,6 @@ def serve(
     health_port: int | None,
     health_host: str | None,
     webhook_host: str | None,
-    event_loop: str,
     enable_test_hooks: bool,
 ) -> None:
     """Serve the scheduler extender (filter, prioritize, bind) and, against a
@@ -164,18 +156,7 @@ def serve(
             webhook=Listener(webhook_host or host, webhook_port) if webhook_port is not None else None,
         )
 
-    with asyncio.Runner(loop_factory=_loop_factory(event_loop)) as runner:
-        runner.run(run())
-
-
-def _loop_factory(name: str):
-    if name == "asyncio":
-        return None  # asyncio's default
-    try:
-        import uvloop
-    except ImportError:
-        raise click.UsageError("--event-loop uvloop: the uvloop package is not installed") from None
-    return uvloop.new_event_loop
+    asyncio.run(run())
 
 
 def _add_commands() -> None:
