@@ -233,7 +233,6 @@ def main() -> None:
     parser.add_argument(
         "--mode", choices=[m.value for m in PlacementMode], help="scheduling.placementMode (default: tfsched's)"
     )
-    parser.add_argument("--event-loop", choices=("uvloop", "asyncio"), help="serve --event-loop (default: serve's)")
     opts = parser.parse_args()
 
     t = time.perf_counter()
@@ -295,7 +294,6 @@ def main() -> None:
             "--port",
             str(port),
             *mode_args,
-            *(["--event-loop", opts.event_loop] if opts.event_loop else []),
         ],
     )
     server = psutil.Process(proc.pid)
