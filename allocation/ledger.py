@@ -29,6 +29,7 @@ import numpy as np
 
 from tfsched.allocation.mix import MixArrays
 from tfsched.clustermodel import annotations as ann
+from tfsched.clustermodel.cache import shared_text
 from tfsched.clustermodel.gpurequest import MAX_GPU_COUNT, GPURequest, RequestError, parse_gpu_request
 from tfsched.clustermodel.quantity import MILLI_PER_TFLOPS, format_bytes
 from tfsched.scoring.inventory import GPUSpec, Inventory, request_units, tflops_units, vram_units
@@ -171,7 +172,8 @@ class Ledger:
         # A terminating pod still holds its GPUs until it is gone or terminal.
         if not uid or not gpu_ids or phase in TERMINAL_PHASES:
             return None, None
-        names = tuple(n.strip() for n in str(gpu_ids).split(",") if n.strip())
+        # The GPU objects' own name strings, not one more copy per holder.
+        names = tuple(shared_text(n.strip()) for n in str(gpu_ids).split(",") if n.strip())
         why = self._unbacked(names, node if isinstance(node, str) else "")
         if why:
             return None, PodProblem(ann.EVENT_GPU_IDS_IGNORED, f"gpu-ids ignored: {why}")

@@ -16,7 +16,7 @@ from tfsched.allocation.ledger import TERMINAL_PHASES, Ledger
 from tfsched.allocation.mix import WorkloadMix
 from tfsched.allocation.noderesources import NodeResources, node_cpu_mem, pod_cpu_mem
 from tfsched.clustermodel import annotations as ann
-from tfsched.clustermodel.cache import ClusterCache, EventType, Kind, Obj
+from tfsched.clustermodel.cache import ClusterCache, EventType, Kind, Obj, shared_text
 from tfsched.clustermodel.gpurequest import (
     GPURequest,
     RequestError,
@@ -63,8 +63,8 @@ def gpu_spec(gpu: Obj) -> GPUSpec:
     except (TypeError, ValueError):
         index = -1
     return GPUSpec(
-        name=meta.get("name", ""),
-        node=node,
+        name=shared_text(meta.get("name", "")),  # one string for the cache, inventory and ledger
+        node=shared_text(node),
         tflops=tflops,
         vram=vram,
         model=str(status.get("gpuModel") or ""),
