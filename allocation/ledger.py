@@ -29,7 +29,6 @@ import numpy as np
 
 from tfsched.allocation.mix import MixArrays
 from tfsched.clustermodel import annotations as ann
-from tfsched.clustermodel.cache import shared_text
 from tfsched.clustermodel.gpurequest import MAX_GPU_COUNT, GPURequest, RequestError, parse_gpu_request
 from tfsched.clustermodel.quantity import MILLI_PER_TFLOPS, format_bytes
 from tfsched.scoring.inventory import GPUSpec, Inventory, request_units, tflops_units, vram_units
@@ -83,6 +82,8 @@ class Ledger:
 
     def _recount_gpu(self, name: str, g: int) -> None:
         inv = self.inventory
+        if name not in self.by_gpu and inv.holders[g] == 0 and inv.used_t[g] == 0.0 and inv.used_v[g] == 0.0:
+            return  # nothing held before or now (most GPUs of a first list): nothing to write
         used_t = used_v = 0.0
         holders = 0
         for uid in self.by_gpu.get(name, ()):
@@ -172,8 +173,7 @@ class Ledger:
         # A terminating pod still holds its GPUs until it is gone or terminal.
         if not uid or not gpu_ids or phase in TERMINAL_PHASES:
             return None, None
-        # The GPU objects' own name strings, not one more copy per holder.
-        names = tuple(shared_text(n.strip()) for n in str(gpu_ids).split(",") if n.strip())
+        names = tuple(self._gpu_name(n.strip()) for n in str(gpu_ids).split(",") if n.strip())
         why = self._unbacked(names, node if isinstance(node, str) else "")
         if why:
             return None, PodProblem(ann.EVENT_GPU_IDS_IGNORED, f"gpu-ids ignored: {why}")
@@ -194,6 +194,12 @@ class Ledger:
             reserved=False,
         )
         return held, problem
+
+    def _gpu_name(self, name: str) -> str:
+        """The inventory's own string for a GPU it knows, not one more copy per holder."""
+        inv = self.inventory
+        g = inv.gpu_index.get(name)
+        return name if g is None else inv.gpu_names[g] or name
 
     def gpu_view(self, name: str) -> tuple[float, float, list[str]] | None:
         """(available milli-TFLOPS, available bytes, holders as namespace/name) of

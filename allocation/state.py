@@ -63,8 +63,8 @@ def gpu_spec(gpu: Obj) -> GPUSpec:
     except (TypeError, ValueError):
         index = -1
     return GPUSpec(
-        name=shared_text(meta.get("name", "")),  # one string for the cache, inventory and ledger
-        node=shared_text(node),
+        name=meta.get("name", ""),
+        node=shared_text(node),  # one string with the Node's name and its pods' nodeName
         tflops=tflops,
         vram=vram,
         model=str(status.get("gpuModel") or ""),

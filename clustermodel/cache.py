@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -74,13 +74,17 @@ class _Shared:
 
     def __init__(self, limit: int = 4096) -> None:
         self.limit = limit
-        self._parts: dict[bytes, Any] = {}
+        self._parts: dict[Hashable, Any] = {}
 
     def __call__(self, value: Any) -> Any:
         try:
             key = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
         except orjson.JSONEncodeError:  # not plain JSON: kept unshared
             return value
+        return self.keyed(key, value)
+
+    def keyed(self, key: Hashable, value: Any) -> Any:
+        """``value``, or the part already kept under ``key`` (which the caller vouches for)."""
         found = self._parts.get(key)
         if found is None:
             if len(self._parts) >= self.limit:
@@ -105,7 +109,11 @@ def _texts(mapping: Any, prefix: str = "") -> Any:
     ``prefix``, only its keys under it; anything but a dict as it is (readers judge it)."""
     if not isinstance(mapping, dict):
         return mapping
-    return {k: shared_text(v) for k, v in mapping.items() if not prefix or str(k).startswith(prefix)}
+    return {
+        k: v if k == ann.GPU_IDS else shared_text(v)  # gpu-ids differ per pod: sharing them would only cost
+        for k, v in mapping.items()
+        if not prefix or str(k).startswith(prefix)
+    }
 
 
 def slim_node(node: Obj) -> Obj:
@@ -133,7 +141,7 @@ def slim_gpu(gpu: Obj) -> Obj:
     name = (gpu.get("metadata") or {}).get("name")
     return {
         "kind": ann.GPU_KIND,
-        "metadata": {"name": shared_text(name)},  # the inventory's and the ledger's string too
+        "metadata": {"name": name},
         "status": _shared({k: status[k] for k in GPU_STATUS_KEPT if k in status}),
     }
 
@@ -170,13 +178,17 @@ def slim_pod(pod: Obj) -> Obj:
     required = affinity.get("requiredDuringSchedulingIgnoredDuringExecution")
     if required is not None:
         spec["affinity"] = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": required}}
-    status = pod.get("status") or {}
-    return {
-        "kind": "Pod",
-        "metadata": meta,
-        "spec": spec,
-        "status": _shared({"phase": status["phase"]} if "phase" in status else {}),
-    }
+    return {"kind": "Pod", "metadata": meta, "spec": spec, "status": _pod_status(pod.get("status") or {})}
+
+
+def _pod_status(status: Any) -> Obj:
+    """``{"phase": ...}``, one dict per phase (a pod's status is its phase to every reader)."""
+    if "phase" not in status:
+        return _shared.keyed(("pod-status",), {})
+    phase = status["phase"]
+    if type(phase) is str and len(phase) <= MAX_INTERNED:  # keyed by the phase: no JSON dump per pod
+        return _shared.keyed(("pod-phase", phase), {"phase": phase})
+    return _shared({"phase": phase})
 
 
 SLIM: dict[Kind, Callable[[Obj], Obj]] = {Kind.NODE: slim_node, Kind.GPU: slim_gpu, Kind.POD: slim_pod}
