@@ -66,7 +66,9 @@ class Allocation:
 class Ledger:
     inventory: Inventory
     allocations: dict[str, Allocation] = field(default_factory=dict)
-    by_gpu: dict[str, set[str]] = field(default_factory=dict)
+    # GPU name -> the uids of the allocations naming it, each once.  A tuple, not a set: most
+    # GPUs have one or two holders, and 60,000 sets cost 10 MB more at 20,000 nodes.
+    by_gpu: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # GPUs whose usage changed since the status writer last took them.
     changed_gpus: set[str] = field(default_factory=set)
 
@@ -126,7 +128,9 @@ class Ledger:
         self.release(alloc.uid)
         self.allocations[alloc.uid] = alloc
         for name in alloc.gpu_names:
-            self.by_gpu.setdefault(name, set()).add(alloc.uid)
+            holders = self.by_gpu.get(name, ())
+            if alloc.uid not in holders:
+                self.by_gpu[name] = (*holders, alloc.uid)
         self._apply(alloc, +1.0)
 
     def release(self, uid: str) -> Allocation | None:
@@ -137,8 +141,10 @@ class Ledger:
         for name in alloc.gpu_names:
             holders = self.by_gpu.get(name)
             if holders is not None:
-                holders.discard(uid)
-                if not holders:
+                rest = tuple(u for u in holders if u != uid)
+                if rest:
+                    self.by_gpu[name] = rest
+                else:
                     del self.by_gpu[name]
         return alloc
 
