@@ -13,6 +13,7 @@ is the ledger's business (``tfsched.allocation.ledger``), which is the one write
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -23,6 +24,7 @@ from tfsched.clustermodel.quantity import milli_tflops, whole_bytes
 from tfsched.scoring.kernels import node_free_share_numba, request_share_numba
 
 
+@functools.lru_cache(maxsize=1024)  # a cluster's GPUs and pods carry a few values; round() is slow
 def tflops_units(tflops: float) -> float:
     """A TFLOPS value in the inventory's unit: whole milli-TFLOPS as float64."""
     return float(milli_tflops(tflops))
