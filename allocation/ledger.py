@@ -66,7 +66,9 @@ class Allocation:
 class Ledger:
     inventory: Inventory
     allocations: dict[str, Allocation] = field(default_factory=dict)
-    by_gpu: dict[str, set[str]] = field(default_factory=dict)
+    # GPU name -> the uids of the allocations naming it, each once.  A tuple, not a set: most
+    # GPUs have one or two holders, and 60,000 sets cost 10 MB more at 20,000 nodes.
+    by_gpu: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # GPUs whose usage changed since the status writer last took them.
     changed_gpus: set[str] = field(default_factory=set)
 
@@ -82,6 +84,8 @@ class Ledger:
 
     def _recount_gpu(self, name: str, g: int) -> None:
         inv = self.inventory
+        if name not in self.by_gpu and inv.holders[g] == 0 and inv.used_t[g] == 0.0 and inv.used_v[g] == 0.0:
+            return  # nothing held before or now (most GPUs of a first list): nothing to write
         used_t = used_v = 0.0
         holders = 0
         for uid in self.by_gpu.get(name, ()):
@@ -124,7 +128,9 @@ class Ledger:
         self.release(alloc.uid)
         self.allocations[alloc.uid] = alloc
         for name in alloc.gpu_names:
-            self.by_gpu.setdefault(name, set()).add(alloc.uid)
+            holders = self.by_gpu.get(name, ())
+            if alloc.uid not in holders:
+                self.by_gpu[name] = (*holders, alloc.uid)
         self._apply(alloc, +1.0)
 
     def release(self, uid: str) -> Allocation | None:
@@ -135,8 +141,10 @@ class Ledger:
         for name in alloc.gpu_names:
             holders = self.by_gpu.get(name)
             if holders is not None:
-                holders.discard(uid)
-                if not holders:
+                rest = tuple(u for u in holders if u != uid)
+                if rest:
+                    self.by_gpu[name] = rest
+                else:
                     del self.by_gpu[name]
         return alloc
 
@@ -171,7 +179,7 @@ class Ledger:
         # A terminating pod still holds its GPUs until it is gone or terminal.
         if not uid or not gpu_ids or phase in TERMINAL_PHASES:
             return None, None
-        names = tuple(n.strip() for n in str(gpu_ids).split(",") if n.strip())
+        names = tuple(self._gpu_name(n.strip()) for n in str(gpu_ids).split(",") if n.strip())
         why = self._unbacked(names, node if isinstance(node, str) else "")
         if why:
             return None, PodProblem(ann.EVENT_GPU_IDS_IGNORED, f"gpu-ids ignored: {why}")
@@ -192,6 +200,12 @@ class Ledger:
             reserved=False,
         )
         return held, problem
+
+    def _gpu_name(self, name: str) -> str:
+        """The inventory's own string for a GPU it knows, not one more copy per holder."""
+        inv = self.inventory
+        g = inv.gpu_index.get(name)
+        return name if g is None else inv.gpu_names[g] or name
 
     def gpu_view(self, name: str) -> tuple[float, float, list[str]] | None:
         """(available milli-TFLOPS, available bytes, holders as namespace/name) of

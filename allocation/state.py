@@ -16,7 +16,7 @@ from tfsched.allocation.ledger import TERMINAL_PHASES, Ledger
 from tfsched.allocation.mix import WorkloadMix
 from tfsched.allocation.noderesources import NodeResources, node_cpu_mem, pod_cpu_mem
 from tfsched.clustermodel import annotations as ann
-from tfsched.clustermodel.cache import ClusterCache, EventType, Kind, Obj
+from tfsched.clustermodel.cache import ClusterCache, EventType, Kind, Obj, shared_text
 from tfsched.clustermodel.gpurequest import (
     GPURequest,
     RequestError,
@@ -64,7 +64,7 @@ def gpu_spec(gpu: Obj) -> GPUSpec:
         index = -1
     return GPUSpec(
         name=meta.get("name", ""),
-        node=node,
+        node=shared_text(node),  # one string with the Node's name and its pods' nodeName
         tflops=tflops,
         vram=vram,
         model=str(status.get("gpuModel") or ""),

@@ -9,7 +9,8 @@ seconds, dicts cost milliseconds.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Mapping
+import sys
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -57,26 +58,91 @@ def key_of(obj: Mapping[str, Any]) -> Key:
     return (namespace, name)
 
 
+MAX_INTERNED = 256  # longer strings are names or free text: seldom shared
+
+
+def shared_text(value: Any) -> Any:
+    """One string object for equal short strings (namespaces, node names, label and
+    annotation values, phases), shared by every cached object that holds them; anything
+    else as it is."""
+    return sys.intern(value) if type(value) is str and len(value) <= MAX_INTERNED else value
+
+
+class _Shared:
+    """One object for equal read-only parts of cached objects (a GPU's status, a pod's
+    status): 160,000 GPUs mostly hold the same few.  Bounded: a full table starts over."""
+
+    def __init__(self, limit: int = 4096) -> None:
+        self.limit = limit
+        self._parts: dict[Hashable, Any] = {}
+
+    def __call__(self, value: Any) -> Any:
+        try:
+            key = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+        except orjson.JSONEncodeError:  # not plain JSON: kept unshared
+            return value
+        return self.keyed(key, value)
+
+    def keyed(self, key: Hashable, value: Any) -> Any:
+        """``value``, or the part already kept under ``key`` (which the caller vouches for)."""
+        found = self._parts.get(key)
+        if found is None:
+            if len(self._parts) >= self.limit:
+                self._parts.clear()
+            found = self._parts[key] = value
+        return found
+
+
+_shared = _Shared()
+
+
 def _slim_meta(meta: Mapping[str, Any], *fields: str) -> Obj:
-    keep = ("name", "namespace", "uid", "resourceVersion", "labels", "generation", *fields)
-    return {k: meta[k] for k in keep if k in meta}
+    keep = ("name", "namespace", "uid", "resourceVersion", *fields)
+    out = {k: meta[k] for k in keep if k in meta}
+    if "namespace" in out:
+        out["namespace"] = shared_text(out["namespace"])
+    return out
+
+
+def _texts(mapping: Any, prefix: str = "") -> Any:
+    """A string map (labels, annotations) with its values shared (:func:`shared_text`) and, with
+    ``prefix``, only its keys under it; anything but a dict as it is (readers judge it)."""
+    if not isinstance(mapping, dict):
+        return mapping
+    return {
+        k: v if k == ann.GPU_IDS else shared_text(v)  # gpu-ids differ per pod: sharing them would only cost
+        for k, v in mapping.items()
+        if not prefix or str(k).startswith(prefix)
+    }
 
 
 def slim_node(node: Obj) -> Obj:
-    """What tfsched needs of a Node: its identity.  Real Node objects carry
-    images, managedFields and conditions worth kilobytes each."""
-    return {"kind": "Node", "metadata": _slim_meta(node.get("metadata") or {})}
+    """What tfsched needs of a Node: its identity and labels (bind checks the pod's node
+    affinity).  Real Node objects carry images, managedFields and conditions worth
+    kilobytes each."""
+    meta = node.get("metadata") or {}
+    slim = _slim_meta(meta, "generation")
+    if "name" in slim:
+        slim["name"] = shared_text(slim["name"])  # the same string as its GPUs' and pods' node names
+    if "labels" in meta:
+        slim["labels"] = _texts(meta["labels"])
+    return {"kind": "Node", "metadata": slim}
+
+
+# What of a GPU's status the cache keeps: what the status writer last wrote, so it writes
+# only what changed (extender/upkeep.py); the inventory arrays hold the rest.
+GPU_STATUS_KEPT = ("available", "runningApps")
 
 
 def slim_gpu(gpu: Obj) -> Obj:
-    """The inventory arrays hold capacity, model, pool and node; keep identity,
-    the phase and what tfsched writes."""
+    """A GPU's name and what tfsched writes on it: capacity, model, pool and node live in
+    the inventory arrays, and nothing reads them back from the cache."""
     status = gpu.get("status") or {}
+    name = (gpu.get("metadata") or {}).get("name")
     return {
         "kind": ann.GPU_KIND,
-        "metadata": _slim_meta(gpu.get("metadata") or {}),
-        # What the status writer last wrote, so it writes only what changed.
-        "status": {k: status[k] for k in ("phase", "available", "runningApps") if k in status},
+        "metadata": {"name": name},
+        "status": _shared({k: status[k] for k in GPU_STATUS_KEPT if k in status}),
     }
 
 
@@ -91,11 +157,18 @@ def _slim_containers(containers: Any) -> list[Obj]:
     return out
 
 
+POD_SPEC_KEPT = ("nodeName", "schedulerName", "nodeSelector")
+
+
 def slim_pod(pod: Obj) -> Obj:
-    """Pods keep annotations, owners, where they run and their CPU and memory
-    requests; not the rest of their containers."""
-    meta = _slim_meta(pod.get("metadata") or {}, "annotations", "ownerReferences", "deletionTimestamp")
-    spec = {k: v for k, v in (pod.get("spec") or {}).items() if k in ("nodeName", "schedulerName", "nodeSelector")}
+    """Pods keep their tensor-fusion.ai annotations, owners, where they run, their phase
+    and their CPU and memory requests: what placement, bind, the ledger and the autoscaler
+    read; not their labels, other annotations or the rest of their containers."""
+    source = pod.get("metadata") or {}
+    meta = _slim_meta(source, "ownerReferences", "deletionTimestamp")
+    if "annotations" in source:
+        meta["annotations"] = _texts(source["annotations"], ann.PREFIX)
+    spec = {k: shared_text(v) for k, v in (pod.get("spec") or {}).items() if k in POD_SPEC_KEPT}
     for key in ("containers", "initContainers"):
         containers = _slim_containers((pod.get("spec") or {}).get(key))
         if any(containers):
@@ -105,8 +178,17 @@ def slim_pod(pod: Obj) -> Obj:
     required = affinity.get("requiredDuringSchedulingIgnoredDuringExecution")
     if required is not None:
         spec["affinity"] = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": required}}
-    status = {k: v for k, v in (pod.get("status") or {}).items() if k in ("phase", "startTime")}
-    return {"kind": "Pod", "metadata": meta, "spec": spec, "status": status}
+    return {"kind": "Pod", "metadata": meta, "spec": spec, "status": _pod_status(pod.get("status") or {})}
+
+
+def _pod_status(status: Any) -> Obj:
+    """``{"phase": ...}``, one dict per phase (a pod's status is its phase to every reader)."""
+    if "phase" not in status:
+        return _shared.keyed(("pod-status",), {})
+    phase = status["phase"]
+    if type(phase) is str and len(phase) <= MAX_INTERNED:  # keyed by the phase: no JSON dump per pod
+        return _shared.keyed(("pod-phase", phase), {"phase": phase})
+    return _shared({"phase": phase})
 
 
 SLIM: dict[Kind, Callable[[Obj], Obj]] = {Kind.NODE: slim_node, Kind.GPU: slim_gpu, Kind.POD: slim_pod}
@@ -114,7 +196,10 @@ SLIM: dict[Kind, Callable[[Obj], Obj]] = {Kind.NODE: slim_node, Kind.GPU: slim_g
 
 class ClusterCache:
     """Handlers see each object whole; the store keeps the slim form
-    (see :data:`SLIM`) to bound memory on large clusters."""
+    (see :data:`SLIM`) to bound memory on large clusters.  Stored objects are
+    read-only: equal parts of them may be one shared object (``_Shared``,
+    :func:`shared_text`), so a writer copies what it changes (as
+    ``MemoryPodWriter`` does) and applies the copy."""
 
     def __init__(self, on_error: ErrorHandler | None = None) -> None:
         self.objects: dict[Kind, dict[Key, Obj]] = {kind: {} for kind in Kind}
@@ -141,8 +226,15 @@ class ClusterCache:
         to :attr:`on_error`, so one bad object cannot stop a list or a watch.
         Returns whether it was taken in whole."""
         try:
-            store = self.objects[kind]
             key = key_of(obj)
+        except Exception as exc:
+            self.on_error(kind, obj, exc)
+            return False
+        return self._apply(kind, event, obj, key)
+
+    def _apply(self, kind: Kind, event: EventType, obj: Obj, key: Key) -> bool:
+        try:
+            store = self.objects[kind]
             if event is EventType.DELETED:
                 old = store.pop(key, None)
                 return self._notify(kind, EventType.DELETED, obj, old)
@@ -189,11 +281,12 @@ class Relist:
 
     def add(self, obj: Obj) -> None:
         try:
-            self.seen.add(key_of(obj))
+            key = key_of(obj)
         except ObjectError as exc:
             self.cache.on_error(self.kind, obj, exc)
             return
-        self.cache.apply(self.kind, EventType.MODIFIED, obj)
+        self.seen.add(key)
+        self.cache._apply(self.kind, EventType.MODIFIED, obj, key)  # one key object for both
 
     def finish(self) -> None:
         """Delete what the new list lacked; the kind now counts as synced."""

@@ -10,6 +10,7 @@ never filtered with one number and accounted with another.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
@@ -125,8 +126,42 @@ def parse_gpu_models(raw: object) -> tuple[str, ...]:
     return tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
 
 
+# Every annotation parse_gpu_request reads (its cache is keyed by their values).
+_REQUEST_KEYS = (
+    ann.TFLOPS_REQUEST,
+    ann.TFLOPS_LIMIT,
+    ann.COMPUTE_PERCENT_REQUEST,
+    ann.COMPUTE_PERCENT_LIMIT,
+    ann.VRAM_REQUEST,
+    ann.VRAM_LIMIT,
+    ann.GPU_COUNT,
+    ann.GPU_INDICES,
+    ann.GPU_MODEL,
+    ann.VENDOR,
+    ann.GPU_POOL,
+    ann.QOS,
+    ann.WORKLOAD,
+    ann.DEDICATED_GPU,
+)
+
+
 def parse_gpu_request(annotations: Mapping[str, str]) -> GPURequest:
-    """Read a pod's annotations; :class:`RequestError` names the bad annotation."""
+    """Read a pod's annotations; :class:`RequestError` names the bad annotation.
+
+    The pods of a workload ask alike: each distinct set of short string values is read
+    once (a bounded LRU; a :class:`GPURequest` is immutable, so it is shared)."""
+    values = tuple(map(annotations.get, _REQUEST_KEYS))
+    if all(v is None or (type(v) is str and len(v) <= MAX_ANNOTATION_TEXT) for v in values):
+        return _parse_values(values)
+    return _parse_gpu_request(annotations)
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_values(values: tuple[str | None, ...]) -> GPURequest:
+    return _parse_gpu_request({k: v for k, v in zip(_REQUEST_KEYS, values, strict=True) if v is not None})
+
+
+def _parse_gpu_request(annotations: Mapping[str, str]) -> GPURequest:
     tflops_req, tflops_lim = _pair(annotations, ann.TFLOPS_REQUEST, ann.TFLOPS_LIMIT)
     pct_req, pct_lim = _pair(annotations, ann.COMPUTE_PERCENT_REQUEST, ann.COMPUTE_PERCENT_LIMIT)
     if pct_lim > 100:

@@ -8,6 +8,7 @@ annotation, a CRD field, a CLI flag and a usage trace.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from decimal import Decimal, DecimalException
@@ -38,6 +39,30 @@ class QuantityError(ValueError):
     """A string that is not a valid, non-negative Kubernetes quantity."""
 
 
+MAX_CACHED_TEXT = 64  # longer strings are no quantity anyone writes: parsed, never kept
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_text(value: str) -> float:
+    text = value.strip()
+    match = _QUANTITY.match(text)
+    if match is None:
+        raise QuantityError(f"invalid quantity {value!r}")
+    if match["exp"] and abs(int(match["exp"][1:])) > MAX_EXPONENT:
+        raise QuantityError(f"invalid quantity {value!r}: exponent beyond ±{MAX_EXPONENT}")
+    try:
+        mantissa = Decimal(match["num"])
+        if match["exp"]:
+            scaled = mantissa * Decimal(10) ** int(match["exp"][1:])
+        elif match["suffix"] in _BINARY:
+            scaled = mantissa * _BINARY[match["suffix"]]
+        else:
+            scaled = mantissa * _DECIMAL[match["suffix"] or ""]
+    except (DecimalException, OverflowError) as exc:
+        raise QuantityError(f"invalid quantity {value!r}") from exc
+    return float(scaled)
+
+
 def parse_quantity(value: str | int | float, *, allow_negative: bool = False) -> float:
     """Parse a Kubernetes quantity into a float in base units.
 
@@ -50,23 +75,8 @@ def parse_quantity(value: str | int | float, *, allow_negative: bool = False) ->
     if isinstance(value, (int, float)):
         number = float(value)
     elif isinstance(value, str):
-        text = value.strip()
-        match = _QUANTITY.match(text)
-        if match is None:
-            raise QuantityError(f"invalid quantity {value!r}")
-        if match["exp"] and abs(int(match["exp"][1:])) > MAX_EXPONENT:
-            raise QuantityError(f"invalid quantity {value!r}: exponent beyond ±{MAX_EXPONENT}")
-        try:
-            mantissa = Decimal(match["num"])
-            if match["exp"]:
-                scaled = mantissa * Decimal(10) ** int(match["exp"][1:])
-            elif match["suffix"] in _BINARY:
-                scaled = mantissa * _BINARY[match["suffix"]]
-            else:
-                scaled = mantissa * _DECIMAL[match["suffix"] or ""]
-        except (DecimalException, OverflowError) as exc:
-            raise QuantityError(f"invalid quantity {value!r}") from exc
-        number = float(scaled)
+        # Thousands of GPUs and pods carry the same few values: each is parsed once.
+        number = _parse_text(value) if len(value) <= MAX_CACHED_TEXT else _parse_text.__wrapped__(value)
     else:
         raise QuantityError(f"invalid quantity {value!r}: expected a number or a string")
     if not math.isfinite(number):

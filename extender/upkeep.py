@@ -15,7 +15,7 @@ from typing import Any
 from tfsched.allocation.audit import DRIFT_KINDS, GPU_OVERCOMMITTED, Auditor
 from tfsched.allocation.state import ClusterState, keep_pod
 from tfsched.clustermodel import annotations as ann
-from tfsched.clustermodel.cache import Kind
+from tfsched.clustermodel.cache import Kind, slim_pod
 from tfsched.clustermodel.quantity import MILLI_PER_TFLOPS, format_bytes, format_tflops
 from tfsched.kubeapi.client import KubeClient, path_segment
 from tfsched.kubeapi.informer import RESOURCES, list_objects
@@ -28,8 +28,21 @@ GPU_STATUS_CONCURRENCY = 8
 
 
 async def list_gpu_pods(client: KubeClient) -> list[dict[str, Any]]:
-    """Every GPU pod, by a quorum read (served from etcd, not a cache)."""
-    return [pod async for pod in list_objects(client, RESOURCES[Kind.POD]) if isinstance(pod, dict) and _keeps(pod)]
+    """Every GPU pod, by a quorum read (served from etcd, not a cache), each in the
+    cache's slim form: what the comparison, a repair and an Event about it read.  The
+    whole pods of a large cluster, held at once, would cost more than the cache."""
+    return [
+        _slim(pod) async for pod in list_objects(client, RESOURCES[Kind.POD]) if isinstance(pod, dict) and _keeps(pod)
+    ]
+
+
+def _slim(pod: dict[str, Any]) -> dict[str, Any]:
+    try:
+        slim = slim_pod(pod)
+    except Exception:
+        return pod  # a shape the slim form cannot take: compared (and reported) as it came
+    slim["apiVersion"] = pod.get("apiVersion")  # Events name the object with it
+    return slim
 
 
 def _keeps(pod: dict[str, Any]) -> bool:

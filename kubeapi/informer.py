@@ -48,17 +48,31 @@ async def list_objects(
     """Every object of a kind, page by page (a quorum read: no resourceVersion),
     each with the ``kind`` and ``apiVersion`` list items come without.  The
     last page's metadata (its resourceVersion) is left in ``meta``."""
+    async for items in list_pages(client, resource, meta):
+        for item in items:
+            yield item
+
+
+async def list_pages(
+    client: KubeClient, resource: Resource, meta: dict[str, Any] | None = None
+) -> AsyncIterator[list[Any]]:
+    """:func:`list_objects` a page at a time (one resumption per page, not per object)."""
     cont = ""
     while True:
         params = {"limit": LIST_PAGE_SIZE, **({"continue": cont} if cont else {})}
         page = await client.get(resource.path, **params)
         api_version = page.get("apiVersion", "v1")
-        for item in page.get("items") or []:
+        items = page.get("items") or []
+        page_meta = page.get("metadata") or {}
+        del page  # neither it nor its items are held while the next page is fetched
+        if not isinstance(items, list):
+            items = list(items)
+        for item in items:
             if isinstance(item, dict):
                 item.setdefault("kind", resource.kind.value)
                 item.setdefault("apiVersion", api_version)
-            yield item
-        page_meta = page.get("metadata") or {}
+        yield items
+        del items
         cont = page_meta.get("continue") or ""
         if not cont:
             if meta is not None:
@@ -185,11 +199,13 @@ class Informer:
         self.cache.synced.discard(self.resource.kind)
         relist = self.cache.relist(self.resource.kind)
         meta: dict[str, Any] = {}
-        async for item in list_objects(self.client, self.resource, meta):
-            if not isinstance(item, dict):
-                self.cache.on_error(self.resource.kind, item, ObjectError("list item is not an object"))
-            elif self._keeps(item):
-                relist.add(item)
+        async for items in list_pages(self.client, self.resource, meta):
+            for item in items:
+                if not isinstance(item, dict):
+                    self.cache.on_error(self.resource.kind, item, ObjectError("list item is not an object"))
+                elif self._keeps(item):
+                    relist.add(item)
+            del items
         self.resource_version = meta.get("resourceVersion", "")
         relist.finish()
         self.relists += 1

@@ -13,6 +13,7 @@ is the ledger's business (``tfsched.allocation.ledger``), which is the one write
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -23,6 +24,7 @@ from tfsched.clustermodel.quantity import milli_tflops, whole_bytes
 from tfsched.scoring.kernels import node_free_share_numba, request_share_numba
 
 
+@functools.lru_cache(maxsize=1024)  # a cluster's GPUs and pods carry a few values; round() is slow
 def tflops_units(tflops: float) -> float:
     """A TFLOPS value in the inventory's unit: whole milli-TFLOPS as float64."""
     return float(milli_tflops(tflops))
@@ -140,6 +142,8 @@ class Inventory:
         self.gpu_names: list[str | None] = []
         self.node_index: dict[str, int] = {}
         self.node_names: list[str] = []
+        # GPUs linked per node: a row of node_gpus holds them first, then -1s.
+        self._linked: list[int] = []
         self.models = Codes()
         self.vendors = Codes()
         self.pools = Codes()
@@ -165,6 +169,7 @@ class Inventory:
                 self.node_used_mem = np.concatenate([self.node_used_mem, np.zeros(idx)])
                 self.node_version = np.concatenate([self.node_version, np.zeros(idx, np.int64)])
             self.node_names.append(name)
+            self._linked.append(0)
             self.node_index[name] = idx
         return idx
 
@@ -314,16 +319,14 @@ class Inventory:
             setattr(self, attr, new)
 
     def _link(self, g: int, node: int) -> None:
-        row = self.node_gpus[node]
-        free = np.flatnonzero(row < 0)
-        if free.size == 0:
+        free = self._linked[node]  # the first -1 of the row (counted: a numpy search per GPU cost more)
+        if free == self.node_gpus.shape[1]:
             slots = self.node_gpus.shape[1]
             grown = np.full((self.node_gpus.shape[0], slots * 2), -1, np.int32)
             grown[:, :slots] = self.node_gpus
             self.node_gpus = grown
-            row = self.node_gpus[node]
-            free = np.flatnonzero(row < 0)
-        row[free[0]] = g
+        self.node_gpus[node, free] = g
+        self._linked[node] = free + 1
         self.gpu_node[g] = node
         self.capacity_version += 1
         self.touch_node(node)
@@ -337,6 +340,7 @@ class Inventory:
         kept = row[(row >= 0) & (row != g)]
         row[:] = -1
         row[: kept.size] = kept  # kernels stop at the first -1
+        self._linked[node] = kept.size
         self.gpu_node[g] = -1
         self.capacity_version += 1
 

@@ -5,10 +5,12 @@ the edge where I/O happens."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import signal
 import ssl
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -40,6 +42,34 @@ log = logging.getLogger(__name__)
 WATCHED_KINDS = (Kind.NODE, Kind.GPU, Kind.WORKLOAD, Kind.WORKLOAD_PROFILE, Kind.POD)
 HEAP_FREEZE_INTERVAL_S = 600.0  # see Server._freeze_heap
 
+# The cyclic garbage collector is off while the first lists are taken in, for at most this
+# long: each of its full passes walks the whole growing cache (a quarter of the time to ready
+# at 20,000 nodes), and the cached objects are plain dicts that refcounting frees.
+INITIAL_LOAD_GC_PAUSE_S = 120.0
+
+
+def _settle_heap(frozen: bool) -> None:
+    """After the initial load: collect what cycles it left, then (``frozen``) move every
+    survivor — the cache, the ledger, the modules — out of the collector's sight, so its
+    later full passes walk only what changes after the load, not millions of cached objects."""
+    gc.collect()
+    if frozen:
+        gc.freeze()
+    gc.enable()
+
+
+@contextlib.contextmanager
+def _initial_load() -> Iterator[None]:
+    """The collector paused around a synchronous bulk load (a snapshot), then the heap settled."""
+    if not gc.isenabled():  # someone else manages the collector
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        _settle_heap(frozen=True)
+
 
 @dataclass(frozen=True)
 class Listener:
@@ -69,6 +99,7 @@ class Server:
     webhook_port: int | None = None
     webhook_scheduler: str = DEFAULT_WEBHOOK_SCHEDULER
     informers: dict[Kind, Informer] = field(default_factory=dict)
+    heap_frozen: bool = False  # by the initial load's end (see _settle_heap)
 
     def distrust(self) -> str:
         """Why the ledger may not be answered from now ('' when it may)."""
@@ -125,6 +156,9 @@ class Server:
             )
             self.webhook_port = await self._listen(mutate, webhook.host, webhook.port, webhook_context)
         if self.client is not None:
+            if gc.isenabled():
+                gc.disable()
+                self.tasks.append(asyncio.create_task(self._settle_heap_when_synced(), name="initial-load-gc"))
             for kind in WATCHED_KINDS:
                 informer = Informer(
                     self.client, self.state.cache, RESOURCES[kind], self.state.keeps_pod if kind is Kind.POD else None
@@ -151,6 +185,21 @@ class Server:
             self.tasks.append(asyncio.create_task(self._run_autoscaler(), name="autoscaler"))
         return bound
 
+    async def _settle_heap_when_synced(self, bound: float = INITIAL_LOAD_GC_PAUSE_S) -> None:
+        """Turn the collector back on once every kind is synced (or after ``bound`` seconds)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + bound
+        synced = False
+        try:
+            while not (synced := all(kind in self.state.cache.synced for kind in WATCHED_KINDS)):
+                if loop.time() >= deadline:
+                    log.warning("caches not synced after %gs; garbage collection resumed", bound)
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            _settle_heap(frozen=synced)
+            self.heap_frozen = synced
+
     async def _listen(self, app: web.Application, host: str, port: int, context: ssl.SSLContext | None) -> int:
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
@@ -161,20 +210,19 @@ class Server:
         return sockets[0].getsockname()[1] if sockets else port
 
     async def _freeze_heap(self) -> None:
-        """Python's full collections scan every live object: with the caches
-        loaded, 20 of them took 2.8 of tfsched's 20 CPU-seconds in
-        bench_scheduling (~140 ms each, pausing the loop).  Once the caches are
-        loaded, and every interval after, what is alive is collected once and
-        moved to the permanent generation (``gc.freeze``), so later collections
-        scan only what was created since.  Unfreezing before each full collection
-        keeps a garbage cycle among frozen objects for at most one interval."""
-        while self.distrust():
-            await asyncio.sleep(0.5)
+        """After the initial load's settle (``_settle_heap``), objects created since keep
+        entering the collector's oldest generation, and its full passes (20 of ~140 ms in
+        bench_scheduling before any freeze) walk them all.  Every interval what is alive
+        is collected once and frozen again; unfreezing before that collection keeps a
+        garbage cycle among frozen objects for at most one interval."""
         while True:
+            await asyncio.sleep(HEAP_FREEZE_INTERVAL_S)
+            if not gc.isenabled():
+                continue  # the initial load's pause (see INITIAL_LOAD_GC_PAUSE_S)
             gc.unfreeze()
             gc.collect()
             gc.freeze()
-            await asyncio.sleep(HEAP_FREEZE_INTERVAL_S)
+            self.heap_frozen = True
 
     async def _run_autoscaler(self) -> None:
         assert self.autoscaler is not None
@@ -234,6 +282,9 @@ class Server:
             await runner.cleanup()
         if self.client is not None:
             await self.client.close()
+        if self.heap_frozen:  # what this server froze is the collector's again (tests run many)
+            gc.unfreeze()
+            self.heap_frozen = False
 
 
 async def build_server(
@@ -246,7 +297,8 @@ async def build_server(
 ) -> Server:
     state = ClusterState(config.scheduling)
     if snapshot is not None:
-        state.load(read_snapshot(snapshot))
+        with _initial_load():
+            state.load(read_snapshot(snapshot))
         gate = WriterGate()
         binder = Binder(state, MemoryPodWriter(state), gate)
         return Server(state, binder, gate, test_hooks=test_hooks, metrics_per_gpu=config.metrics.per_gpu)

@@ -120,3 +120,23 @@ def test_gpu_model_is_one_model_or_a_comma_separated_list(raw, models):
 def test_a_gpu_model_list_is_bounded():
     with pytest.raises(RequestError, match=ann.GPU_MODEL):
         parse_gpu_request({ann.VRAM_REQUEST: "1Gi", ann.GPU_MODEL: ",".join(["A100"] * 100)})
+
+
+def test_equal_annotations_are_read_once_and_share_their_request():
+    notes = {ann.TFLOPS_REQUEST: "10", ann.VRAM_REQUEST: "4Gi", ann.GPU_IDS: "a-gpu-0", "other": "x"}
+    first = parse_gpu_request(notes)
+    again = parse_gpu_request({**notes, ann.GPU_IDS: "b-gpu-1", "other": "y"})  # keys it does not read
+    assert again is first
+    assert parse_gpu_request({**notes, ann.VRAM_REQUEST: "8Gi"}).vram_request == 8 * 2**30
+
+
+def test_a_cached_read_answers_as_an_uncached_one():
+    # Null values, defaults and long values (never cached) read as before.
+    assert parse_gpu_request({ann.TFLOPS_REQUEST: "10", ann.GPU_COUNT: None, ann.DEDICATED_GPU: None}) == (
+        parse_gpu_request({ann.TFLOPS_REQUEST: "10"})
+    )
+    long_name = "w" * 300
+    assert parse_gpu_request({ann.TFLOPS_REQUEST: "10", ann.WORKLOAD: long_name}).workload == long_name
+    for _ in range(2):  # errors are raised every time, never cached away
+        with pytest.raises(RequestError, match="gpu-count"):
+            parse_gpu_request({ann.TFLOPS_REQUEST: "10", ann.GPU_COUNT: "0"})

@@ -73,3 +73,20 @@ def test_format_bytes_for_reading_is_the_next_whole_mi(n):
     shown = parse_quantity(format_bytes(n, exact=False))
     assert shown % MIB == 0
     assert n <= shown < n + MIB
+
+
+@pytest.mark.parametrize("text", ["10Gi", " 500m", "1e3", "-2Gi"])
+def test_a_cached_parse_answers_as_the_first(text):
+    # Short strings are parsed once (thousands of GPUs share a few values); long ones every time.
+    long = text + " " * 80
+    assert parse_quantity(text, allow_negative=True) == parse_quantity(text, allow_negative=True)
+    assert parse_quantity(long, allow_negative=True) == parse_quantity(text, allow_negative=True)
+
+
+def test_a_cached_value_is_still_checked_for_sign_each_time():
+    assert parse_quantity("-3", allow_negative=True) == -3
+    with pytest.raises(QuantityError):
+        parse_quantity("-3")
+    for _ in range(2):  # errors are not cached away
+        with pytest.raises(QuantityError, match="invalid quantity 'x1'"):
+            parse_quantity("x1")

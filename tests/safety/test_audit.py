@@ -85,3 +85,32 @@ def test_reservations_are_not_drift_and_overcommit_is_reported_at_once():
         state.cache.apply(Kind.POD, EventType.ADDED, pod)
     [drift] = auditor.audit(pods)
     assert drift.kind == GPU_OVERCOMMITTED and drift.uid == gpu_name("a", 0)
+
+
+class _OnePage:
+    """A client whose pod list is one page."""
+
+    def __init__(self, pods: list[dict]) -> None:
+        self.pods = pods
+
+    async def get(self, path: str, **params) -> dict:
+        return {"apiVersion": "v1", "metadata": {"resourceVersion": "7"}, "items": copy.deepcopy(self.pods)}
+
+
+async def test_the_audit_lists_slim_pods_that_still_compare_and_repair():
+    from tfsched.extender.upkeep import LedgerAuditor, list_gpu_pods
+
+    state, _ = setup()
+    missed = holder("missed")
+    missed["metadata"]["labels"] = {"app": "x"}
+    missed["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"] = "{" + "x" * 4000 + "}"
+    client = _OnePage([missed, gpu_pod("plain-cpu", uid="c")])
+    del client.pods[1]["metadata"]["annotations"]  # not a GPU pod: not listed
+    [listed] = await list_gpu_pods(client)
+    assert listed["apiVersion"] == "v1" and "labels" not in listed["metadata"]
+    assert "kubectl.kubernetes.io/last-applied-configuration" not in listed["metadata"]["annotations"]
+    auditor = LedgerAuditor(client, state, lambda: "")
+    assert await auditor.audit_once() == 0  # once: maybe a bind in flight
+    assert await auditor.audit_once() == 1
+    assert state.ledger.allocations["missed"].tflops == 40_000
+    assert await auditor.audit_once() == 0
