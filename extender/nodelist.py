@@ -45,6 +45,19 @@ _MARKER = b'"NodeNames":['
 _DIGITS = np.frombuffer(b" 0123456789", np.uint8)  # index s+1 for units; " " pads scores < 10
 
 
+def names_json(names: list[str], mask: np.ndarray) -> bytes:
+    """The JSON array of ``names`` where ``mask`` holds (orjson; no template)."""
+    return orjson.dumps(names if mask.all() else list(compress(names, mask.tolist())))
+
+
+def scores_json(names: list[str], scores: np.ndarray) -> bytes:
+    """The HostPriorityList of the hosts scoring above 0 (orjson; no template):
+    kube-scheduler adds an extender's score only for the hosts listed, so an absent
+    host and a 0 rank alike, and a reply of a few nonzero hosts is much less to write
+    and for kube-scheduler to decode than all of them."""
+    return orjson.dumps([{"Host": n, "Score": s} for n, s in zip(names, scores.tolist(), strict=True) if s > 0])
+
+
 @dataclass(slots=True)
 class _Templates:
     name_bytes: np.ndarray  # uint8: '"n0","n1",...' (each item followed by a comma)
@@ -66,20 +79,17 @@ class NodeList:
     def names_json(self, mask: np.ndarray) -> bytes:
         """The JSON array of the names where ``mask`` holds."""
         if self.templates is None:
-            return orjson.dumps(self.names if mask.all() else list(compress(self.names, mask.tolist())))
+            return names_json(self.names, mask)
         t = self.templates
         body = t.name_bytes.tobytes() if mask.all() else t.name_bytes[np.repeat(mask, t.item_lengths)].tobytes()
         return b"[" + body[:-1] + b"]" if body else b"[]"
 
     def scores_json(self, scores: np.ndarray) -> bytes:
-        """The HostPriorityList for integer scores 0–10 in name order, without the
-        nodes scoring 0: kube-scheduler adds an extender's score only for the hosts
-        listed, so an absent host and a 0 rank alike, and a reply of a few nonzero
-        hosts is much less to write and for kube-scheduler to decode than all of them."""
-        keep = scores > 0
+        """:func:`scores_json` (integer scores 0–10 in name order), from the templates
+        once there are some."""
         if self.templates is None:
-            values = scores.tolist()
-            return orjson.dumps([{"Host": n, "Score": s} for n, s in zip(self.names, values, strict=True) if s > 0])
+            return scores_json(self.names, scores)
+        keep = scores > 0
         t = self.templates
         out = t.score_bytes.copy()
         tens, units = np.divmod(scores.astype(np.int64), 10)

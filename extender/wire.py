@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from tfsched.extender import nodelist
 from tfsched.extender.nodelist import NodeList
 
 
@@ -125,8 +126,7 @@ def filter_result(
     elif names_json is not None:
         head = b'{"Nodes":null,"NodeNames":' + names_json + b","
     else:
-        names = args.names if passed.all() else [n for n, keep in zip(args.names, passed.tolist(), strict=True) if keep]
-        head = b'{"Nodes":null,"NodeNames":' + orjson.dumps(names) + b","
+        head = b'{"Nodes":null,"NodeNames":' + nodelist.names_json(args.names, passed) + b","
     return head + tail[1:]
 
 
@@ -140,12 +140,10 @@ def passthrough_result(args: SchedulingArgs) -> bytes:
 
 
 def priority_result(names: list[str], scores: np.ndarray, node_list: NodeList | None = None) -> bytes:
-    """HostPriorityList of the nodes scoring above 0 (see ``NodeList.scores_json``: an
-    absent host counts as 0 for kube-scheduler)."""
+    """HostPriorityList of the nodes scoring above 0 (see :func:`nodelist.scores_json`)."""
     if node_list is not None:
         return node_list.scores_json(scores)
-    values = scores.tolist()
-    return orjson.dumps([{"Host": n, "Score": s} for n, s in zip(names, values, strict=True) if s > 0])
+    return nodelist.scores_json(names, scores)
 
 
 def binding_result(error: str = "") -> bytes:
