@@ -220,8 +220,7 @@ class Server:
             if not gc.isenabled():
                 continue  # the initial load's pause (see INITIAL_LOAD_GC_PAUSE_S)
             gc.unfreeze()
-            gc.collect()
-            gc.freeze()
+            _settle_heap(frozen=True)
             self.heap_frozen = True
 
     async def _run_autoscaler(self) -> None:
