@@ -136,6 +136,11 @@ def _untrusted(request: web.Request, verb: str) -> str:
     return why
 
 
+def _gpu_pod_cpu_mem(state: ClusterState, pod: dict) -> tuple[float, float]:
+    """A GPU pod's CPU and memory as scoring weighs them: only fragmentation-aware modes do."""
+    return pod_cpu_mem(pod) if state.config.needs_all_pods else (0.0, 0.0)
+
+
 async def handle_filter(request: web.Request, body: bytes) -> web.Response:
     args = wire.parse_scheduling_args(body)
     meta = args.pod.get("metadata") or {}
@@ -162,9 +167,8 @@ async def handle_filter(request: web.Request, body: bytes) -> web.Response:
     metrics.count_filter(int(outcome.passed.sum()), len(outcome.failed), len(outcome.unresolvable), outcome.denials)
     passed, names_json = outcome.passed, None
     if state.config.score_in_filter:
-        cpu_mem = pod_cpu_mem(args.pod) if state.config.needs_all_pods else (0.0, 0.0)
         indices = node_list.indices if node_list else None
-        passed = best_nodes(state, gpu_request, args.names, indices, passed, cpu_mem)
+        passed = best_nodes(state, gpu_request, args.names, indices, passed, _gpu_pod_cpu_mem(state, args.pod))
         names_json = node_list.names_json(passed) if node_list else None  # no prioritize call follows
     elif node_list:
         names_json = node_lists.survivors(node_list, passed)
@@ -197,8 +201,7 @@ async def handle_prioritize(request: web.Request, body: bytes) -> web.Response:
             more = " ..." if len(unknown) > 5 else ""
             raise wire.WireError(f"unknown node(s): {', '.join(unknown[:5])}{more}")
     indices = node_list.indices if node_list else None
-    cpu_mem = pod_cpu_mem(args.pod) if state.config.needs_all_pods else (0.0, 0.0)
-    scores = score_nodes(state, gpu_request, args.names, indices, cpu_mem)
+    scores = score_nodes(state, gpu_request, args.names, indices, _gpu_pod_cpu_mem(state, args.pod))
     return _json(wire.priority_result(args.names, scores, node_list))
 
 
