@@ -355,10 +355,16 @@ class Profiling:
     delay: float = 2.0  # after the first create, so the profile covers steady scheduling
 
 
-def _fetch_pprof(url: str, token: str, seconds: int, dest: Path) -> None:
+def _unverified_tls() -> ssl.SSLContext:
+    """kube-scheduler's and kube-apiserver's self-signed serving certificates, on loopback."""
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _fetch_pprof(url: str, token: str, seconds: int, dest: Path) -> None:
+    context = _unverified_tls()
     request = urllib.request.Request(
         f"{url}/debug/pprof/profile?seconds={seconds}", headers={"Authorization": f"Bearer {token}"}
     )
@@ -665,9 +671,7 @@ async def check_overcommit(client: KubeClient, namespaces: list[str]) -> list[st
 
 
 def _https_ok(url: str) -> bool:
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
+    context = _unverified_tls()
     try:
         with urllib.request.urlopen(url, timeout=2, context=context) as resp:
             return resp.status == 200
