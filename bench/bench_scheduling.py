@@ -156,6 +156,12 @@ def get_metrics(url: str) -> dict:
         return parse_metrics(resp.read().decode())
 
 
+def get_apiserver_metrics(dev: DevCluster) -> dict:
+    request = urllib.request.Request(f"{dev.server}/metrics", headers={"Authorization": f"Bearer {dev.token}"})
+    with urllib.request.urlopen(request, timeout=10, context=_unverified_tls()) as resp:
+        return parse_metrics(resp.read().decode())
+
+
 def metric(samples: dict, name: str, **labels: str) -> float:
     want = set(labels.items())
     return sum(v for (n, lab), v in samples.items() if n == name and want <= set(lab))
@@ -300,6 +306,41 @@ def log_findings(dev: DevCluster, offsets: dict[str, int]) -> list[str]:
     if misplaced:
         lines.append(f"  kube-scheduler: {misplaced} pods bound to another node than the one it had assumed")
     return lines
+
+
+def apiserver_report(before: dict, after: dict, pods: int) -> list[str]:
+    """The API server's traffic per scheduled pod: writes by resource and the watch
+    events it sent by kind (what each bind costs it, and what its watchers are fed)."""
+    writes: dict[str, float] = {}
+    for (name, labels), value in after.items():
+        if name != "apiserver_request_total":
+            continue
+        lab = dict(labels)
+        if lab.get("verb") not in ("POST", "PATCH", "PUT", "DELETE", "APPLY"):
+            continue
+        what = f"{lab['verb']} {lab.get('resource', '')}" + (f"/{lab['subresource']}" if lab.get("subresource") else "")
+        writes[what] = writes.get(what, 0.0) + value - before.get((name, labels), 0.0)
+    events: dict[str, float] = {}
+    for (name, labels), value in after.items():
+        if name == "apiserver_watch_events_total":
+            kind = dict(labels).get("kind") or dict(labels).get("resource", "?")
+            events[kind] = events.get(kind, 0.0) + value - before.get((name, labels), 0.0)
+    per = max(pods, 1)
+
+    def binding(suffix: str) -> float:
+        name = f"apiserver_request_duration_seconds_{suffix}"
+        labels = {"verb": "POST", "resource": "pods", "subresource": "binding"}
+        return metric(after, name, **labels) - metric(before, name, **labels)
+
+    count = binding("count")
+    shown = sorted(((v, k) for k, v in writes.items() if v / per >= 0.005), reverse=True)
+    sent = sorted(((v, k) for k, v in events.items() if v / per >= 0.005), reverse=True)
+    return [
+        "  kube-apiserver writes per pod: " + ", ".join(f"{k} {v / per:.2f}" for v, k in shown),
+        "  kube-apiserver watch events sent per pod: " + ", ".join(f"{k} {v / per:.2f}" for v, k in sent),
+        "  kube-apiserver's time per binding (POST pods/binding, mean): "
+        + (f"{binding('sum') / count * 1000:.1f} ms" if count else "no binding"),
+    ]
 
 
 # -- CPU per process ---------------------------------------------------------------
@@ -529,6 +570,7 @@ async def run_once(
     log_offset = sched_log.stat().st_size
     offsets = {name: dev.log(name).stat().st_size for name in ("tfsched", "kube-scheduler")}
     ext_before = get_metrics(dev.extender_url)
+    api_before = get_apiserver_metrics(dev)
     cpu_before = cpu_seconds(dev)
 
     bound: dict[str, float] = {}
@@ -575,6 +617,7 @@ async def run_once(
     say(f"{label}: {result.bound}/{n} pods bound in {result.last_bound_s:.1f} s → {result.rate:.1f} pods/s")
 
     ext_after = get_metrics(dev.extender_url)
+    api_after = get_apiserver_metrics(dev)
     cpu_after = cpu_seconds(dev)
     throttled = throttling(sched_log, log_offset)
     windows = result.windows()
@@ -589,6 +632,7 @@ async def run_once(
     report.append("  extender, this run:")
     report.extend(extender_report(ext_before, ext_after, wall))
     report.extend(cpu_report(cpu_before, cpu_after, wall))
+    report.extend(apiserver_report(api_before, api_after, max(result.bound, 1)))
     if throttled:
         kinds = sorted({what for _, what in throttled})
         report.append(
