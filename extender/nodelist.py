@@ -18,7 +18,9 @@ per entry:
   result is two digit columns written into a copy of it.
 
 A filter's passing names are remembered as a list of their own (the key its
-prioritize call will bring).  Only lists of known nodes are cached, and
+prioritize call will bring), and that call's hit is expected: it is no repeat,
+so it builds no templates (in a rotating window most lists are used by one pod
+only, its filter and its prioritize).  Only lists of known nodes are cached, and
 templates are built only for names of plain DNS characters (no JSON escaping
 can be needed); anything else takes orjson.
 
@@ -74,7 +76,8 @@ class NodeList:
     names: list[str]
     indices: np.ndarray
     templates: _Templates | None = None
-    seen_again: bool = False
+    seen_again: bool = False  # by another pod's call: templates decided
+    hit_expected: bool = False  # the prioritize call of the pod whose filter gave this list is next
 
     def names_json(self, mask: np.ndarray) -> bytes:
         """The JSON array of the names where ``mask`` holds."""
@@ -116,6 +119,14 @@ def _templates(names: list[str]) -> _Templates:
     )
 
 
+def _seen_again(entry: NodeList) -> None:
+    """A list used again by another pod: worth its templates, once, if its names need no escaping."""
+    if not entry.seen_again:
+        entry.seen_again = True
+        if all(_DNS_NAME.match(n) for n in entry.names):
+            entry.templates = _templates(entry.names)
+
+
 # Names held across all entries.  The largest cluster we serve has 5,000 nodes,
 # so this is room for 8 full lists (a few pod shapes interleaving, each with its
 # filter and its prioritize list).  An entry costs about 300 bytes per name for
@@ -154,10 +165,10 @@ class NodeListCache:
         if entry is not None and entry.names == names:
             self._entries.move_to_end(key)
             self.hits += 1
-            if not entry.seen_again:  # worth its templates now, if its names need no escaping
-                entry.seen_again = True
-                if all(_DNS_NAME.match(n) for n in names):
-                    entry.templates = _templates(names)
+            if entry.hit_expected:
+                entry.hit_expected = False
+            else:
+                _seen_again(entry)
             return entry
         self.misses += 1
         # Checked before any per-name work: an oversized list costs one len().
@@ -176,13 +187,19 @@ class NodeListCache:
         exactly these names, in this order, to the prioritize call that follows,
         so that call hits instead of looking every name up again."""
         names_json = entry.names_json(mask)
-        if mask.all() or len(names_json) < 3:
-            return names_json  # the same list (already cached), or none
+        if mask.all():
+            entry.hit_expected = True  # the same list, already cached
+            return names_json
+        if len(names_json) < 3:
+            return names_json  # none passed
         key = names_json[1:-1]
-        if key not in self._entries:
-            # Marked seen: its expected hit (the prioritize call) is no repeat worth templates.
-            survivors = NodeList(list(compress(entry.names, mask.tolist())), entry.indices[mask], seen_again=True)
+        survivors = self._entries.get(key)
+        if survivors is None:
+            survivors = NodeList(list(compress(entry.names, mask.tolist())), entry.indices[mask])
             self._put(key, survivors)
+        elif not survivors.hit_expected:
+            _seen_again(survivors)  # an earlier pod's filter passed the same nodes
+        survivors.hit_expected = True
         return names_json
 
     def _put(self, key: bytes, entry: NodeList) -> None:

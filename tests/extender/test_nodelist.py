@@ -81,6 +81,28 @@ def test_a_filters_survivors_are_the_prioritize_calls_hit():
     assert c.survivors(entry, np.zeros(10, bool)) == b"[]" and len(c._entries) == held
 
 
+def test_a_prioritize_calls_expected_hit_builds_no_templates_a_repeat_does():
+    c = big_cache()
+    names = NAMES[:10]
+    # One pod: filter (all pass), then its prioritize on the same list.
+    entry = c.lookup(body(names), names)
+    c.survivors(entry, np.ones(10, bool))
+    assert c.lookup(body(names), names) is entry and entry.templates is None
+    # Another pod's filter brings the same list: a repeat.
+    assert c.lookup(body(names), names) is entry and entry.templates is not None
+    # A survivors list is a repeat when a later pod's filter passes the same nodes.
+    mask = np.array([i % 2 == 0 for i in range(10)])
+    passed = [n for n, m in zip(names, mask, strict=True) if m]
+    c.survivors(entry, mask)
+    first = c.lookup(body(passed), passed)
+    assert first.templates is None
+    c.survivors(entry, mask)
+    assert first.templates is not None and c.lookup(body(passed), passed) is first
+    assert orjson.loads(first.scores_json(np.array([0, 4, 10, 1, 2]))) == [
+        {"Host": h, "Score": s} for h, s in zip(passed[1:], [4, 10, 1, 2], strict=True)
+    ]
+
+
 def test_lru_is_bounded():
     c = cache()
     for k in range(5):
