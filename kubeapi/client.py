@@ -1,9 +1,10 @@
-"""A thin asyncio Kubernetes REST client on aiohttp.
+"""A thin asyncio Kubernetes REST client.
 
 ``kubernetes_asyncio`` loads the kubeconfig or in-cluster config (TLS files,
-tokens, exec plugins and their refresh hook); requests go through our own
-aiohttp session so bodies stay raw bytes parsed with orjson, watches stream
-line by line, and every patch names its content type explicitly.
+tokens, exec plugins and their refresh hook); requests go over our own kept-alive
+HTTP/1.1 connections (``http1``) and watches through an aiohttp session, so
+bodies stay raw bytes parsed with orjson, watches stream line by line, and
+every patch names its content type explicitly.
 """
 
 from __future__ import annotations
@@ -15,13 +16,18 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import aiohttp
 import orjson
 
+from tfsched.kubeapi.http1 import Http1Pool
+
 if TYPE_CHECKING:
     from kubernetes_asyncio.client import Configuration
+
+
+USER_AGENT = "tfsched"
 
 
 class PatchType(StrEnum):
@@ -70,8 +76,9 @@ class KubeClient:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
         self._ssl = context if self.base_url.startswith("https") else None
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
-        self._session: aiohttp.ClientSession | None = None
+        self._timeout_s = timeout
+        self._http = Http1Pool(self.base_url, self._ssl)
+        self._session: aiohttp.ClientSession | None = None  # watches
 
     @classmethod
     async def from_config(cls, kubeconfig: str | None = None, context: str | None = None) -> KubeClient:
@@ -117,7 +124,7 @@ class KubeClient:
         return self._session
 
     async def _headers(self, content_type: str | None = None) -> dict[str, str]:
-        headers = {"Accept": "application/json"}
+        headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
         auth = await self._conf.auth_settings()
         bearer = auth.get("BearerToken")
         if bearer and bearer.get("value"):
@@ -140,14 +147,12 @@ class KubeClient:
         if data is not None and content_type is None:
             content_type = "application/json"
         headers = await self._headers(content_type)
-        client_timeout = aiohttp.ClientTimeout(total=timeout) if timeout else self._timeout
-        async with self.session.request(
-            method, self.base_url + path, params=_params(params), data=data, headers=headers, timeout=client_timeout
-        ) as resp:
-            raw = await resp.read()
-            if resp.status >= 300:
-                raise _api_error(resp.status, raw)
-            return orjson.loads(raw) if raw else {}
+        query = _params(params)
+        target = f"{path}?{urlencode(query)}" if query else path
+        status, raw = await self._http.request(method, target, headers, data, timeout or self._timeout_s)
+        if status >= 300:
+            raise _api_error(status, raw)
+        return orjson.loads(raw) if raw else {}
 
     async def get(self, path: str, **params: Any) -> dict[str, Any]:
         return await self.request("GET", path, params=params)
@@ -197,6 +202,7 @@ class KubeClient:
                         yield orjson.loads(line)
 
     async def close(self) -> None:
+        self._http.close()
         if self._session is not None and not self._session.closed:
             await self._session.close()
             await asyncio.sleep(0)
