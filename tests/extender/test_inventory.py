@@ -44,3 +44,15 @@ def test_eligibility_filters():
     assert names[inv.eligible_mask(models=("T4", "A100", "H100"))[: len(names)]].tolist() == ["a", "b"]
     assert names[inv.eligible_mask(models=("T4", "X"))[: len(names)]].tolist() == []
     assert names[inv.eligible_mask(device_indices=frozenset({1, 2}))[: len(names)]].tolist() == ["b"]
+
+
+def test_node_indices_of_known_unknown_single_and_no_names():
+    inv = Inventory()
+    for name in ("a", "b", "c"):
+        inv.set_node_present(name, True)
+    known = [inv.node_index[n] for n in ("c", "a", "b")]
+    assert inv.node_indices(["c", "a", "b"]).tolist() == known
+    assert inv.node_indices(["c", "ghost", "b"]).tolist() == [known[0], -1, known[2]]
+    assert inv.node_indices(["a"]).tolist() == [known[1]] and inv.node_indices(["ghost"]).tolist() == [-1]
+    empty = inv.node_indices([])
+    assert empty.dtype == np.int32 and empty.size == 0
