@@ -11,6 +11,8 @@ loopback, and prints:
 - the floor: orjson parse of the same request + dump of the same response,
   measured after every request in the same loop (interleaved), and the p50 / floor ratio (goal ≤ 3);
 - the numba / numpy kernel time ratio on the same arrays;
+- the server's CPU per scheduled pod: pending pods each filtered on kube-scheduler's rotating
+  window of nodes, prioritized on the nodes that passed and bound (``--cycles``, goal ≤ 1 ms);
 - the server's peak RSS (goal ≤ 300 MB).
 
 Run: ``.venv/bin/python bench/bench_extender.py [--nodes 5000 --gpus 8 --pods 20000 --requests 300] [--mode M]``
@@ -61,6 +63,23 @@ def build_objects(n_nodes: int, n_gpus: int, n_pods: int, seed: int = 7) -> dict
             )
         )
     return {"nodes": nodes, "gpus": gpus, "pods": pods}
+
+
+def pending_pods(n: int) -> list[dict]:
+    """GPU pods not yet placed, for the scheduling cycles (filter, prioritize, bind each)."""
+    pods = []
+    for k in range(n):
+        pod = gpu_pod(f"pending-{k}", tflops="20", vram="8Gi", uid=f"pending-uid-{k}")
+        pod.pop("status", None)
+        pods.append(pod)
+    return pods
+
+
+def window_size(n_nodes: int) -> int:
+    """How many feasible nodes kube-scheduler looks for (and sends) with the adaptive
+    percentageOfNodesToScore: 50 - n/125 percent, at least 5 %, at least 100 nodes."""
+    percent = max(5, 50 - n_nodes // 125)
+    return min(n_nodes, max(100, n_nodes * percent // 100))
 
 
 def free_port() -> int:
@@ -151,6 +170,46 @@ class KeepAliveClient:
         self.sock.close()
 
 
+def cycles(port: int, names: list[str], pods: list[dict], server: psutil.Process) -> None:
+    """Schedule each pod as kube-scheduler does through the extender: filter on its rotating
+    window of nodes, prioritize the nodes that passed, bind to the best-scoring one; print
+    the server's CPU per scheduled pod (issue 13's goal: at most 1 ms)."""
+    client = KeepAliveClient(port)
+    width = window_size(len(names))
+    start = 0
+    bound = failed = 0
+    cpu_before = server.cpu_times()
+    t = time.perf_counter()
+    try:
+        for pod in pods:
+            window = [names[(start + i) % len(names)] for i in range(width)]
+            start = (start + width) % len(names)
+            status, reply = client.post(http_request("filter", orjson.dumps({"Pod": pod, "NodeNames": window})))
+            assert status == 200, reply[:200]
+            passed = orjson.loads(reply)["NodeNames"] or []
+            status, reply = client.post(http_request("prioritize", orjson.dumps({"Pod": pod, "NodeNames": passed})))
+            assert status == 200, reply[:200]
+            scores = {h["Host"]: h["Score"] for h in orjson.loads(reply)}
+            node = max(passed, key=lambda n: scores.get(n, 0)) if passed else window[0]
+            meta = pod["metadata"]
+            args = {"PodName": meta["name"], "PodNamespace": meta["namespace"], "PodUID": meta["uid"], "Node": node}
+            status, reply = client.post(http_request("bind", orjson.dumps(args)))
+            assert status == 200, reply[:200]
+            if orjson.loads(reply).get("Error"):
+                failed += 1
+            else:
+                bound += 1
+    finally:
+        client.close()
+    wall = time.perf_counter() - t
+    cpu_after = server.cpu_times()
+    cpu_ms = (cpu_after.user + cpu_after.system - cpu_before.user - cpu_before.system) * 1000 / len(pods)
+    print(
+        f"scheduling cycles: {len(pods)} pods, {width} names per filter, bound {bound}, failed {failed}; "
+        f"server CPU {cpu_ms:.3f} ms per pod (goal ≤ 1), {wall / len(pods) * 1000:.2f} ms wall per pod"
+    )
+
+
 def http_request(verb: str, body: bytes) -> bytes:
     return (
         f"POST /{verb} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
@@ -231,6 +290,9 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--source", choices=("api", "snapshot"), default="api")
     parser.add_argument(
+        "--cycles", type=int, default=500, help="pending pods scheduled by filter, prioritize and bind (api source)"
+    )
+    parser.add_argument(
         "--mode", choices=[m.value for m in PlacementMode], help="scheduling.placementMode (default: tfsched's)"
     )
     opts = parser.parse_args()
@@ -247,9 +309,10 @@ def main() -> None:
         source_args = ["--snapshot", str(snapshot)]
     else:
         api_port = free_port()
+        pending = pending_pods(opts.cycles)
         collections = {
             "/api/v1/nodes": objects["nodes"],
-            "/api/v1/pods": objects["pods"],
+            "/api/v1/pods": objects["pods"] + pending,
             f"/apis/{ann.GROUP_VERSION}/{ann.GPU_PLURAL}": objects["gpus"],
             f"/apis/{ann.GROUP_VERSION}/{ann.WORKLOAD_PLURAL}": [],
             f"/apis/{ann.GROUP_VERSION}/{ann.WORKLOAD_PROFILE_PLURAL}": [],
@@ -274,12 +337,14 @@ def main() -> None:
         f"(built in {time.perf_counter() - t:.1f} s)"
     )
 
-    mode_args: list[str] = []
+    # One instance measured as an extender: it binds without an election, and runs no autoscaler.
+    settings: dict = {"leaderElection": {"enabled": False}, "autoscaling": {"enabled": False}}
     if opts.mode:
-        config = tmp / "tfsched.yaml"
-        config.write_text(orjson.dumps({"scheduling": {"placementMode": opts.mode}}).decode())
-        mode_args = ["--config", str(config)]
+        settings["scheduling"] = {"placementMode": opts.mode}
         print(f"placement mode {opts.mode}")
+    config = tmp / "tfsched.yaml"
+    config.write_text(orjson.dumps(settings).decode())
+    mode_args = ["--config", str(config)]
     port = free_port()
     t = time.perf_counter()
     proc = subprocess.Popen(
@@ -338,6 +403,8 @@ def main() -> None:
             f"{'aiohttp':<11} {http_baseline(body, replies['filter'], opts.requests):8.3f}"
             "   (bare handler: reads the body, sends a reply of the filter's size)"
         )
+        if opts.source == "api" and opts.cycles:
+            cycles(port, names, pending, server)
         with open(f"/proc/{proc.pid}/status") as fh:
             hwm = next(int(line.split()[1]) for line in fh if line.startswith("VmHWM"))
         print()

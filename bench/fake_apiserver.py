@@ -37,8 +37,19 @@ def make_app(collections: dict[str, list[dict]]) -> web.Application:
         body = {"apiVersion": "v1", "metadata": {"resourceVersion": "1", "continue": cont}, "items": page}
         return web.Response(body=orjson.dumps(body), content_type="application/json")
 
+    async def write(request: web.Request) -> web.Response:
+        # Binds (POST .../binding) and status patches succeed and change nothing: no watch
+        # event follows, as if the API server's answers were all that was measured.
+        await request.read()
+        status = 201 if request.method == "POST" else 200
+        return web.json_response(
+            {"kind": "Status", "apiVersion": "v1", "status": "Success", "code": status}, status=status
+        )
+
     app = web.Application()
     app.router.add_get("/{tail:.*}", handle)
+    app.router.add_route("POST", "/{tail:.*}", write)
+    app.router.add_route("PATCH", "/{tail:.*}", write)
     return app
 
 
