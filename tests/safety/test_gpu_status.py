@@ -1,4 +1,5 @@
-"""GPU status is a view of the ledger: available TFLOPS / VRAM and the apps on each GPU, written when changed."""
+"""GPU status is a view of the ledger: available TFLOPS / VRAM and the apps on each GPU, written when changed
+(once the changes pause, or every GPU_STATUS_MAX_LAG_S while they go on)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from tfsched.allocation.state import ClusterState
 from tfsched.clustermodel import annotations as ann
 from tfsched.clustermodel.cache import EventType, Kind
 from tfsched.clustermodel.objects import gpu_name, gpu_object, gpu_pod, node_object
-from tfsched.extender.upkeep import GpuStatusWriter
+from tfsched.extender.upkeep import GPU_STATUS_MAX_LAG_S, GPU_STATUS_QUIET_S, GpuStatusWriter
 from tfsched.kubeapi.leader import WriterGate
 
 GiB = 2**30
@@ -53,7 +54,10 @@ async def test_available_and_running_apps_follow_the_ledger_coalesced_and_rate_l
     for uid in ("w1", "w2"):
         state.cache.apply(Kind.POD, EventType.ADDED, pod(uid, "20", workload="train"))
     state.cache.apply(Kind.POD, EventType.ADDED, pod("solo", "10"))
-    await writer.write_due()
+    assert await writer.write_due(now=100.0) == 0  # changes still coming in: not yet
+    await writer.write_due(now=100.5)
+    assert client.patches == []
+    await writer.write_due(now=101.0)  # a second without a change: written
     [(path, body)] = [p for p in client.patches if gpu_name("a", 0) in p[0]]
     assert path == f"/apis/{ann.GROUP_VERSION}/gpus/{gpu_name('a', 0)}/status"
     assert body["status"]["available"] == {"tflops": "50", "vram": "4Gi"}
@@ -63,18 +67,51 @@ async def test_available_and_running_apps_follow_the_ledger_coalesced_and_rate_l
     ]
     # Our own write comes back as a watch event: no second write, no loop.
     client.patches.clear()
-    await writer.write_due()
+    await writer.write_due(now=103.0)
     assert client.patches == []
-    # Changes within a second coalesce into one write once it is due.
+    # Changes close together coalesce into one write once they pause.
     state.cache.apply(Kind.POD, EventType.DELETED, pod("solo", "10"))
+    await writer.write_due(now=103.5)
     state.cache.apply(Kind.POD, EventType.DELETED, pod("w1", "20"))
-    await writer.write_due()
+    await writer.write_due(now=104.0)
     assert client.patches == []  # not due yet
-    await asyncio.sleep(1.05)
-    await writer.write_due()
+    await writer.write_due(now=105.0)
     [(_, body)] = client.patches
     assert body["status"]["available"] == {"tflops": "80", "vram": "12Gi"}
     assert body["status"]["runningApps"] == [{"name": "train", "namespace": "default", "count": 1}]
+
+
+async def test_a_gpu_that_keeps_changing_is_written_every_max_lag():
+    state, client, writer = setup()
+    t = 0.0
+    written_at = []
+    for k in range(50):  # a change every 0.5 s for 25 s: never quiet
+        state.cache.apply(Kind.POD, EventType.ADDED, pod(f"p{k}", "1"))
+        before = len(client.patches)
+        await writer.write_due(now=t)
+        if len(client.patches) > before:
+            written_at.append(t)
+        t += 0.5
+    assert written_at == [GPU_STATUS_MAX_LAG_S, 2 * GPU_STATUS_MAX_LAG_S + 0.5]
+    await writer.write_due(now=t + GPU_STATUS_QUIET_S)  # the last changes, once they pause
+    assert client.patches[-1][1]["status"]["available"]["tflops"] == "50"
+
+
+async def test_a_failed_write_is_retried():
+    state, client, writer = setup()
+
+    async def refuse(path: str, body: dict, *args, **kwargs) -> dict:
+        raise ConnectionError("API server unreachable")
+
+    real, client.patch = client.patch, refuse  # type: ignore[method-assign]
+    state.cache.apply(Kind.POD, EventType.ADDED, pod("p", "10"))
+    await writer.write_due(now=0.0)
+    await writer.write_due(now=1.0)
+    assert writer.writes == 0 and gpu_name("a", 0) in state.ledger.changed_gpus
+    client.patch = real  # type: ignore[method-assign]
+    await writer.write_due(now=2.0)
+    await writer.write_due(now=3.0)
+    assert writer.writes == 1 and client.patches[-1][1]["status"]["available"]["tflops"] == "90"
 
 
 async def test_standby_writes_nothing():
