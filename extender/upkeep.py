@@ -32,16 +32,9 @@ GPU_STATUS_MAX_LAG_S = 10.0
 GPU_STATUS_CONCURRENCY = 8
 
 
-async def list_gpu_pods(client: KubeClient) -> list[dict[str, Any]]:
-    """Every GPU pod, by a quorum read (served from etcd, not a cache), each in the
-    cache's slim form: what the comparison, a repair and an Event about it read.  The
-    whole pods of a large cluster, held at once, would cost more than the cache."""
-    return [
-        _slim(pod) async for pod in list_objects(client, RESOURCES[Kind.POD]) if isinstance(pod, dict) and _keeps(pod)
-    ]
-
-
 def _slim(pod: dict[str, Any]) -> dict[str, Any]:
+    """A listed pod in the cache's slim form: what the comparison, a repair and an Event
+    about it read."""
     try:
         slim = slim_pod(pod)
     except Exception:
@@ -72,10 +65,14 @@ class LedgerAuditor:
 
     async def audit_once(self) -> int:
         """One audit; returns the number of drifts found."""
-        pods = await list_gpu_pods(self.client)
+        audit = self.auditor.start()
+        # Compared as the pages arrive: only the suspects' pods are held (see AuditPass).
+        async for pod in list_objects(self.client, RESOURCES[Kind.POD]):
+            if isinstance(pod, dict) and _keeps(pod):
+                audit.take(pod, _slim)
         if self.distrust():
             return 0  # the cache is being re-listed: comparing now would only find noise
-        drifts = self.auditor.audit(pods)
+        drifts = audit.finish()
         self.state.overcommitted_gpus = sum(1 for d in drifts if d.kind == GPU_OVERCOMMITTED)
         found = Counter(d.kind for d in drifts)
         self.state.drift_found = {kind: found.get(kind, 0) for kind in {*DRIFT_KINDS, *found}}

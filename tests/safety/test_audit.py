@@ -98,7 +98,7 @@ class _OnePage:
 
 
 async def test_the_audit_lists_slim_pods_that_still_compare_and_repair():
-    from tfsched.extender.upkeep import LedgerAuditor, list_gpu_pods
+    from tfsched.extender.upkeep import LedgerAuditor, _slim
 
     state, _ = setup()
     missed = holder("missed")
@@ -106,11 +106,30 @@ async def test_the_audit_lists_slim_pods_that_still_compare_and_repair():
     missed["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"] = "{" + "x" * 4000 + "}"
     client = _OnePage([missed, gpu_pod("plain-cpu", uid="c")])
     del client.pods[1]["metadata"]["annotations"]  # not a GPU pod: not listed
-    [listed] = await list_gpu_pods(client)
+    listed = _slim(copy.deepcopy(client.pods[0]))
     assert listed["apiVersion"] == "v1" and "labels" not in listed["metadata"]
     assert "kubectl.kubernetes.io/last-applied-configuration" not in listed["metadata"]["annotations"]
     auditor = LedgerAuditor(client, state, lambda: "")
+    reported = []
+    state.problems.report = lambda kind, ref, reason, message: reported.append(ref) or True  # type: ignore[method-assign]
     assert await auditor.audit_once() == 0  # once: maybe a bind in flight
     assert await auditor.audit_once() == 1
+    [ref] = reported  # the Event names the slim pod the pass kept for the suspect
+    assert ref["metadata"]["uid"] == "missed" and "labels" not in ref["metadata"]
     assert state.ledger.allocations["missed"].tflops == 40_000
     assert await auditor.audit_once() == 0
+
+
+def test_a_pass_holds_only_the_pods_the_previous_audit_suspected():
+    _, auditor = setup()
+    pods = [holder(f"p{i}") for i in range(5)]
+    first = auditor.start()
+    for pod in pods:
+        first.take(pod)
+    assert first.pods == {} and len(first.held) == 5
+    first.finish()  # every one suspected: held GPUs the ledger did not count
+    second = auditor.start()
+    for pod in pods[:2]:
+        second.take(pod)
+    assert set(second.pods) == {"p0", "p1"}
+    assert {d.uid for d in second.finish()} == {"p0", "p1"}
