@@ -290,6 +290,10 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--source", choices=("api", "snapshot"), default="api")
     parser.add_argument(
+        "--audit-interval",
+        help="scheduling.auditInterval (e.g. 5s: the ledger audit's list of every pod inside the measured peak)",
+    )
+    parser.add_argument(
         "--cycles", type=int, default=500, help="pending pods scheduled by filter, prioritize and bind (api source)"
     )
     parser.add_argument(
@@ -342,6 +346,9 @@ def main() -> None:
     if opts.mode:
         settings["scheduling"] = {"placementMode": opts.mode}
         print(f"placement mode {opts.mode}")
+    if opts.audit_interval:
+        settings.setdefault("scheduling", {})["auditInterval"] = opts.audit_interval
+        print(f"ledger audit every {opts.audit_interval}")
     config = tmp / "tfsched.yaml"
     config.write_text(orjson.dumps(settings).decode())
     mode_args = ["--config", str(config)]
