@@ -5,6 +5,8 @@ framework would not send."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 
 import orjson
 import pytest
@@ -65,10 +67,20 @@ def echo_app() -> web.Application:
     return app
 
 
-async def test_requests_reuse_one_connection_and_carry_their_body():
-    runner, url = await serve(echo_app())
+@contextlib.asynccontextmanager
+async def echo_pool(**runner_kwargs) -> AsyncIterator[Http1Pool]:
+    """A pool to a running echo_app server; both closed after."""
+    runner, url = await serve(echo_app(), **runner_kwargs)
     pool = Http1Pool(url, None)
     try:
+        yield pool
+    finally:
+        pool.close()
+        await runner.cleanup()
+
+
+async def test_requests_reuse_one_connection_and_carry_their_body():
+    async with echo_pool() as pool:
         for i in range(3):
             status, data = await pool.request("POST", f"/echo/a?n={i}", HEADERS, b'{"x":1}', 5)
             assert status == 200
@@ -76,51 +88,33 @@ async def test_requests_reuse_one_connection_and_carry_their_body():
         status, data = await pool.request("GET", "/echo/b", HEADERS, None, 5)
         assert orjson.loads(data)["body"] == ""
         assert pool.opened == 1
-    finally:
-        pool.close()
-        await runner.cleanup()
 
 
 async def test_a_chunked_answer_is_joined_and_connection_close_is_honoured():
-    runner, url = await serve(echo_app())
-    pool = Http1Pool(url, None)
-    try:
+    async with echo_pool() as pool:
         assert (await pool.request("GET", "/chunked", HEADERS, None, 5)) == (200, b'{"items":[1,2,3]}')
         await pool.request("GET", "/chunked", HEADERS, None, 5)
         assert pool.opened == 1
         await pool.request("GET", "/closing", HEADERS, None, 5)
         await pool.request("GET", "/chunked", HEADERS, None, 5)
         assert pool.opened == 2  # the connection the server closed was not reused
-    finally:
-        pool.close()
-        await runner.cleanup()
 
 
 async def test_a_connection_the_server_closed_while_idle_is_replaced():
-    runner, url = await serve(echo_app(), keepalive_timeout=0.2)
-    pool = Http1Pool(url, None)
-    try:
+    async with echo_pool(keepalive_timeout=0.2) as pool:
         await pool.request("POST", "/echo/x", HEADERS, b"{}", 5)
         await asyncio.sleep(0.6)  # the server closes the idle connection
         status, _ = await pool.request("POST", "/echo/x", HEADERS, b"{}", 5)
         assert status == 200 and pool.opened == 2
-    finally:
-        pool.close()
-        await runner.cleanup()
 
 
 async def test_a_timeout_closes_the_connection_instead_of_reusing_it():
-    runner, url = await serve(echo_app())
-    pool = Http1Pool(url, None)
-    try:
+    async with echo_pool() as pool:
         with pytest.raises(TimeoutError):
             await pool.request("GET", "/slow", HEADERS, None, 0.2)
         # A late answer on that connection must never be read as the next request's.
         status, data = await pool.request("GET", "/echo/after", HEADERS, None, 5)
         assert status == 200 and orjson.loads(data)["path"] == "/echo/after" and pool.opened == 2
-    finally:
-        pool.close()
-        await runner.cleanup()
 
 
 async def test_header_values_cannot_inject_lines():
