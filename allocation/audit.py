@@ -56,8 +56,8 @@ class Auditor:
 class AuditPass:
     """One audit in progress.  Of each listed pod it keeps only its uid and the shape of
     what it holds, and the pod itself only when the previous audit suspected it (a confirmed
-    drift names its pod in the Event): the pods of a large cluster, held at once, cost more
-    than the cache (573 MB at 20,000 nodes)."""
+    drift names its pod in the Event): every pod of a large cluster held until the list ends
+    raised the peak at 20,000 nodes from 613 to 645 MB."""
 
     def __init__(self, auditor: Auditor) -> None:
         self.auditor = auditor

@@ -118,9 +118,7 @@ class KubeClient:
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(ssl=self._ssl if self._ssl is not None else False, limit=64)
-            self._session = aiohttp.ClientSession(
-                connector=connector, json_serialize=lambda o: orjson.dumps(o).decode()
-            )
+            self._session = aiohttp.ClientSession(connector=connector)
         return self._session
 
     async def _headers(self, content_type: str | None = None) -> dict[str, str]:

@@ -109,9 +109,7 @@ class Server:
         if synced.issuperset(WATCHED_KINDS):  # asked on every extender call
             return ""
         missing = [str(kind) for kind in WATCHED_KINDS if kind not in synced]
-        if missing:
-            return f"the cache is not current for {', '.join(missing)} (listing, or the API server unreachable)"
-        return ""
+        return f"the cache is not current for {', '.join(missing)} (listing, or the API server unreachable)"
 
     async def fresh_pod_list(self) -> None:
         """The fence's quorum read: every bind the previous leader made is in the ledger after it."""
