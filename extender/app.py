@@ -1,10 +1,11 @@
-"""The aiohttp application: /filter, /prioritize, /bind, health and metrics.
+"""The extender's routes: /filter, /prioritize, /bind, health and metrics.
 
 Handlers parse once, call the placement functions, and serialise once.  Bad
 input is answered with HTTP 400 and a JSON ``{"error": ...}`` naming the
 problem; a pod whose annotations cannot be read gets a filter result that
 marks every node unresolvable with that reason (kube-scheduler shows it in
 the pod's events), never a 500 and never a change to allocation state.
+The routes are served by ``httpserver.HttpServer``.
 """
 
 from __future__ import annotations
@@ -14,10 +15,9 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
 import numpy as np
-import orjson
-from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from tfsched.allocation.noderesources import pod_cpu_mem
@@ -35,48 +35,132 @@ from tfsched.extender.budget import (
     ByteBudget,
     parse_estimate,
 )
+from tfsched.extender.httpserver import BodyError, ClientGone, Reply, Request, Route, Routes
 from tfsched.extender.metrics import DENIAL_BAD_REQUEST, ExtenderMetrics
 from tfsched.extender.nodelist import NodeListCache
 from tfsched.extender.placement import best_nodes, filter_nodes, score_nodes
 
 log = logging.getLogger(__name__)
 
-JSON = "application/json"
-STATE_KEY = web.AppKey("state", ClusterState)
-BINDER_KEY = web.AppKey("binder", Binder)
-METRICS_KEY = web.AppKey("metrics", ExtenderMetrics)
-# Why the ledger cannot be answered from now ('' when it can): caches not
-# listed, a re-list under way, the API server unreachable too long.
-DISTRUST_KEY = web.AppKey("distrust", Callable[[], str])
-NODE_LISTS_KEY = web.AppKey("node_lists", NodeListCache)
-# Two lanes, so kube-scheduler's usual small calls never queue behind large bodies.
-BUDGET_KEY = web.AppKey("budget", ByteBudget)
-SMALL_BUDGET_KEY = web.AppKey("small_budget", ByteBudget)
-RAW_BUDGET_KEY = web.AppKey("raw_budget", ByteBudget)
-METRICS_PER_GPU_KEY = web.AppKey("metrics_per_gpu", bool)
+
+def _json(body: bytes) -> Reply:
+    return Reply(200, body)
 
 
-def _json(body: bytes, status: int = 200) -> web.Response:
-    return web.Response(body=body, status=status, content_type=JSON)
+@dataclass(eq=False)
+class ExtenderApp:
+    """What the handlers share: the state, the binder, the metrics, the node-list cache and
+    the parse budgets (two lanes, so kube-scheduler's usual small calls never queue behind
+    large bodies).  ``distrust`` says why the ledger cannot be answered from now ('' when it
+    can): caches not listed, a re-list under way, the API server unreachable too long."""
+
+    state: ClusterState
+    binder: Binder
+    metrics: ExtenderMetrics = field(default_factory=ExtenderMetrics)
+    distrust: Callable[[], str] = lambda: ""
+    metrics_per_gpu: bool = True
+    node_lists: NodeListCache = field(init=False)
+    budget: ByteBudget = field(default_factory=ByteBudget)
+    small_budget: ByteBudget = field(default_factory=lambda: ByteBudget(SMALL_LANE_BYTES))
+    raw_budget: ByteBudget = field(default_factory=lambda: ByteBudget(RAW_LANE_BYTES))
+
+    def __post_init__(self) -> None:
+        self.node_lists = NodeListCache(self.state.inventory)
+
+    def routes(self, *, verbs: bool = True, health: bool = True) -> Routes:
+        """The extender verbs and/or the health and metrics endpoints (two listeners when the
+        verbs require client certificates and probes cannot present them)."""
+        limit = self.state.config.max_request_bytes
+        routes: Routes = {}
+        if verbs:
+            routes["POST", "/filter"] = self._quick_route("filter", handle_filter, limit)
+            routes["POST", "/prioritize"] = self._quick_route("prioritize", handle_prioritize, limit)
+            routes["POST", "/bind"] = Route(self._timed("bind", handle_bind), limit)
+        if health:
+            routes["GET", "/healthz"] = Route(self._untimed(handle_healthz), 0)
+            routes["GET", "/readyz"] = Route(self._untimed(handle_readyz), 0)
+            routes["GET", "/metrics"] = Route(self._untimed(handle_metrics), 0)
+        return routes
+
+    def _untimed(self, handler: Callable[[ExtenderApp], Awaitable[Reply]]) -> Callable[[Request], Awaitable[Reply]]:
+        async def call(request: Request) -> Reply:
+            return await handler(self)
+
+        return call
+
+    def _quick_route(self, verb: str, handler: SyncVerbHandler, limit: int) -> Route:
+        """A verb that awaits nothing: answered on the spot when its small body is complete
+        and its lane has room now; otherwise by the same handler through the budgets."""
+
+        async def later(app: ExtenderApp, body: bytes) -> Reply:
+            return handler(app, body)
+
+        def quick(request: Request) -> Reply | None:
+            size = request.content_length
+            if size is None or size > SMALL_BODY_BYTES:
+                return None
+            cost = size * WORST_EXPANSION_FACTOR
+            if not self.small_budget.try_hold(cost):
+                return None
+            started = time.perf_counter()
+            try:
+                return handler(self, request.body())
+            except Exception as exc:
+                return self._failure(verb, exc)
+            finally:
+                self.small_budget.release(cost)
+                self.metrics.latency.labels(verb).observe(time.perf_counter() - started)
+
+        return Route(self._timed(verb, later), limit, quick)
+
+    def _timed(self, verb: str, handler: VerbHandler) -> Callable[[Request], Awaitable[Reply]]:
+        async def call(request: Request) -> Reply:
+            started = time.perf_counter()
+            try:
+                return await self._admitted(request, handler)
+            except ClientGone:
+                raise  # nobody to answer; the server drops the connection
+            except Exception as exc:
+                return self._failure(verb, exc)
+            finally:
+                self.metrics.latency.labels(verb).observe(time.perf_counter() - started)
+
+        return call
+
+    def _failure(self, verb: str, exc: Exception) -> Reply:
+        """A verb's exception as its answer: busy (503), bad request (400), or a bug (500)."""
+        metrics = self.metrics
+        if isinstance(exc, BudgetTimeout):
+            metrics.errors.labels(verb, "busy").inc()
+            return Reply.error(str(exc), 503)
+        if isinstance(exc, (wire.WireError, BodyError)):
+            metrics.errors.labels(verb, "bad_request").inc()
+            return Reply.error(str(exc))
+        log.error("%s failed", verb, exc_info=exc)  # a bug: answer, log, keep serving
+        metrics.errors.labels(verb, "internal").inc()
+        return Reply.error(f"internal error: {type(exc).__name__}: {exc}", 500)
+
+    async def _admitted(self, request: Request, handler: VerbHandler) -> Reply:
+        """Read the body and run ``handler`` on it within the budgets (see budget.py).
+
+        A small body (kube-scheduler's usual calls) holds its lane at the worst
+        expansion before it is read. A large one holds its raw length in a lane of
+        its own to be read, then what its parse will take, known once it is read:
+        a body too dense to parse is refused at once, never queued for the parse."""
+        length = request.content_length
+        if length is None:  # chunked: as large as the limit allows
+            length = self.state.config.max_request_bytes
+        if length <= SMALL_BODY_BYTES:  # too short to be too dense
+            async with self.small_budget.hold(length * WORST_EXPANSION_FACTOR):
+                return await handler(self, await request.read())
+        async with self.raw_budget.hold(length):
+            body = await request.read()
+            async with self.budget.hold(_parse_cost(body)):
+                return await handler(self, body)
 
 
-def _bad_request(message: str) -> web.Response:
-    return _json(orjson.dumps({"error": message}), status=400)
-
-
-def _body_length(request: web.Request) -> int:
-    """A body's length before it is read; chunked: as large as the limit allows."""
-    length = request.content_length
-    return request.app[STATE_KEY].config.max_request_bytes if length is None else length
-
-
-async def _read(request: web.Request) -> bytes:
-    try:
-        body = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        limit = request.app[STATE_KEY].config.max_request_bytes
-        raise wire.WireError(f"request body too large (limit {limit} bytes)") from None
-    return body
+VerbHandler = Callable[[ExtenderApp, bytes], Awaitable[Reply]]
+SyncVerbHandler = Callable[[ExtenderApp, bytes], Reply]
 
 
 def _parse_cost(body: bytes) -> int:
@@ -90,49 +174,10 @@ def _parse_cost(body: bytes) -> int:
     return estimate
 
 
-async def _admitted(request: web.Request, handler: Callable[[web.Request, bytes], Awaitable[web.Response]]):
-    """Read the body and run ``handler`` on it within the budgets (see budget.py).
-
-    A small body (kube-scheduler's usual calls) holds its lane at the worst
-    expansion before it is read. A large one holds its raw length in a lane of
-    its own to be read, then what its parse will take, known once it is read:
-    a body too dense to parse is refused at once, never queued for the parse."""
-    length = _body_length(request)
-    if length <= SMALL_BODY_BYTES:  # too short to be too dense
-        async with request.app[SMALL_BUDGET_KEY].hold(length * WORST_EXPANSION_FACTOR):
-            return await handler(request, await _read(request))
-    async with request.app[RAW_BUDGET_KEY].hold(length):
-        body = await _read(request)
-        async with request.app[BUDGET_KEY].hold(_parse_cost(body)):
-            return await handler(request, body)
-
-
-def _timed(verb: str, handler: Callable[[web.Request, bytes], Awaitable[web.Response]]):
-    async def wrapper(request: web.Request) -> web.Response:
-        metrics = request.app[METRICS_KEY]
-        started = time.perf_counter()
-        try:
-            return await _admitted(request, handler)
-        except BudgetTimeout as exc:
-            metrics.errors.labels(verb, "busy").inc()
-            return _json(orjson.dumps({"error": str(exc)}), status=503)
-        except wire.WireError as exc:
-            metrics.errors.labels(verb, "bad_request").inc()
-            return _bad_request(str(exc))
-        except Exception as exc:  # a bug: answer, log, keep serving
-            log.exception("%s failed", verb)
-            metrics.errors.labels(verb, "internal").inc()
-            return _json(orjson.dumps({"error": f"internal error: {type(exc).__name__}: {exc}"}), status=500)
-        finally:
-            metrics.latency.labels(verb).observe(time.perf_counter() - started)
-
-    return wrapper
-
-
-def _untrusted(request: web.Request, verb: str) -> str:
-    why = request.app[DISTRUST_KEY]()
+def _untrusted(app: ExtenderApp, verb: str) -> str:
+    why = app.distrust()
     if why:
-        request.app[METRICS_KEY].errors.labels(verb, "untrusted").inc()
+        app.metrics.errors.labels(verb, "untrusted").inc()
     return why
 
 
@@ -141,17 +186,17 @@ def _gpu_pod_cpu_mem(state: ClusterState, pod: dict) -> tuple[float, float]:
     return pod_cpu_mem(pod) if state.config.needs_all_pods else (0.0, 0.0)
 
 
-async def handle_filter(request: web.Request, body: bytes) -> web.Response:
+def handle_filter(app: ExtenderApp, body: bytes) -> Reply:
     args = wire.parse_scheduling_args(body)
     meta = args.pod.get("metadata") or {}
     if not is_gpu_pod(meta.get("annotations")):
         return _json(wire.passthrough_result(args))
-    why = _untrusted(request, "filter")
+    why = _untrusted(app, "filter")
     if why:
         # The result's Error fails this scheduling cycle; kube-scheduler retries the pod.
         return _json(wire.filter_error(f"tfsched cannot place GPU pods yet: {why}"))
-    state = request.app[STATE_KEY]
-    metrics = request.app[METRICS_KEY]
+    state = app.state
+    metrics = app.metrics
     try:
         gpu_request = state.effective_request(args.pod)
     except RequestError as exc:
@@ -161,7 +206,7 @@ async def handle_filter(request: web.Request, body: bytes) -> web.Response:
         return _json(
             wire.filter_result(args, np.zeros(len(args.names), np.bool_), {}, dict.fromkeys(args.names, reason))
         )
-    node_lists = request.app[NODE_LISTS_KEY]
+    node_lists = app.node_lists
     node_list = node_lists.lookup(body, args.names) if args.nodes is None else None
     outcome = filter_nodes(state, gpu_request, args.names, node_list.indices if node_list else None)
     metrics.count_filter(int(outcome.passed.sum()), len(outcome.failed), len(outcome.unresolvable), outcome.denials)
@@ -175,26 +220,26 @@ async def handle_filter(request: web.Request, body: bytes) -> web.Response:
     return _json(wire.filter_result(args, passed, outcome.failed, outcome.unresolvable, names_json))
 
 
-async def handle_prioritize(request: web.Request, body: bytes) -> web.Response:
+def handle_prioritize(app: ExtenderApp, body: bytes) -> Reply:
     args = wire.parse_scheduling_args(body)
     meta = args.pod.get("metadata") or {}
-    state = request.app[STATE_KEY]
+    state = app.state
     if not is_gpu_pod(meta.get("annotations")):
-        if not state.config.needs_all_pods or _untrusted(request, "prioritize"):
+        if not state.config.needs_all_pods or _untrusted(app, "prioritize"):
             return _json(wire.priority_result(args.names, np.zeros(len(args.names), np.int64)))
         # The fragmentation-aware mode scores pods without GPUs too: by what their CPU would strand.
-        node_list = request.app[NODE_LISTS_KEY].lookup(body, args.names) if args.nodes is None else None
+        node_list = app.node_lists.lookup(body, args.names) if args.nodes is None else None
         indices = node_list.indices if node_list else None
         scores = score_nodes(state, None, args.names, indices, pod_cpu_mem(args.pod))
         return _json(wire.priority_result(args.names, scores, node_list))
-    why = _untrusted(request, "prioritize")
+    why = _untrusted(app, "prioritize")
     if why:
-        return _json(orjson.dumps({"error": f"tfsched cannot score GPU pods yet: {why}"}), status=503)
+        return Reply.error(f"tfsched cannot score GPU pods yet: {why}", 503)
     try:
         gpu_request = state.effective_request(args.pod)
     except RequestError as exc:
         raise wire.WireError(f"pod cannot be scored: {exc}") from None
-    node_list = request.app[NODE_LISTS_KEY].lookup(body, args.names) if args.nodes is None else None
+    node_list = app.node_lists.lookup(body, args.names) if args.nodes is None else None
     if node_list is None:
         unknown = [n for n in args.names if n not in state.inventory.node_index]
         if unknown:
@@ -205,14 +250,14 @@ async def handle_prioritize(request: web.Request, body: bytes) -> web.Response:
     return _json(wire.priority_result(args.names, scores, node_list))
 
 
-async def handle_bind(request: web.Request, body: bytes) -> web.Response:
+async def handle_bind(app: ExtenderApp, body: bytes) -> Reply:
     args = wire.parse_binding_args(body)
-    metrics = request.app[METRICS_KEY]
-    why = _untrusted(request, "bind")
+    metrics = app.metrics
+    why = _untrusted(app, "bind")
     if why:
         return _json(wire.binding_result(f"tfsched cannot bind GPU pods yet: {why}"))
     try:
-        result = await request.app[BINDER_KEY].bind(args.pod_namespace, args.pod_name, args.pod_uid, args.node)
+        result = await app.binder.bind(args.pod_namespace, args.pod_name, args.pod_uid, args.node)
     except BindError as exc:
         metrics.binds.labels("failed").inc()
         log.info(
@@ -236,54 +281,20 @@ async def handle_bind(request: web.Request, body: bytes) -> web.Response:
     return _json(wire.binding_result())
 
 
-async def handle_healthz(request: web.Request) -> web.Response:
-    return web.Response(text="ok")
+async def handle_healthz(app: ExtenderApp) -> Reply:
+    return Reply.text("ok")
 
 
-async def handle_readyz(request: web.Request) -> web.Response:
-    why = request.app[DISTRUST_KEY]()
+async def handle_readyz(app: ExtenderApp) -> Reply:
+    why = app.distrust()
     if not why:
-        return web.Response(text="ok")
-    return web.Response(text=f"not ready: {why}", status=503)
+        return Reply.text("ok")
+    return Reply.text(f"not ready: {why}", 503)
 
 
-async def handle_metrics(request: web.Request) -> web.Response:
-    metrics = request.app[METRICS_KEY]
+async def handle_metrics(app: ExtenderApp) -> Reply:
+    metrics = app.metrics
     # Read the state here, on the loop; write the text (one line per GPU series) in a thread.
-    snapshot = metrics.refresh(request.app[STATE_KEY], writing=not request.app[BINDER_KEY].gate.why_closed())
-    body = await asyncio.to_thread(metrics.exposition, snapshot, request.app[METRICS_PER_GPU_KEY])
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-
-def create_app(
-    state: ClusterState,
-    binder: Binder,
-    *,
-    distrust: Callable[[], str] = lambda: "",
-    metrics: ExtenderMetrics | None = None,
-    verbs: bool = True,
-    health: bool = True,
-    metrics_per_gpu: bool = True,
-) -> web.Application:
-    """The extender verbs and/or the health and metrics endpoints (two apps on
-    two listeners when the verbs require client certificates and probes cannot
-    present them); apps built with the same ``metrics`` share them."""
-    app = web.Application(client_max_size=state.config.max_request_bytes)
-    app[STATE_KEY] = state
-    app[BINDER_KEY] = binder
-    app[METRICS_KEY] = metrics or ExtenderMetrics()
-    app[DISTRUST_KEY] = distrust
-    app[METRICS_PER_GPU_KEY] = metrics_per_gpu
-    app[NODE_LISTS_KEY] = NodeListCache(state.inventory)
-    app[BUDGET_KEY] = ByteBudget()
-    app[SMALL_BUDGET_KEY] = ByteBudget(SMALL_LANE_BYTES)
-    app[RAW_BUDGET_KEY] = ByteBudget(RAW_LANE_BYTES)
-    if verbs:
-        app.router.add_post("/filter", _timed("filter", handle_filter))
-        app.router.add_post("/prioritize", _timed("prioritize", handle_prioritize))
-        app.router.add_post("/bind", _timed("bind", handle_bind))
-    if health:
-        app.router.add_get("/healthz", handle_healthz)
-        app.router.add_get("/readyz", handle_readyz)
-        app.router.add_get("/metrics", handle_metrics)
-    return app
+    snapshot = metrics.refresh(app.state, writing=not app.binder.gate.why_closed())
+    body = await asyncio.to_thread(metrics.exposition, snapshot, app.metrics_per_gpu)
+    return Reply(200, body, CONTENT_TYPE_LATEST)

@@ -1,10 +1,10 @@
 """A byte budget for request bodies being read and parsed at once, and the sizes behind it.
 
-aiohttp's ``client_max_size`` bounds one body, not how many are in memory
-together: 16 concurrent 60 MiB bodies took the process to 1.25 GB, over the
-Deployment's 1 GiB limit.  A handler takes ``async with budget.hold(n)``
-*before* reading a body (aiohttp stops reading a socket whose buffer is full,
-so a waiting body stays in the kernel and the client) and leaves after
+A route's body limit bounds one body, not how many are in memory together: 16
+concurrent 60 MiB bodies took the process to 1.25 GB, over the Deployment's 1
+GiB limit.  A handler takes ``async with budget.hold(n)`` *before* reading a
+body (the server stops reading a connection whose body nobody has asked for, so
+a waiting body stays in the kernel and the client) and leaves after
 parsing: a small body at its length times the worst expansion; a large one
 first its raw length (a lane of its own), then, once read, its parse estimate.
 Waiters are served first come, first served; one whose request alone exceeds
@@ -38,7 +38,7 @@ LARGEST_LEGITIMATE_REQUEST_BYTES = 80 * MiB
 DEFAULT_MAX_REQUEST_BYTES = LARGEST_LEGITIMATE_REQUEST_BYTES
 
 # Measured on that request: orjson.loads peaks at 5.7× the body in RSS (3.8×
-# kept), and a whole /filter of it (aiohttp's read copy, the body, the parse,
+# kept), and a whole /filter of it (the read's chunks, the body, the parse,
 # the reply echoing the nodes) at 6.75×; call it 7.  64 MiB held at once is
 # then ≤ 450 MiB on top of the ~300 MiB the server holds for a 5,000-node,
 # 40,000-GPU cluster (bench/RESULTS.md): ~0.73 GiB of the 1 GiB limit.  A lone
@@ -142,18 +142,24 @@ class ByteBudget:
         try:
             yield
         finally:
-            self._release(nbytes)
+            self.release(nbytes)
+
+    def try_hold(self, nbytes: int) -> bool:
+        """Hold ``nbytes`` now if they can be granted without waiting (then :meth:`release`)."""
+        if nbytes < 0:
+            raise ValueError("nbytes must not be negative")
+        # Jumping the queue would starve a large waiter, so only an empty queue admits at once.
+        if not self._queue and self._fits(nbytes):
+            self._held += nbytes
+            return True
+        return False
 
     def _fits(self, nbytes: int) -> bool:
         # Nothing held: admit whatever the size, so a body over the capacity is not starved.
         return self._held == 0 or self._held + nbytes <= self.capacity
 
     async def _acquire(self, nbytes: int) -> None:
-        if nbytes < 0:
-            raise ValueError("nbytes must not be negative")
-        # Jumping the queue would starve a large waiter, so only an empty queue admits at once.
-        if not self._queue and self._fits(nbytes):
-            self._held += nbytes
+        if self.try_hold(nbytes):
             return
         waiter = _Waiter(nbytes, asyncio.get_running_loop().create_future())
         self._queue.append(waiter)
@@ -165,7 +171,7 @@ class ByteBudget:
             if granted and isinstance(exc, TimeoutError):
                 return  # granted in the very iteration the timeout fired: use it
             if granted:
-                self._release(nbytes)  # granted, then cancelled before it could run: give back
+                self.release(nbytes)  # granted, then cancelled before it could run: give back
             else:
                 waiter.future.cancel()
                 with contextlib.suppress(ValueError):  # _grant may have dropped it already
@@ -175,7 +181,7 @@ class ByteBudget:
                 raise BudgetTimeout(nbytes, self.timeout or 0.0, self._held, self.capacity, self.waiting) from None
             raise
 
-    def _release(self, nbytes: int) -> None:
+    def release(self, nbytes: int) -> None:
         self._held -= nbytes
         self._grant()
 

@@ -16,11 +16,11 @@ import base64
 from typing import Any
 
 import orjson
-from aiohttp import web
 
 from tfsched.allocation.config import DEFAULT_SCHEDULER
 from tfsched.clustermodel import annotations as ann
 from tfsched.clustermodel.gpurequest import is_gpu_pod
+from tfsched.extender.httpserver import BodyError, Reply, Request, Route, Routes
 from tfsched.extender.wire import WireError
 
 ADMISSION_VERSION = "admission.k8s.io/v1"
@@ -94,12 +94,12 @@ def review_response(body: bytes, scheduler_name: str) -> dict[str, Any]:
     return {"apiVersion": ADMISSION_VERSION, "kind": "AdmissionReview", "response": response}
 
 
-def add_webhook_route(app: web.Application, scheduler_name: str = DEFAULT_WEBHOOK_SCHEDULER) -> None:
-    async def mutate(request: web.Request) -> web.Response:
+def webhook_routes(scheduler_name: str, max_body_bytes: int) -> Routes:
+    async def mutate(request: Request) -> Reply:
         try:
             answer = review_response(await request.read(), scheduler_name)
-        except WireError as exc:
-            return web.json_response({"error": str(exc)}, status=400)
-        return web.Response(body=orjson.dumps(answer), content_type="application/json")
+        except (WireError, BodyError) as exc:
+            return Reply.error(str(exc))
+        return Reply.json(answer)
 
-    app.router.add_post("/mutate", mutate)
+    return {("POST", "/mutate"): Route(mutate, max_body_bytes)}

@@ -12,6 +12,7 @@ import pytest
 
 from tfsched.extender import httpserver
 from tfsched.extender.httpserver import BodyError, HttpServer, Reply, Request, Route, Routes
+from tfsched.extender.webhook import webhook_routes
 
 LIMIT = 1000
 
@@ -426,3 +427,23 @@ async def test_close_lets_a_reply_in_progress_finish() -> None:
         await asyncio.open_connection("127.0.0.1", port)
     writer.close()
     idle.close()
+
+
+async def test_the_webhook_route_answers_a_review_and_refuses_garbage() -> None:
+    review = {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {"uid": "u1", "operation": "CREATE", "object": {"metadata": {}, "spec": {}}},
+    }
+    async with listening(webhook_routes("tfsched-scheduler", LIMIT)) as (_, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(post("/mutate", orjson.dumps(review)))
+        status, _, body = await read_reply(reader)
+        assert status == 200 and orjson.loads(body)["response"] == {"uid": "u1", "allowed": True}
+        writer.write(post("/mutate", b"{not json"))
+        status, _, body = await read_reply(reader)
+        assert status == 400 and "error" in orjson.loads(body)
+        writer.write(post("/mutate", b"x" * (LIMIT + 1)))
+        status, _, body = await read_reply(reader)
+        assert status == 400 and "too large" in orjson.loads(body)["error"]
+        writer.close()

@@ -17,16 +17,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import orjson
-from aiohttp import web
 
 from tfsched.allocation.state import ClusterState
 from tfsched.clustermodel.cache import EventType, Kind, kind_of, read_snapshot
-from tfsched.extender.app import create_app
+from tfsched.extender.app import ExtenderApp
 from tfsched.extender.bind import ApiPodWriter, Binder, MemoryPodWriter
+from tfsched.extender.httpserver import BodyError, HttpServer, Reply, Request, Route, Routes
 from tfsched.extender.metrics import ExtenderMetrics
 from tfsched.extender.tls import TLSFiles, reload_on_change, server_context
 from tfsched.extender.upkeep import GpuStatusWriter, LedgerAuditor
-from tfsched.extender.webhook import DEFAULT_WEBHOOK_SCHEDULER, add_webhook_route
+from tfsched.extender.webhook import DEFAULT_WEBHOOK_SCHEDULER, webhook_routes
 from tfsched.kubeapi.client import KubeClient
 from tfsched.kubeapi.events import report_problems
 from tfsched.kubeapi.informer import RESOURCES, Informer
@@ -94,7 +94,7 @@ class Server:
     metrics_per_gpu: bool = True  # config metrics.perGPU
     kernels_ready: bool = False
     tasks: list[asyncio.Task] = field(default_factory=list)
-    runners: list[web.AppRunner] = field(default_factory=list)
+    listeners: list[HttpServer] = field(default_factory=list)
     health_port: int | None = None
     webhook_port: int | None = None
     webhook_scheduler: str = DEFAULT_WEBHOOK_SCHEDULER
@@ -131,25 +131,22 @@ class Server:
         ``webhook``, HTTPS with the same certificate but no client
         certificate, as the API server calls it) and start the background work.
         Returns the verbs' port (the one bound, for port 0)."""
-        metrics = self.metrics
         separate = health is not None
-        shared = {"distrust": self.distrust, "metrics": metrics, "metrics_per_gpu": self.metrics_per_gpu}
-        app = create_app(self.state, self.binder, health=not separate, **shared)
+        app = ExtenderApp(self.state, self.binder, self.metrics, self.distrust, self.metrics_per_gpu)
+        routes = app.routes(health=not separate)
         if self.test_hooks:
-            self._add_test_hooks(app)
+            routes.update(self._test_hooks())
         context = None
         if tls is not None:
             context = server_context(tls)
             self.tasks.append(asyncio.create_task(reload_on_change(context, tls), name="tls-reload"))
-        bound = await self._listen(app, host, port, context)
+        bound = await self._listen(routes, host, port, context)
         if health is not None:
-            probes = create_app(self.state, self.binder, verbs=False, **shared)
-            self.health_port = await self._listen(probes, health.host, health.port, None)
+            self.health_port = await self._listen(app.routes(verbs=False), health.host, health.port, None)
         if webhook is not None:
             if tls is None:
                 raise ValueError("the admission webhook needs TLS (--tls-cert-file, --tls-private-key-file)")
-            mutate = web.Application(client_max_size=self.state.config.max_request_bytes)
-            add_webhook_route(mutate, self.webhook_scheduler)
+            mutate = webhook_routes(self.webhook_scheduler, self.state.config.max_request_bytes)
             plain_tls = TLSFiles(tls.cert, tls.key)
             webhook_context = server_context(plain_tls)
             self.tasks.append(
@@ -201,14 +198,10 @@ class Server:
             _settle_heap(frozen=synced)
             self.heap_frozen = synced
 
-    async def _listen(self, app: web.Application, host: str, port: int, context: ssl.SSLContext | None) -> int:
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        self.runners.append(runner)
-        site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=context)
-        await site.start()
-        sockets = site._server.sockets if site._server else []  # the port actually bound (port 0 in tests)
-        return sockets[0].getsockname()[1] if sockets else port
+    async def _listen(self, routes: Routes, host: str, port: int, context: ssl.SSLContext | None) -> int:
+        listener = HttpServer(routes)
+        self.listeners.append(listener)
+        return await listener.start(host, port, context)  # the port bound (port 0 in tests)
 
     async def _freeze_heap(self) -> None:
         """After the initial load's settle (``_settle_heap``), objects created since keep
@@ -230,44 +223,47 @@ class Server:
             await asyncio.sleep(0.1)
         await self.autoscaler.run(self.gate.active)
 
-    def _add_test_hooks(self, app: web.Application) -> None:
-        async def clock(request: web.Request) -> web.Response:
+    def _test_hooks(self) -> Routes:
+        async def clock(request: Request) -> Reply:
             if self.autoscaler is None:
-                return web.json_response({"error": "no autoscaler"}, status=400)
+                return Reply.error("no autoscaler")
             try:
                 body = orjson.loads(await request.read())
                 self.autoscaler.clock.offset = timedelta(seconds=float(body["offsetSeconds"]))
-            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-                return web.json_response({"error": f"expected {{'offsetSeconds': number}}: {exc}"}, status=400)
-            return web.json_response({"now": self.autoscaler.clock.now().isoformat()})
+            except (BodyError, orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                return Reply.error(f"expected {{'offsetSeconds': number}}: {exc}")
+            return Reply.json({"now": self.autoscaler.clock.now().isoformat()})
 
-        async def tick(request: web.Request) -> web.Response:
+        async def tick(request: Request) -> Reply:
             if self.autoscaler is None or not self.gate.active.is_set():
-                return web.json_response({"error": "no autoscaler leading here"}, status=409)
+                return Reply.error("no autoscaler leading here", 409)
             await self.autoscaler.tick()
-            return web.json_response({"ticks": self.autoscaler.ticks})
+            return Reply.json({"ticks": self.autoscaler.ticks})
 
-        async def objects(request: web.Request) -> web.Response:
+        async def objects(request: Request) -> Reply:
             """Snapshot mode: objects arriving as a watch would deliver them (a replay's pods)."""
             if self.client is not None:
-                return web.json_response({"error": "only in snapshot mode: the cluster feeds the cache"}, status=409)
+                return Reply.error("only in snapshot mode: the cluster feeds the cache", 409)
             try:
                 body = orjson.loads(await request.read())
                 items = body["items"]
                 if not isinstance(items, list):
                     raise TypeError("items is not a list")
-            except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
-                return web.json_response({"error": f"expected {{'items': [objects]}}: {exc}"}, status=400)
+            except (BodyError, orjson.JSONDecodeError, KeyError, TypeError) as exc:
+                return Reply.error(f"expected {{'items': [objects]}}: {exc}")
             taken = 0
             for obj in items:
                 kind = kind_of(obj)
                 if kind is not None:
                     taken += self.state.cache.apply(kind, EventType.ADDED, obj)
-            return web.json_response({"applied": taken})
+            return Reply.json({"applied": taken})
 
-        app.router.add_post("/debug/clock", clock)
-        app.router.add_post("/debug/autoscale/tick", tick)
-        app.router.add_post("/debug/objects", objects)
+        limit = self.state.config.max_request_bytes
+        return {
+            ("POST", "/debug/clock"): Route(clock, limit),
+            ("POST", "/debug/autoscale/tick"): Route(tick, limit),
+            ("POST", "/debug/objects"): Route(objects, limit),
+        }
 
     async def stop(self) -> None:
         if self.autoscaler is not None and self.gate.active.is_set():
@@ -278,8 +274,8 @@ class Server:
         await asyncio.gather(*self.tasks, return_exceptions=True)
         if self.autoscaler is not None:
             await self.autoscaler.source.close()
-        for runner in self.runners:
-            await runner.cleanup()
+        for listener in self.listeners:
+            await listener.close()
         if self.client is not None:
             await self.client.close()
         if self.heap_frozen:  # what this server froze is the collector's again (tests run many)

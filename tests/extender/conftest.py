@@ -2,12 +2,11 @@ from __future__ import annotations
 
 import pytest
 
+from tests.serving import memory_app
 from tfsched.allocation.config import SchedulingConfig
 from tfsched.allocation.state import ClusterState
 from tfsched.clustermodel.cache import Kind
 from tfsched.clustermodel.objects import gpu_object, node_object
-from tfsched.extender.app import create_app
-from tfsched.extender.bind import Binder, MemoryPodWriter
 
 GiB = 2**30
 
@@ -32,9 +31,8 @@ def make_state(
 
 
 @pytest.fixture
-def make_client(aiohttp_client):
+def make_client(app_client):
     async def factory(state: ClusterState):
-        app = create_app(state, Binder(state, MemoryPodWriter(state)))
-        return await aiohttp_client(app)
+        return await app_client(memory_app(state))
 
     return factory

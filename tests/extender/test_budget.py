@@ -228,35 +228,33 @@ async def test_cancelling_inside_the_block_releases():
     assert holder.task.cancelled() and budget.held == 0
 
 
-async def test_small_calls_never_queue_behind_large_bodies(aiohttp_client) -> None:
+async def test_small_calls_never_queue_behind_large_bodies(app_client) -> None:
     """kube-scheduler's usual calls (NodeNames, ~KiB) have a lane of their own."""
     import orjson
 
+    from tests.serving import memory_app
     from tfsched.allocation.state import ClusterState
-    from tfsched.extender.app import BUDGET_KEY, create_app
-    from tfsched.extender.bind import Binder, MemoryPodWriter
 
     state = ClusterState()
-    app = create_app(state, Binder(state, MemoryPodWriter(state)))
-    client = await aiohttp_client(app)
-    large = app[BUDGET_KEY]
+    app = memory_app(state)
+    client = await app_client(app)
+    large = app.budget
     async with large.hold(large.capacity):  # the large lane is full (dense bodies being parsed)
         body = {"Pod": {"metadata": {"name": "p"}}, "NodeNames": ["a"]}
         resp = await client.post("/filter", data=orjson.dumps(body))
         assert resp.status == 200
 
 
-async def test_a_body_too_dense_is_refused_without_queueing_for_the_parse(aiohttp_client) -> None:
+async def test_a_body_too_dense_is_refused_without_queueing_for_the_parse(app_client) -> None:
     """A large body is read under its raw length, so one too dense to parse gets its 400
     at once even while parses in progress hold the whole parse budget."""
+    from tests.serving import memory_app
     from tfsched.allocation.state import ClusterState
-    from tfsched.extender.app import BUDGET_KEY, create_app
-    from tfsched.extender.bind import Binder, MemoryPodWriter
 
     state = ClusterState()
-    app = create_app(state, Binder(state, MemoryPodWriter(state)))
-    client = await aiohttp_client(app)
-    parse = app[BUDGET_KEY]
+    app = memory_app(state)
+    client = await app_client(app)
+    parse = app.budget
     dense = b"[" + b"[0]," * (5 * 2**20) + b"[0]]"  # 20 MiB of tiny containers
     async with parse.hold(parse.capacity):  # every byte of the parse budget is in use
         resp = await client.post("/filter", data=dense)

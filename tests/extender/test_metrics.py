@@ -89,12 +89,11 @@ async def test_allocation_per_gpu_and_node_follows_binds(make_client):
     assert (await _scrape(client))[("tfsched_extender_binds_total", (("result", "failed"),))] == 1
 
 
-async def test_per_gpu_series_can_be_switched_off(aiohttp_client):
-    from tfsched.extender.app import create_app
-    from tfsched.extender.bind import Binder, MemoryPodWriter
+async def test_per_gpu_series_can_be_switched_off(app_client):
+    from tests.serving import memory_app
 
     state = make_state(LAYOUT)
-    client = await aiohttp_client(create_app(state, Binder(state, MemoryPodWriter(state)), metrics_per_gpu=False))
+    client = await app_client(memory_app(state, metrics_per_gpu=False))
     names = {name for name, _ in await _scrape(client)}
     assert "tfsched_node_vram_available_bytes" in names
     assert not {n for n in names if n.startswith("tfsched_gpu_")}

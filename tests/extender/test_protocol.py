@@ -12,7 +12,6 @@ from tfsched.allocation.state import ClusterState
 from tfsched.clustermodel import annotations as ann
 from tfsched.clustermodel.cache import Kind
 from tfsched.clustermodel.objects import gpu_object, gpu_pod, node_object
-from tfsched.extender.app import STATE_KEY
 from tfsched.scoring.modes import PlacementMode
 
 from .conftest import GiB, make_state
@@ -376,11 +375,12 @@ async def test_least_fragmentation_leaves_cpu_rich_nodes_to_cpu_hungry_pods(make
 
 @pytest.mark.parametrize("bad", [[1], ["a", None], ["a", {"name": "b"}], ["a", ["b"]], "a,b"])
 async def test_node_names_that_are_not_all_strings_are_a_400(make_client, bad):
-    client = await make_client(make_state(LAYOUT))
+    state = make_state(LAYOUT)
+    client = await make_client(state)
     for verb in ("filter", "prioritize"):
         status, result = await post(client, verb, {"Pod": gpu_pod("p", vram="1Gi"), "Nodes": None, "NodeNames": bad})
         assert status == 400 and result == {"error": "field NodeNames must be a list of strings"}
-    assert not client.server.app[STATE_KEY].ledger.allocations
+    assert not state.ledger.allocations
 
 
 @pytest.mark.parametrize("mode", list(PlacementMode))

@@ -5,11 +5,12 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from tests.serving import memory_app
 from tfsched.allocation.config import SchedulingConfig
 from tfsched.allocation.state import ClusterState
 from tfsched.clustermodel.cache import EventType, Kind
 from tfsched.clustermodel.objects import gpu_object, gpu_pod, node_object
-from tfsched.extender.app import create_app
+from tfsched.extender.app import ExtenderApp
 from tfsched.extender.bind import Binder, MemoryPodWriter
 from tfsched.kubeapi.leader import WriterGate
 
@@ -40,9 +41,9 @@ async def bind(client, pod: dict, node: str) -> str:
 
 
 @pytest.fixture
-async def setup(aiohttp_client):
+async def setup(app_client):
     state = make_state()
-    client = await aiohttp_client(create_app(state, Binder(state, MemoryPodWriter(state))))
+    client = await app_client(memory_app(state))
     return state, client
 
 
@@ -100,9 +101,9 @@ async def test_bind_refuses_a_pod_bound_elsewhere_and_unknown_or_absent_nodes(se
     assert not state.ledger.allocations
 
 
-async def test_scheduler_names_come_from_config(aiohttp_client):
+async def test_scheduler_names_come_from_config(app_client):
     state = make_state(SchedulingConfig(schedulerNames=["tfsched"]))
-    client = await aiohttp_client(create_app(state, Binder(state, MemoryPodWriter(state))))
+    client = await app_client(memory_app(state))
     default = add(state, gpu_pod("d", tflops="10", vram="1Gi", uid="d1"))
     assert "schedulerName 'default-scheduler'" in await bind(client, default, "gpu-node-0")
     ours = gpu_pod("o", tflops="10", vram="1Gi", uid="o1")
@@ -110,10 +111,10 @@ async def test_scheduler_names_come_from_config(aiohttp_client):
     assert await bind(client, add(state, ours), "gpu-node-0") == ""
 
 
-async def test_nothing_is_answered_from_an_untrusted_cache(aiohttp_client):
+async def test_nothing_is_answered_from_an_untrusted_cache(app_client):
     state = make_state()
     why = ["the cache is not current for Pod"]
-    client = await aiohttp_client(create_app(state, Binder(state, MemoryPodWriter(state)), distrust=lambda: why[0]))
+    client = await app_client(memory_app(state, distrust=lambda: why[0]))
     pod = add(state, gpu_pod("p", tflops="10", vram="1Gi", uid="p1"))
     args = orjson.dumps({"Pod": pod, "NodeNames": ["gpu-node-0"]})
     result = await (await client.post("/filter", data=args)).json()
@@ -129,7 +130,7 @@ async def test_nothing_is_answered_from_an_untrusted_cache(aiohttp_client):
     assert await bind(client, pod, "gpu-node-0") == ""
 
 
-async def test_a_standby_instance_filters_but_does_not_bind(aiohttp_client):
+async def test_a_standby_instance_filters_but_does_not_bind(app_client):
     state = make_state()
 
     class Standby:
@@ -143,7 +144,7 @@ async def test_a_standby_instance_filters_but_does_not_bind(aiohttp_client):
             return None
 
     gate = WriterGate(Standby(), lambda: None)  # type: ignore[arg-type]
-    client = await aiohttp_client(create_app(state, Binder(state, MemoryPodWriter(state), gate)))
+    client = await app_client(ExtenderApp(state, Binder(state, MemoryPodWriter(state), gate)))
     pod = add(state, gpu_pod("p", tflops="10", vram="1Gi", uid="p1"))
     result = await (await client.post("/filter", data=orjson.dumps({"Pod": pod, "NodeNames": ["gpu-node-0"]}))).json()
     assert result["NodeNames"] == ["gpu-node-0"]

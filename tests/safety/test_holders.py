@@ -71,15 +71,14 @@ def test_gpu_arriving_after_its_pods_counts_only_holders_on_its_node():
     assert used(state, "a", 0) == (100_000.0, 16 * GiB)
 
 
-async def test_squatters_never_block_real_pods(aiohttp_client):
+async def test_squatters_never_block_real_pods(app_client):
     """The reproducer: a pending pod naming every GPU of a node with a huge request."""
-    from tfsched.extender.app import create_app
-    from tfsched.extender.bind import Binder, MemoryPodWriter
+    from tests.serving import memory_app
 
     state = state_with({"a": 2})
     state.cache.apply(Kind.POD, EventType.ADDED, squatter("s", [gpu_name("a", 0), gpu_name("a", 1)]))
 
-    client = await aiohttp_client(create_app(state, Binder(state, MemoryPodWriter(state))))
+    client = await app_client(memory_app(state))
     pod = gpu_pod("real", tflops="60", vram="8Gi", uid="r1")
     resp = await client.post("/filter", data=orjson.dumps({"Pod": pod, "NodeNames": ["a"]}))
     assert (await resp.json())["NodeNames"] == ["a"]

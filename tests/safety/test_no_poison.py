@@ -130,16 +130,11 @@ async def test_a_poison_pod_does_not_stop_the_list():
 )
 @given(pod=hostile_objects(), verb=st.sampled_from(["filter", "prioritize", "bind"]))
 def test_no_pod_makes_a_verb_fail(pod: dict, verb: str) -> None:
-    from aiohttp.test_utils import TestClient, TestServer
-
-    from tfsched.extender.app import create_app
-    from tfsched.extender.bind import Binder, MemoryPodWriter
+    from tests.serving import memory_app, serving
 
     async def run() -> None:
         state = fresh_state()
-        client = TestClient(TestServer(create_app(state, Binder(state, MemoryPodWriter(state)))))
-        await client.start_server()
-        try:
+        async with serving(memory_app(state)) as client:
             if verb == "bind":
                 meta = pod.get("metadata") if isinstance(pod.get("metadata"), dict) else {}
                 body = {"PodName": meta.get("name"), "PodNamespace": meta.get("namespace"), "Node": "a"}
@@ -148,7 +143,5 @@ def test_no_pod_makes_a_verb_fail(pod: dict, verb: str) -> None:
             resp = await client.post(f"/{verb}", data=orjson.dumps(body))
             assert resp.status < 500, await resp.text()
             assert not state.ledger.allocations  # nothing bound: the pod was never in the cache
-        finally:
-            await client.close()
 
     asyncio.run(run())

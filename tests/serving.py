@@ -1,0 +1,43 @@
+"""Tests' way to serve an ExtenderApp's routes (or any routes) on a real local port."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+import aiohttp
+
+from tfsched.allocation.state import ClusterState
+from tfsched.extender.app import ExtenderApp
+from tfsched.extender.bind import Binder, MemoryPodWriter
+from tfsched.extender.httpserver import HttpServer, Routes
+
+
+def memory_app(state: ClusterState, **kwargs) -> ExtenderApp:
+    """The app over ``state`` with binds written to the state itself."""
+    return ExtenderApp(state, Binder(state, MemoryPodWriter(state)), **kwargs)
+
+
+@contextlib.asynccontextmanager
+async def serving(app: ExtenderApp | Routes) -> AsyncIterator[aiohttp.ClientSession]:
+    """A client session whose relative URLs reach ``app`` served on 127.0.0.1."""
+    server = HttpServer(app.routes() if isinstance(app, ExtenderApp) else app)
+    port = await server.start("127.0.0.1", 0)
+    try:
+        async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{port}") as session:
+            yield session
+    finally:
+        await server.close()
+
+
+class AppClients:
+    """``await app_client(app)``: a session on ``app`` served until the test ends."""
+
+    def __init__(self) -> None:
+        self._stack = contextlib.AsyncExitStack()
+
+    async def __call__(self, app: ExtenderApp | Routes) -> aiohttp.ClientSession:
+        return await self._stack.enter_async_context(serving(app))
+
+    async def close(self) -> None:
+        await self._stack.aclose()
