@@ -10,6 +10,8 @@ loopback, and prints:
 - p50 / p99 per verb (client-observed round trip through a minimal keep-alive client);
 - the floor: orjson parse of the same request + dump of the same response,
   measured after every request in the same loop (interleaved), and the p50 / floor ratio (goal ≤ 3);
+- the same request to bare handlers on aiohttp and on tfsched's own server (latency and the
+  server's CPU per call): what HTTP alone costs, side by side;
 - the numba / numpy kernel time ratio on the same arrays;
 - the server's CPU per scheduled pod: pending pods each filtered on kube-scheduler's rotating
   window of nodes, prioritized on the nodes that passed and bound (``--cycles``, goal ≤ 1 ms);
@@ -243,7 +245,10 @@ def drive(port: int, verb: str, body: bytes, n: int) -> tuple[list[float], list[
     return latencies, floors, last
 
 
-BARE_SERVER = """
+# Bare handlers that read the body and send a reply of the filter's size: what HTTP on
+# loopback costs per request through aiohttp and through tfsched's own server.
+BARE_SERVERS = {
+    "aiohttp": """
 import sys
 from aiohttp import web
 
@@ -256,15 +261,35 @@ async def handle(request):
 app = web.Application(client_max_size=64 * 1024 * 1024)
 app.router.add_post('/{verb}', handle)
 web.run_app(app, host='127.0.0.1', port=int(sys.argv[1]), print=None, access_log=None)
-"""
+""",
+    "httpserver": """
+import asyncio, sys
+from tfsched.extender.httpserver import HttpServer, Reply, Route
+
+REPLY = b'"' + b'x' * (int(sys.argv[2]) - 2) + b'"'
+
+async def handle(request):
+    await request.read()
+    return Reply(200, REPLY)
+
+def quick(request):  # as filter and prioritize are answered
+    request.body()
+    return Reply(200, REPLY)
+
+async def main():
+    routes = {("POST", "/filter"): Route(handle, 64 * 1024 * 1024, quick)}
+    await HttpServer(routes).start("127.0.0.1", int(sys.argv[1]))
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+""",
+}
 
 
-def http_baseline(body: bytes, reply_size: int, n: int) -> float:
-    """p50 of the same POST to a bare aiohttp handler that reads the body and
-    sends a reply of the same size as the filter's: what HTTP on loopback and
-    aiohttp cost per request, for reading the figures above."""
+def http_baseline(server: str, body: bytes, reply_size: int, n: int) -> tuple[float, float]:
+    """p50 and the server's CPU per request of the same POST to a bare handler (BARE_SERVERS)."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-c", BARE_SERVER, str(port), str(reply_size)])
+    proc = subprocess.Popen([sys.executable, "-c", BARE_SERVERS[server], str(port), str(reply_size)])
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -275,8 +300,12 @@ def http_baseline(body: bytes, reply_size: int, n: int) -> float:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)
+        bare = psutil.Process(proc.pid)
+        before = bare.cpu_times()
         latencies, _, _ = drive(port, "filter", body, n)
-        return percentile(latencies, 50)
+        after = bare.cpu_times()
+        cpu_ms = (after.user + after.system - before.user - before.system) * 1000 / (len(latencies) + WARMUP)
+        return percentile(latencies, 50), cpu_ms
     finally:
         proc.kill()
         proc.wait(10)
@@ -406,10 +435,9 @@ def main() -> None:
             floor = statistics.median(floors)
             p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
             print(f"{verb:<11} {p50:8.3f} {p99:8.3f} {floor:9.3f} {p50 / floor:10.2f} {cpu_ms:14.3f}")
-        print(
-            f"{'aiohttp':<11} {http_baseline(body, replies['filter'], opts.requests):8.3f}"
-            "   (bare handler: reads the body, sends a reply of the filter's size)"
-        )
+        for bare in BARE_SERVERS:
+            p50, cpu_ms = http_baseline(bare, body, replies["filter"], opts.requests)
+            print(f"{bare:<11} {p50:8.3f} {'':26} {cpu_ms:14.3f}   (bare handler, the same body and reply size)")
         if opts.source == "api" and opts.cycles:
             cycles(port, names, pending, server)
         with open(f"/proc/{proc.pid}/status") as fh:
