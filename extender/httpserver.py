@@ -17,7 +17,9 @@ What a hostile client meets (the safety suite's HTTP fuzz and tests/test_httpser
   Content-Encoding: the handler's ``read`` raises :class:`BodyError` (the app answers 400)
   and the connection is closed after the reply;
 - reading stops while a request waits for its handler, so neither pipelined requests nor
-  a body nobody asked for queue more than about one read's worth of bytes in memory;
+  a body nobody asked for queue more than about one read's worth of bytes in memory (a
+  body of at most ``READ_AHEAD_BYTES`` for a route that answers on the spot is read ahead,
+  and must arrive within ``HEAD_TIMEOUT_S`` of the request's first byte);
 - an idle keep-alive connection is closed after ``KEEPALIVE_TIMEOUT_S``.
 
 A handler is never cancelled because its client left (a bind in progress finishes); the
@@ -49,6 +51,11 @@ TEXT = "text/plain; charset=utf-8"
 # previous message's body (see _Connection.data_received), hence the room.
 MAX_HEAD_BYTES = 1 << 20
 HEAD_TIMEOUT_S = 10.0
+# A body up to this long, for a route that can answer on the spot, is read as it arrives
+# without waiting for the handler to ask (kube-scheduler's NodeNames calls: ~13 KiB at
+# 1,000 nodes, ~64 KiB at 5,000), and must arrive within HEAD_TIMEOUT_S of the request's
+# first byte.  Longer bodies wait in the kernel until their handler holds its budget.
+READ_AHEAD_BYTES = 128 * 1024
 # Once a handler reads: the 80 MiB legitimate request takes well under a second on a
 # LAN; kube-scheduler has given up on the call long before this (httpTimeout, 5 s here).
 BODY_TIMEOUT_S = 30.0
@@ -112,11 +119,13 @@ class Request:
     """One request: its head once parsed; its body when the handler awaits :meth:`read`."""
 
     __slots__ = (
+        "_ahead",
         "_chunks",
         "_connection",
         "_error",
         "_limit",
         "_reading",
+        "_route",
         "_size",
         "_waiter",
         "complete",
@@ -141,6 +150,8 @@ class Request:
         self._error = ""  # why the body cannot be had
         self._waiter: asyncio.Future[None] | None = None
         self._reading = False  # the handler asked for the body
+        self._route: Route | None = None
+        self._ahead = False  # a small body for a quick route: read without being asked
 
     async def read(self) -> bytes:
         """The whole body; :class:`BodyError` when it cannot be had (see the module's list)."""
@@ -287,6 +298,7 @@ class _Connection(asyncio.Protocol):
         request.path = b"".join(self._url).partition(b"?")[0].decode("latin-1")
         request.keep_alive = self._parser.should_keep_alive()
         route = self._server.routes.get((request.method, request.path))
+        request._route = route
         request._limit = route.max_body_bytes if route else 0
         length = request.headers.get("content-length")
         if length is not None:
@@ -298,6 +310,13 @@ class _Connection(asyncio.Protocol):
         encoding = request.headers.get("content-encoding", "identity").strip().lower()
         if encoding != "identity":
             request._fail(f"Content-Encoding {encoding!r} is not supported: send the body as it is")
+        request._ahead = (
+            route is not None
+            and route.quick is not None
+            and not request._error
+            and request.content_length is not None
+            and request.content_length <= READ_AHEAD_BYTES
+        )
         self._requests.append(request)
 
     def on_body(self, body: bytes) -> None:
@@ -339,7 +358,10 @@ class _Connection(asyncio.Protocol):
         """More is parsed than the handler can take now: a request queued behind the one in
         progress, or a body arriving that no handler has asked for."""
         requests = self._requests
-        return len(requests) > 1 or (bool(requests) and not requests[0].complete and not requests[0]._reading)
+        if len(requests) != 1:
+            return len(requests) > 1
+        first = requests[0]
+        return not first.complete and not first._reading and not first._ahead
 
     def _advance(self) -> None:
         """After bytes arrived: answer what can be answered now, hand the rest to the worker,
@@ -347,24 +369,32 @@ class _Connection(asyncio.Protocol):
         if not self._busy:
             answered = False
             while self._requests and self._write_ready is None and self._open():
-                if not self._answer_quickly(self._requests[0]):
+                request = self._requests[0]
+                if request._ahead and not request.complete and not request._error:
+                    break  # the rest of its body is on the way: answered on the spot then
+                if not self._answer_quickly(request):
+                    self._start_worker()
                     break
                 answered = True
-            if self._requests or self._broken or self._ended:
-                self._busy = True
-                if self._worker is None:
-                    self._worker = self._loop.create_task(self._serve())
-                else:
-                    self._wake_worker()
-            elif answered:
-                self._idle()
+            else:
+                if self._requests or self._broken or self._ended:
+                    self._start_worker()
+                elif answered:
+                    self._idle()
         if not self._paused and self._open() and self._enough():
             self._paused = True
             self._transport.pause_reading()  # type: ignore[union-attr]
 
+    def _start_worker(self) -> None:
+        self._busy = True
+        if self._worker is None:
+            self._worker = self._loop.create_task(self._serve())
+        else:
+            self._wake_worker()
+
     def _answer_quickly(self, request: Request) -> bool:
         """Answer ``request`` here and now if its route can; False leaves it to the worker."""
-        route = self._server.routes.get((request.method, request.path))
+        route = request._route
         if route is None or route.quick is None or not request.complete or request._error:
             return False
         try:
@@ -402,12 +432,13 @@ class _Connection(asyncio.Protocol):
         self._idle_limit = KEEPALIVE_TIMEOUT_S
 
     def overdue(self, now: float) -> bool:
-        """Idle past the keep-alive timeout, or a head too slow (a handler at work never is)."""
-        if self._busy or self._requests or self.lost:
+        """Idle past the keep-alive timeout, or a request arriving too slowly: its head, or
+        the small body read ahead for a quick route (a handler at work never is)."""
+        if self._busy or self.lost:
             return False
-        if self._parsing is not None:  # a head arriving: headers complete would have queued it
+        if self._parsing is not None:
             return now - self._head_started > HEAD_TIMEOUT_S
-        return now - self._idle_since > self._idle_limit
+        return not self._requests and now - self._idle_since > self._idle_limit
 
     def close_now(self) -> None:
         if self._transport is not None:
@@ -462,7 +493,7 @@ class _Connection(asyncio.Protocol):
                 self._transport.close()
 
     async def _dispatch(self, request: Request) -> Reply:
-        route = self._server.routes.get((request.method, request.path))
+        route = request._route
         if route is None:
             allowed = sorted(method for method, path in self._server.routes if path == request.path)
             if allowed:

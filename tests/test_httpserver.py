@@ -156,6 +156,36 @@ async def test_quick_and_awaited_answers_keep_the_order_of_pipelined_requests(ca
     assert [r.getMessage() for r in caplog.records if r.exc_info] == ["POST /quick failed"]
 
 
+async def test_a_small_body_in_pieces_is_read_ahead_and_answered_on_the_spot(monkeypatch) -> None:
+    monkeypatch.setattr(httpserver, "READ_AHEAD_BYTES", 10)
+    async with listening() as (_, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        whole = post("/quick", b"0123456789")
+        writer.write(whole[:-6])
+        await asyncio.sleep(0.05)
+        writer.write(whole[-6:])
+        assert orjson.loads((await read_reply(reader))[2]) == {"by": "quick", "body": "0123456789"}
+        longer = post("/quick", b"0123456789a")  # over the read-ahead: its handler asks for it
+        writer.write(longer[:-6])
+        await asyncio.sleep(0.05)
+        writer.write(longer[-6:])
+        assert orjson.loads((await read_reply(reader))[2]) == {"by": "handler", "body": "0123456789a"}
+        writer.close()
+
+
+async def test_a_small_body_read_ahead_that_stalls_closes_the_connection(monkeypatch, caplog) -> None:
+    monkeypatch.setattr(httpserver, "HEAD_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(httpserver, "SWEEP_INTERVAL_S", 0.05)
+    async with listening() as (server, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(post("/quick", b"0123456789")[:-3])
+        assert await closed(reader, 2)
+        writer.close()
+        await asyncio.sleep(0.05)
+        assert not server.connections
+    assert not [r for r in caplog.records if r.exc_info]
+
+
 async def test_a_chunked_body_is_read_whole() -> None:
     async with listening() as (_, port):
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
