@@ -56,6 +56,10 @@ HEAD_TIMEOUT_S = 10.0
 # 1,000 nodes, ~64 KiB at 5,000), and must arrive within HEAD_TIMEOUT_S of the request's
 # first byte.  Longer bodies wait in the kernel until their handler holds its budget.
 READ_AHEAD_BYTES = 128 * 1024
+# Pipelined requests answered on the spot from one read, at most; the rest go to the
+# worker, which lets other connections in between, so one client's burst cannot hold
+# the event loop (and the lease renewal on it) for a whole read's worth of calls.
+QUICK_PER_READ = 16
 # Once a handler reads: the 80 MiB legitimate request takes well under a second on a
 # LAN; kube-scheduler has given up on the call long before this (httpTimeout, 5 s here).
 BODY_TIMEOUT_S = 30.0
@@ -367,15 +371,15 @@ class _Connection(asyncio.Protocol):
         """After bytes arrived: answer what can be answered now, hand the rest to the worker,
         and stop reading while what arrived waits (see the module's list)."""
         if not self._busy:
-            answered = False
+            answered = 0
             while self._requests and self._write_ready is None and self._open():
                 request = self._requests[0]
                 if request._ahead and not request.complete and not request._error:
                     break  # the rest of its body is on the way: answered on the spot then
-                if not self._answer_quickly(request):
-                    self._start_worker()
+                if answered == QUICK_PER_READ or not self._answer_quickly(request):
+                    self._start_worker()  # the worker yields between pipelined requests
                     break
-                answered = True
+                answered += 1
             else:
                 if self._requests or self._broken or self._ended:
                     self._start_worker()

@@ -156,6 +156,18 @@ async def test_quick_and_awaited_answers_keep_the_order_of_pipelined_requests(ca
     assert [r.getMessage() for r in caplog.records if r.exc_info] == ["POST /quick failed"]
 
 
+async def test_a_pipelined_burst_is_answered_on_the_spot_only_up_to_a_cap(monkeypatch) -> None:
+    monkeypatch.setattr(httpserver, "QUICK_PER_READ", 2)
+    async with listening() as (_, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"".join(post("/quick", str(i).encode()) for i in range(5)))
+        by = [orjson.loads((await read_reply(reader))[2]) for _ in range(5)]
+        assert by == [{"by": "quick", "body": "0"}, {"by": "quick", "body": "1"}] + [
+            {"by": "handler", "body": str(i)} for i in range(2, 5)
+        ]
+        writer.close()
+
+
 async def test_a_small_body_in_pieces_is_read_ahead_and_answered_on_the_spot(monkeypatch) -> None:
     monkeypatch.setattr(httpserver, "READ_AHEAD_BYTES", 10)
     async with listening() as (_, port):
