@@ -1,9 +1,9 @@
 """The HTTP/1.1 server of tfsched's listeners: the verbs, the probes and metrics, the webhook.
 
-Why our own: kube-scheduler makes three calls per pod, and aiohttp's request machinery took
-~0.16-0.22 ms of CPU per call on the benchmark machine, against ~0.05 ms for a protocol
-that parses with llhttp (httptools, the parser Node.js uses) and answers with one write
-(bench/RESULTS.md, issue 13).  Routes are ``(method, path) -> handler``; a handler gets a
+Why our own: kube-scheduler makes three calls per pod, and a bare aiohttp handler cost
+0.13-0.22 ms of server CPU per call on the benchmark machine, this server (llhttp through
+httptools, the parser Node.js uses; one write per reply) 0.06 on the quick path
+(bench_extender prints both; bench/RESULTS.md, issue 13).  Routes are ``(method, path) -> handler``; a handler gets a
 :class:`Request` whose body it reads when it chooses (so a budget can be held first) and
 returns a :class:`Reply`.
 
