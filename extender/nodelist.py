@@ -11,16 +11,17 @@ per entry:
 
 - the int32 node indices, valid for ever because the inventory never
   renumbers a node;
-- once the list is seen again (a repeat, not kube-scheduler's rotating window
-  over a large cluster, where each filter list is new): a byte template of the
+- once the list is seen again (a repeat: every list in a small cluster, and
+  kube-scheduler's rotating windows over a large one, which come back after
+  n / gcd(n, window) pods, see DEFAULT_MAX_ENTRIES): a byte template of the
   names as JSON strings, so a filter result is a masked copy of it, and a
   fixed-width template of ``{"Host":…,"Score":NN}`` items, so a prioritize
   result is two digit columns written into a copy of it.
 
 A filter's passing names are remembered as a list of their own (the key its
 prioritize call will bring), and that call's hit is expected: it is no repeat,
-so it builds no templates (in a rotating window most lists are used by one pod
-only, its filter and its prioritize).  Only lists of known nodes are cached, and
+so it builds no templates, and once that call has come the list is the first
+evicted (most passing lists are used by one pod only).  Only lists of known nodes are cached, and
 templates are built only for names of plain DNS characters (no JSON escaping
 can be needed); anything else takes orjson.
 
@@ -78,6 +79,9 @@ class NodeList:
     templates: _Templates | None = None
     seen_again: bool = False  # by another pod's call: templates decided
     hit_expected: bool = False  # the prioritize call of the pod whose filter gave this list is next
+    # A filter's passing names, used by its own prioritize call only (so far): once that
+    # call has come it is the first to go when room is needed (see NodeListCache.lookup).
+    passing_once: bool = False
 
     def names_json(self, mask: np.ndarray) -> bytes:
         """The JSON array of the names where ``mask`` holds."""
@@ -134,10 +138,18 @@ def _seen_again(entry: NodeList) -> None:
 # and about 1.1 KB at the 253-character maximum of a node name: 12 MB typical,
 # under 50 MB at worst.
 DEFAULT_MAX_NAMES = 8 * 5_000
+# Lists held at most.  kube-scheduler's window over a large cluster starts where the last one
+# ended, so the windows come back after n / gcd(n, window) pods: 50 distinct windows at 1,000
+# nodes (420 each: 21,000 names), at 3,000 (780 each: 39,000), 10 at 5,000.  Room for 50
+# windows and their filters' passing lists lets them hit instead of being looked up name by
+# name; at sizes where more windows cycle (1,001 nodes: 143) they do not, as before.
+DEFAULT_MAX_ENTRIES = 128
 
 
 class NodeListCache:
-    def __init__(self, inventory: Inventory, max_entries: int = 32, max_names: int = DEFAULT_MAX_NAMES) -> None:
+    def __init__(
+        self, inventory: Inventory, max_entries: int = DEFAULT_MAX_ENTRIES, max_names: int = DEFAULT_MAX_NAMES
+    ) -> None:
         if max_entries < 1 or max_names < 0:
             raise ValueError("max_entries must be at least 1 and max_names not negative")
         self.inventory = inventory
@@ -163,11 +175,14 @@ class NodeListCache:
         key = body[start + len(_MARKER) : end]
         entry = self._entries.get(key)
         if entry is not None and entry.names == names:
-            self._entries.move_to_end(key)
             self.hits += 1
             if entry.hit_expected:
                 entry.hit_expected = False
+                # A passing list's one expected use is over: first to be evicted, so the
+                # lists that do come back (kube-scheduler's windows) keep their room.
+                self._entries.move_to_end(key, last=not entry.passing_once)
             else:
+                self._entries.move_to_end(key)
                 _seen_again(entry)
             return entry
         self.misses += 1
@@ -195,10 +210,12 @@ class NodeListCache:
         key = names_json[1:-1]
         survivors = self._entries.get(key)
         if survivors is None:
-            survivors = NodeList(list(compress(entry.names, mask.tolist())), entry.indices[mask])
+            survivors = NodeList(list(compress(entry.names, mask.tolist())), entry.indices[mask], passing_once=True)
             self._put(key, survivors)
         elif not survivors.hit_expected:
-            _seen_again(survivors)  # an earlier pod's filter passed the same nodes
+            survivors.passing_once = False  # an earlier pod's filter passed the same nodes
+            self._entries.move_to_end(key)
+            _seen_again(survivors)
         survivors.hit_expected = True
         return names_json
 

@@ -194,3 +194,32 @@ def test_caps_always_hold(lookups, max_entries, max_names):
         assert (entry is None) == (len(names) > max_names)
         assert len(c._entries) <= max_entries
         assert c.total_names == sum(len(e.names) for e in c._entries.values()) <= max_names
+
+
+def test_kube_schedulers_rotating_windows_come_back_as_hits():
+    """1,000 nodes: kube-scheduler sends 420 at a time, each window starting where the last
+    ended, so 50 distinct windows cycle.  Each filter passes all but one node (a new passing
+    list every pod, used once by its prioritize call).  After the first cycle every filter
+    list is a hit: spent passing lists go first, the windows keep their room."""
+    inv = Inventory()
+    ring = [f"ip-10-0-{i // 250}-{i % 250}.ec2.internal" for i in range(1000)]
+    for n in ring:
+        inv.set_node_present(n, True)
+    c = NodeListCache(inv)
+    width, start = 420, 0
+    filter_hits = []
+    for pod in range(200):
+        window = [ring[(start + i) % len(ring)] for i in range(width)]
+        start = (start + width) % len(ring)
+        hits = c.hits
+        entry = c.lookup(body(window), window)
+        assert entry is not None and entry.indices.tolist() == [inv.node_index[n] for n in window]
+        filter_hits.append(c.hits > hits)
+        mask = np.ones(width, bool)
+        mask[pod % width] = False
+        passed = orjson.loads(c.survivors(entry, mask))
+        hits = c.hits
+        assert c.lookup(body(passed), passed).names == passed
+        assert c.hits == hits + 1  # the prioritize call always hits
+        assert c.total_names <= c.max_names and len(c._entries) <= c.max_entries
+    assert not any(filter_hits[:50]) and all(filter_hits[50:])
