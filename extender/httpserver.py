@@ -193,6 +193,9 @@ class Request:
             self._chunks = []
         self._wake()
 
+    def _too_large(self) -> None:
+        self._fail(f"request body too large (limit {self._limit} bytes)")
+
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
@@ -310,7 +313,7 @@ class _Connection(asyncio.Protocol):
         elif "transfer-encoding" not in request.headers:
             request.content_length = 0
         if request.content_length is not None and request.content_length > request._limit and route:
-            request._fail(f"request body too large (limit {request._limit} bytes)")
+            request._too_large()
         encoding = request.headers.get("content-encoding", "identity").strip().lower()
         if encoding != "identity":
             request._fail(f"Content-Encoding {encoding!r} is not supported: send the body as it is")
@@ -330,7 +333,7 @@ class _Connection(asyncio.Protocol):
             return
         request._size += len(body)
         if request._size > request._limit:
-            request._fail(f"request body too large (limit {request._limit} bytes)")
+            request._too_large()
             return
         request._chunks.append(body)
 
@@ -340,8 +343,6 @@ class _Connection(asyncio.Protocol):
         request.complete = True
         request._wake()
         self._parsing = None
-        self._in_head = True
-        self._head_bytes = 0
 
     # -- flow ------------------------------------------------------------------------------------
 
