@@ -19,15 +19,22 @@ def memory_app(state: ClusterState, **kwargs) -> ExtenderApp:
 
 
 @contextlib.asynccontextmanager
-async def serving(app: ExtenderApp | Routes) -> AsyncIterator[aiohttp.ClientSession]:
-    """A client session whose relative URLs reach ``app`` served on 127.0.0.1."""
-    server = HttpServer(app.routes() if isinstance(app, ExtenderApp) else app)
+async def listening(routes: Routes) -> AsyncIterator[tuple[HttpServer, int]]:
+    """``routes`` served on 127.0.0.1 for the block: the server and its port."""
+    server = HttpServer(routes)
     port = await server.start("127.0.0.1", 0)
     try:
-        async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{port}") as session:
-            yield session
+        yield server, port
     finally:
         await server.close()
+
+
+@contextlib.asynccontextmanager
+async def serving(app: ExtenderApp | Routes) -> AsyncIterator[aiohttp.ClientSession]:
+    """A client session whose relative URLs reach ``app`` served on 127.0.0.1."""
+    routes = app.routes() if isinstance(app, ExtenderApp) else app
+    async with listening(routes) as (_, port), aiohttp.ClientSession(base_url=f"http://127.0.0.1:{port}") as session:
+        yield session
 
 
 class AppClients:

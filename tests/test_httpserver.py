@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import orjson
 import pytest
 
+from tests.serving import listening
 from tfsched.extender import httpserver
 from tfsched.extender.httpserver import BodyError, HttpServer, Reply, Request, Route, Routes
 from tfsched.extender.webhook import webhook_routes
@@ -73,13 +74,14 @@ ROUTES: Routes = {
 
 
 @contextlib.asynccontextmanager
-async def listening(routes: Routes = ROUTES) -> AsyncIterator[tuple[HttpServer, int]]:
-    server = HttpServer(routes)
-    port = await server.start("127.0.0.1", 0)
-    try:
-        yield server, port
-    finally:
-        await server.close()
+async def connected(routes: Routes = ROUTES) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    """One client connection to ``routes`` served for the block."""
+    async with listening(routes) as (_, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            yield reader, writer
+        finally:
+            writer.close()
 
 
 async def read_reply(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
@@ -105,8 +107,7 @@ def post(path: str, body: bytes, extra: str = "") -> bytes:
 
 
 async def test_keep_alive_requests_are_answered_in_order_on_one_connection() -> None:
-    async with listening() as (_, port):
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    async with connected() as (reader, writer):
         for i in range(3):
             writer.write(post("/echo", b"x" * i))
             status, headers, body = await read_reply(reader)
@@ -116,23 +117,19 @@ async def test_keep_alive_requests_are_answered_in_order_on_one_connection() -> 
         status, headers, body = await read_reply(reader)
         assert (status, body, headers["connection"]) == (200, b"hello", "close")
         assert await closed(reader)
-        writer.close()
 
 
 async def test_pipelined_requests_in_one_write_get_their_replies_in_order() -> None:
-    async with listening() as (_, port):
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    async with connected() as (reader, writer):
         writer.write(b"".join(post("/echo", str(i).encode() * i) for i in range(1, 6)))
         lengths = [orjson.loads((await read_reply(reader))[2])["length"] for _ in range(5)]
         assert lengths == [1, 2, 3, 4, 5]
-        writer.close()
 
 
 async def test_quick_and_awaited_answers_keep_the_order_of_pipelined_requests(caplog) -> None:
     """Answered on the spot while nothing is ahead; behind an awaited one, the worker takes
     them all in order; alone again, on the spot."""
-    async with listening() as (_, port):
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    async with connected() as (reader, writer):
 
         async def replies(n: int) -> list[tuple[int, dict]]:
             return [(status, orjson.loads(body)) for status, _, body in [await read_reply(reader) for _ in range(n)]]
@@ -152,26 +149,22 @@ async def test_quick_and_awaited_answers_keep_the_order_of_pipelined_requests(ca
         assert await replies(1) == [(500, {"error": "internal error: RuntimeError: a quick bug"})]
         writer.write(post("/quick", b"e"))
         assert await replies(1) == [(200, {"by": "quick", "body": "e"})]
-        writer.close()
     assert [r.getMessage() for r in caplog.records if r.exc_info] == ["POST /quick failed"]
 
 
 async def test_a_pipelined_burst_is_answered_on_the_spot_only_up_to_a_cap(monkeypatch) -> None:
     monkeypatch.setattr(httpserver, "QUICK_PER_READ", 2)
-    async with listening() as (_, port):
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    async with connected() as (reader, writer):
         writer.write(b"".join(post("/quick", str(i).encode()) for i in range(5)))
         by = [orjson.loads((await read_reply(reader))[2]) for _ in range(5)]
         assert by == [{"by": "quick", "body": "0"}, {"by": "quick", "body": "1"}] + [
             {"by": "handler", "body": str(i)} for i in range(2, 5)
         ]
-        writer.close()
 
 
 async def test_a_small_body_in_pieces_is_read_ahead_and_answered_on_the_spot(monkeypatch) -> None:
     monkeypatch.setattr(httpserver, "READ_AHEAD_BYTES", 10)
-    async with listening() as (_, port):
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    async with connected() as (reader, writer):
         whole = post("/quick", b"0123456789")
         writer.write(whole[:-6])
         await asyncio.sleep(0.05)
@@ -182,13 +175,12 @@ async def test_a_small_body_in_pieces_is_read_ahead_and_answered_on_the_spot(mon
         await asyncio.sleep(0.05)
         writer.write(longer[-6:])
         assert orjson.loads((await read_reply(reader))[2]) == {"by": "handler", "body": "0123456789a"}
-        writer.close()
 
 
 async def test_a_small_body_read_ahead_that_stalls_closes_the_connection(monkeypatch, caplog) -> None:
     monkeypatch.setattr(httpserver, "HEAD_TIMEOUT_S", 0.2)
     monkeypatch.setattr(httpserver, "SWEEP_INTERVAL_S", 0.05)
-    async with listening() as (server, port):
+    async with listening(ROUTES) as (server, port):
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(post("/quick", b"0123456789")[:-3])
         assert await closed(reader, 2)
@@ -199,20 +191,17 @@ async def test_a_small_body_read_ahead_that_stalls_closes_the_connection(monkeyp
 
 
 async def test_a_chunked_body_is_read_whole() -> None:
-    async with listening() as (_, port):
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    async with connected() as (reader, writer):
         writer.write(b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n")
         await asyncio.sleep(0.05)
         writer.write(b"4\r\ndefg\r\n0\r\n\r\n")
         status, _, body = await read_reply(reader)
         assert status == 200 and orjson.loads(body) == {"length": 7, "head": "abcdefg"}
-        writer.close()
 
 
 @pytest.mark.parametrize("chunked", [False, True])
 async def test_a_body_over_the_route_limit_is_a_400_and_the_connection_closes(chunked: bool) -> None:
-    async with listening() as (_, port):
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    async with connected() as (reader, writer):
         body = b"y" * (LIMIT + 1)
         if chunked:
             writer.write(b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
@@ -222,17 +211,14 @@ async def test_a_body_over_the_route_limit_is_a_400_and_the_connection_closes(ch
         status, _, answer = await read_reply(reader)
         assert status == 400 and orjson.loads(answer) == {"error": f"request body too large (limit {LIMIT} bytes)"}
         assert await closed(reader)
-        writer.close()
 
 
 async def test_a_declared_length_over_the_limit_is_refused_before_any_body_arrives() -> None:
-    async with listening() as (_, port):
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    async with connected() as (reader, writer):
         writer.write(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999\r\n\r\n")
         status, _, answer = await read_reply(reader)
         assert status == 400 and "too large" in orjson.loads(answer)["error"]
         assert await closed(reader)
-        writer.close()
 
 
 @pytest.mark.parametrize(
@@ -247,39 +233,32 @@ async def test_a_declared_length_over_the_limit_is_refused_before_any_body_arriv
     ],
 )
 async def test_bytes_the_parser_refuses_get_a_json_400_and_the_connection_closes(raw: bytes, why: str) -> None:
-    async with listening() as (_, port):
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    async with connected() as (reader, writer):
         writer.write(raw)
         status, headers, answer = await read_reply(reader)
         assert status == 400 and headers["content-type"] == "application/json"
         assert why in orjson.loads(answer)["error"]
         assert await closed(reader)
-        writer.close()
 
 
 async def test_a_request_after_a_good_one_that_is_garbage_still_gets_the_good_reply_first() -> None:
-    async with listening() as (_, port):
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    async with connected() as (reader, writer):
         writer.write(post("/echo", b"ok") + b"\x00\x01 garbage\r\n\r\n")
         assert orjson.loads((await read_reply(reader))[2])["length"] == 2
         assert (await read_reply(reader))[0] == 400
         assert await closed(reader)
-        writer.close()
 
 
 async def test_an_upgrade_is_answered_as_plain_http_then_the_connection_closes() -> None:
-    async with listening() as (_, port):
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    async with connected() as (reader, writer):
         writer.write(b"GET /hello HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\nPRI * HTTP/2.0\r\n")
         status, headers, body = await read_reply(reader)
         assert (status, body, headers["connection"]) == (200, b"hello", "close")
         assert await closed(reader)
-        writer.close()
 
 
 async def test_a_head_over_the_limit_is_refused() -> None:
-    async with listening() as (_, port):
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    async with connected() as (reader, writer):
         writer.write(b"GET /hello HTTP/1.1\r\n")
         for _ in range(httpserver.MAX_HEAD_BYTES // 1000 + 2):
             writer.write(b"X-Filler: " + b"f" * 988 + b"\r\n")
@@ -288,14 +267,13 @@ async def test_a_head_over_the_limit_is_refused() -> None:
         status, _, answer = await read_reply(reader)
         assert status == 400 and "request head too large" in orjson.loads(answer)["error"]
         assert await closed(reader)
-        writer.close()
 
 
 async def test_a_slow_head_a_silent_connection_and_an_idle_one_are_closed(monkeypatch) -> None:
     monkeypatch.setattr(httpserver, "HEAD_TIMEOUT_S", 0.2)
     monkeypatch.setattr(httpserver, "SWEEP_INTERVAL_S", 0.05)
     monkeypatch.setattr(httpserver, "KEEPALIVE_TIMEOUT_S", 0.4)
-    async with listening() as (server, port):
+    async with listening(ROUTES) as (server, port):
         silent_reader, silent = await asyncio.open_connection("127.0.0.1", port)
         slow_reader, slow = await asyncio.open_connection("127.0.0.1", port)
         slow.write(b"GET /hello HTTP/1.1\r\nHost")  # and never the rest
@@ -315,29 +293,25 @@ async def test_a_slow_head_a_silent_connection_and_an_idle_one_are_closed(monkey
 
 async def test_a_body_that_does_not_arrive_is_a_400(monkeypatch) -> None:
     monkeypatch.setattr(httpserver, "BODY_TIMEOUT_S", 0.2)
-    async with listening() as (_, port):
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    async with connected() as (reader, writer):
         writer.write(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
         status, _, answer = await read_reply(reader)
         assert status == 400 and orjson.loads(answer) == {"error": "request body not received within 0.2 s"}
         assert await closed(reader)
-        writer.close()
 
 
 async def test_expect_100_continue_is_answered_before_the_body() -> None:
-    async with listening() as (_, port):
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    async with connected() as (reader, writer):
         writer.write(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n")
         interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
         assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
         writer.write(b"abcd")
         status, _, body = await read_reply(reader)
         assert status == 200 and orjson.loads(body)["length"] == 4
-        writer.close()
 
 
 async def test_an_encoded_body_is_refused_not_decoded() -> None:
-    async with listening() as (_, port):
+    async with listening(ROUTES) as (_, port):
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(post("/echo", b"\x1f\x8b\x08", "Content-Encoding: gzip\r\n"))
         status, _, answer = await read_reply(reader)
@@ -346,8 +320,7 @@ async def test_an_encoded_body_is_refused_not_decoded() -> None:
 
 
 async def test_unknown_paths_and_methods_and_a_failing_handler() -> None:
-    async with listening() as (_, port):
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    async with connected() as (reader, writer):
         writer.write(b"GET /nowhere?x=1 HTTP/1.1\r\nHost: x\r\n\r\n")
         status, _, body = await read_reply(reader)
         assert status == 404 and orjson.loads(body) == {"error": "not found: /nowhere"}
@@ -359,17 +332,14 @@ async def test_unknown_paths_and_methods_and_a_failing_handler() -> None:
         assert status == 500 and orjson.loads(body) == {"error": "internal error: RuntimeError: a bug"}
         writer.write(b"GET /hello?probe HTTP/1.1\r\nHost: x\r\n\r\n")  # still serving on the same connection
         assert (await read_reply(reader))[:3:2] == (200, b"hello")
-        writer.close()
 
 
 async def test_a_body_the_handler_does_not_read_closes_the_connection_after_the_reply() -> None:
-    async with listening() as (_, port):
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    async with connected() as (reader, writer):
         writer.write(b"POST /unread HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\n\r\n" + b"GET /hello")
         status, headers, body = await read_reply(reader)
         assert (status, body, headers["connection"]) == (200, b"hello", "close")
         assert await closed(reader)
-        writer.close()
 
 
 @pytest.mark.parametrize("path", ["/large", "/quick-large"])
@@ -379,7 +349,7 @@ async def test_pipelining_without_reading_replies_queues_only_a_bounded_number_o
     (20,000), then answers them all."""
     n = 20_000
     one = f"GET {path} HTTP/1.1".encode() + b"\r\nHost: x\r\nX-Pad: " + b"p" * 200 + b"\r\n\r\n"
-    async with listening() as (server, port):
+    async with listening(ROUTES) as (server, port):
         reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=2**20)
         sending = asyncio.ensure_future(_send(writer, one * n))
         most = 0
@@ -477,8 +447,7 @@ async def test_the_webhook_route_answers_a_review_and_refuses_garbage() -> None:
         "kind": "AdmissionReview",
         "request": {"uid": "u1", "operation": "CREATE", "object": {"metadata": {}, "spec": {}}},
     }
-    async with listening(webhook_routes("tfsched-scheduler", LIMIT)) as (_, port):
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    async with connected(webhook_routes("tfsched-scheduler", LIMIT)) as (reader, writer):
         writer.write(post("/mutate", orjson.dumps(review)))
         status, _, body = await read_reply(reader)
         assert status == 200 and orjson.loads(body)["response"] == {"uid": "u1", "allowed": True}
@@ -488,4 +457,3 @@ async def test_the_webhook_route_answers_a_review_and_refuses_garbage() -> None:
         writer.write(post("/mutate", b"x" * (LIMIT + 1)))
         status, _, body = await read_reply(reader)
         assert status == 400 and "too large" in orjson.loads(body)["error"]
-        writer.close()
