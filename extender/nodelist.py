@@ -21,9 +21,9 @@ per entry:
 A filter's passing names are remembered as a list of their own (the key its
 prioritize call will bring), and that call's hit is expected: it is no repeat,
 so it builds no templates, and once that call has come the list is the first
-evicted (most passing lists are used by one pod only).  Only lists of known nodes are cached, and
-templates are built only for names of plain DNS characters (no JSON escaping
-can be needed); anything else takes orjson.
+evicted (most passing lists are used by one pod only).  Only lists of known
+nodes are cached, and templates are built only for names of plain DNS
+characters (no JSON escaping can be needed); anything else takes orjson.
 
 Memory is bounded by the total number of names across entries, not only by
 the number of entries: any caller can send a list of millions of (repeated)
