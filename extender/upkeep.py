@@ -104,16 +104,18 @@ class LedgerAuditor:
 class GpuStatusWriter:
     """Keeps each GPU's ``status.available`` and ``status.runningApps`` showing
     the ledger (a view: the ledger stays the truth).  Only the writer that
-    binds writes them; a GPU's changes are coalesced until they pause for
-    ``GPU_STATUS_QUIET_S`` or are ``GPU_STATUS_MAX_LAG_S`` old, at most one
-    write per GPU per second, and a GPU whose status already says it is not
-    written.  Each write costs the API server a patch of a custom resource
+    binds writes them, and only while the ledger is trusted (``distrust``: a
+    partly listed cache would show GPUs emptier than they are).  A GPU's
+    changes are coalesced until they pause for ``GPU_STATUS_QUIET_S`` or are
+    ``GPU_STATUS_MAX_LAG_S`` old, at most one write per GPU per second, and a
+    GPU whose status already says it is not written.  Each write costs the API server a patch of a custom resource
     (schema validation, managed fields, a watch event): about 1 ms of its CPU."""
 
-    def __init__(self, client: KubeClient, state: ClusterState, gate: WriterGate) -> None:
+    def __init__(self, client: KubeClient, state: ClusterState, gate: WriterGate, distrust: Callable[[], str]) -> None:
         self.client = client
         self.state = state
         self.gate = gate
+        self.distrust = distrust
         self.last_write: dict[str, float] = {}
         self.pending: dict[str, tuple[float, float]] = {}  # GPU -> (first, last) unwritten change seen
         self.writes = 0
@@ -152,23 +154,36 @@ class GpuStatusWriter:
             del self.pending[name]
         return due
 
+    def _changed_status(self, name: str) -> dict[str, Any] | None:
+        """The status ``name`` should show, or None when its cached status already shows it."""
+        status = self.desired(name)
+        cached = self.state.cache.get(Kind.GPU, "", name) or {}
+        current = cached.get("status") or {}
+        if status is None or all(current.get(k) == v for k, v in status.items()):
+            return None
+        return status
+
     async def write_due(self, now: float | None = None) -> int:
-        """Write the changed GPUs that are due (``now``: monotonic seconds); returns how many were written."""
+        """Write the changed GPUs that are due (``now``: monotonic seconds); returns how many were written.
+
+        ``GPU_STATUS_CONCURRENCY`` workers take the due GPUs one at a time, each working out
+        its status just before writing it: a new leader's pass over every GPU of a large
+        cluster holds a few statuses and requests at a time, not one of each per GPU."""
         ledger = self.state.ledger
         now = time.monotonic() if now is None else now
-        due = self._due(now)
-        todo = []
-        for name in due:
-            status = self.desired(name)
-            cached = self.state.cache.get(Kind.GPU, "", name) or {}
-            current = cached.get("status") or {}
-            if status is None or all(current.get(k) == v for k, v in status.items()):
-                continue
-            todo.append((name, status))
-        semaphore = asyncio.Semaphore(GPU_STATUS_CONCURRENCY)
+        due = iter(self._due(now))  # shared by the workers: each GPU taken once
+        written = 0
 
-        async def write(name: str, status: dict[str, Any]) -> None:
-            async with semaphore:
+        async def worker() -> None:
+            nonlocal written
+            for name in due:
+                if self.distrust():  # a re-list began during the pass: the rest waits for it
+                    ledger.changed_gpus.add(name)
+                    continue
+                status = self._changed_status(name)
+                if status is None:
+                    continue
+                written += 1
                 self.last_write[name] = now
                 path = f"/apis/{ann.GROUP_VERSION}/{ann.GPU_PLURAL}/{path_segment(name)}/status"
                 try:
@@ -178,8 +193,8 @@ class GpuStatusWriter:
                     log.warning("GPU %s: status not written: %s", name, exc)
                     ledger.changed_gpus.add(name)  # retried when due again
 
-        await asyncio.gather(*(write(name, status) for name, status in todo))
-        return len(todo)
+        await asyncio.gather(*(worker() for _ in range(GPU_STATUS_CONCURRENCY)))
+        return written
 
     async def run(self, every: float = 0.2) -> None:
         was_active = False
@@ -189,7 +204,7 @@ class GpuStatusWriter:
                 # A new leader: whatever the previous one wrote is checked once.
                 self.state.ledger.changed_gpus.update(self.state.inventory.gpu_index)
             was_active = active
-            if active and (self.state.ledger.changed_gpus or self.pending):
+            if active and not self.distrust() and (self.state.ledger.changed_gpus or self.pending):
                 try:
                     await self.write_due()
                 except asyncio.CancelledError:

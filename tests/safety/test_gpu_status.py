@@ -34,12 +34,16 @@ async def noop() -> None:
     return None
 
 
+def trusted() -> str:
+    return ""
+
+
 def setup() -> tuple[ClusterState, Recorder, GpuStatusWriter]:
     state = ClusterState()
     gpus = [gpu_object("a", i, tflops=100, vram=16 * GiB) for i in range(2)]
     state.load({Kind.NODE: [node_object("a")], Kind.GPU: gpus})
     client = Recorder(state, gpus)
-    return state, client, GpuStatusWriter(client, state, WriterGate())  # type: ignore[arg-type]
+    return state, client, GpuStatusWriter(client, state, WriterGate(), trusted)  # type: ignore[arg-type]
 
 
 def pod(uid: str, tflops: str, workload: str | None = None) -> dict:
@@ -127,10 +131,87 @@ async def test_standby_writes_nothing():
         async def release(self):
             return None
 
-    writer = GpuStatusWriter(client, state, WriterGate(Never(), noop))  # type: ignore[arg-type]
+    writer = GpuStatusWriter(client, state, WriterGate(Never(), noop), trusted)  # type: ignore[arg-type]
     state.cache.apply(Kind.POD, EventType.ADDED, pod("p", "10"))
     task = asyncio.create_task(writer.run(every=0.01))
     await asyncio.sleep(0.1)
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     assert client.patches == []
+
+
+async def test_a_pass_over_many_gpus_holds_only_the_writes_in_flight():
+    """A new leader checks every GPU: with thousands due, the writer works out each status just
+    before writing it, so what it holds at once is bounded by its concurrency, not the cluster."""
+    state = ClusterState()
+    gpus = [gpu_object("a", i, tflops=100, vram=16 * GiB) for i in range(200)]
+    state.load({Kind.NODE: [node_object("a")], Kind.GPU: gpus})
+    client = Recorder(state, gpus)
+    writer = GpuStatusWriter(client, state, WriterGate(), trusted)  # type: ignore[arg-type]
+    worked_out = 0
+    desired = writer.desired
+
+    def counting(name: str) -> dict | None:
+        nonlocal worked_out
+        worked_out += 1
+        return desired(name)
+
+    writer.desired = counting  # type: ignore[method-assign]
+    release = asyncio.Event()
+    in_flight = 0
+    record = client.patch
+
+    async def held(path: str, body: dict, *args, **kwargs) -> dict:
+        nonlocal in_flight
+        in_flight += 1
+        await release.wait()
+        in_flight -= 1
+        return await record(path, body)
+
+    client.patch = held  # type: ignore[method-assign]
+    state.ledger.changed_gpus.update(g["metadata"]["name"] for g in gpus)  # none shows runningApps yet
+    assert await writer.write_due(now=100.0) == 0  # taken in; due once the changes pause
+    passing = asyncio.create_task(writer.write_due(now=100.0 + GPU_STATUS_QUIET_S))
+    await asyncio.sleep(0.05)
+    assert 0 < in_flight == worked_out <= 8
+    release.set()
+    assert await passing == 200 == len({path for path, _ in client.patches}) == worked_out
+
+
+async def test_nothing_is_written_while_the_ledger_is_not_trusted():
+    """While the pods are still being listed, a GPU's ledger view lacks its holders: writing it
+    would show the GPU emptier than it is. Its changes wait, and are written once trusted."""
+    state, client, _ = setup()
+    why = "the cache is not current for Pod"
+    writer = GpuStatusWriter(client, state, WriterGate(), lambda: why)  # type: ignore[arg-type]
+    state.cache.apply(Kind.POD, EventType.ADDED, pod("p", "10"))
+    task = asyncio.create_task(writer.run(every=0.01))
+    await asyncio.sleep(0.1)
+    assert client.patches == []
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    why = ""
+    await writer.write_due(now=100.0)
+    await writer.write_due(now=100.0 + GPU_STATUS_QUIET_S)
+    written = {path.split("/")[-2]: body["status"] for path, body in client.patches}
+    assert written[gpu_name("a", 0)]["available"]["tflops"] == "90"
+
+
+async def test_a_relist_during_a_pass_leaves_the_rest_for_later():
+    state, client, writer = setup()
+    why = ""
+    writer.distrust = lambda: why  # type: ignore[method-assign]
+    record = client.patch
+
+    async def relist_begins(path: str, body: dict, *args, **kwargs) -> dict:
+        nonlocal why
+        why = "re-listing Pod"
+        return await record(path, body)
+
+    client.patch = relist_begins  # type: ignore[method-assign]
+    state.ledger.changed_gpus.update({gpu_name("a", 0), gpu_name("a", 1)})
+    await writer.write_due(now=100.0)
+    await writer.write_due(now=100.0 + GPU_STATUS_QUIET_S)
+    assert len(client.patches) == 1
+    unwritten = {gpu_name("a", 0), gpu_name("a", 1)} - {path.split("/")[-2] for path, _ in client.patches}
+    assert state.ledger.changed_gpus == unwritten
