@@ -90,6 +90,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_listening(port: int, process: subprocess.Popen, bound: float = 120.0) -> None:
+    """Until ``port`` accepts connections: tfsched's time to ready is measured against an API
+    server that is up, as in a cluster, not one still reading its objects."""
+    deadline = time.monotonic() + bound
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("the fake API server did not start") from None
+            time.sleep(0.05)
+
+
 def percentile(values: list[float], p: float) -> float:
     return float(np.percentile(np.array(values), p))
 
@@ -364,6 +378,7 @@ def main() -> None:
                 [sys.executable, str(fake_api), "--objects", str(tmp / "objects.json"), "--port", str(api_port)]
             )
         )
+        wait_listening(api_port, helpers[-1])
         source_args = ["--kubeconfig", str(kubeconfig)]
     print(
         f"cluster: {opts.nodes} nodes × {opts.gpus} GPUs, {opts.pods} allocated pods "
@@ -410,7 +425,14 @@ def main() -> None:
                 if proc.poll() is not None:
                     raise SystemExit("server exited") from None
                 time.sleep(0.1)
-        print(f"server ready in {time.perf_counter() - t:.1f} s (cache loaded from {opts.source})")
+        ready_cpu = server.cpu_times()
+        helper_cpu = sum(sum(psutil.Process(h.pid).cpu_times()[:2]) for h in helpers)
+        print(
+            f"server ready in {time.perf_counter() - t:.1f} s (cache loaded from {opts.source}; "
+            f"server CPU {ready_cpu.user + ready_cpu.system:.1f} s"
+            + (f", fake API server CPU {helper_cpu:.1f} s since its start" if helpers else "")
+            + ")"
+        )
 
         pod = gpu_pod("bench-pod", tflops="20", vram="8Gi", uid="bench")
         pod["spec"]["containers"][0]["resources"]["requests"] = {"cpu": "4", "memory": "16Gi"}
