@@ -129,6 +129,17 @@ class ExtenderMetrics:
             ["state"],
             registry=self.registry,
         )
+        self.gpu_status_writes = Counter(
+            "tfsched_status_writes_total",
+            "GPU status patches written from the ledger, by result (written, failed: retried when due again).",
+            ["result"],
+            registry=self.registry,
+        )
+        self.gpu_status_unwritten = Gauge(
+            "tfsched_status_unwritten_gpus",
+            "GPUs whose status does not yet show the ledger's latest change (coalescing, or waiting their turn).",
+            registry=self.registry,
+        )
         # Every known label value from the start, at 0: rate() and the dashboard see a series
         # before the first event, and a missing series means a scrape problem, not "none yet".
         for verb in VERBS:
@@ -141,6 +152,8 @@ class ExtenderMetrics:
             self.filter_denials.labels(reason)
         for result in ("bound", "failed"):
             self.binds.labels(result)
+        for result in ("written", "failed"):
+            self.gpu_status_writes.labels(result)
 
     def count_filter(self, passed: int, failed: int, unresolvable: int, denials: Tally[str]) -> None:
         self.filter_nodes.labels("passed").inc(passed)

@@ -17,6 +17,7 @@ from tfsched.allocation.state import ClusterState, keep_pod
 from tfsched.clustermodel import annotations as ann
 from tfsched.clustermodel.cache import Kind, slim_pod
 from tfsched.clustermodel.quantity import MILLI_PER_TFLOPS, format_bytes, format_tflops
+from tfsched.extender.metrics import ExtenderMetrics
 from tfsched.kubeapi.client import KubeClient, path_segment
 from tfsched.kubeapi.informer import RESOURCES, list_objects
 from tfsched.kubeapi.leader import WriterGate
@@ -108,14 +109,26 @@ class GpuStatusWriter:
     partly listed cache would show GPUs emptier than they are).  A GPU's
     changes are coalesced until they pause for ``GPU_STATUS_QUIET_S`` or are
     ``GPU_STATUS_MAX_LAG_S`` old, at most one write per GPU per second, and a
-    GPU whose status already says it is not written.  Each write costs the API server a patch of a custom resource
-    (schema validation, managed fields, a watch event): about 1 ms of its CPU."""
+    GPU whose status already says it is not written.  Each write costs the API
+    server a patch of a custom resource (schema validation, managed fields, a
+    watch event): about 1 ms of its CPU."""
 
-    def __init__(self, client: KubeClient, state: ClusterState, gate: WriterGate, distrust: Callable[[], str]) -> None:
+    def __init__(
+        self,
+        client: KubeClient,
+        state: ClusterState,
+        gate: WriterGate,
+        distrust: Callable[[], str],
+        metrics: ExtenderMetrics | None = None,
+    ) -> None:
         self.client = client
         self.state = state
         self.gate = gate
         self.distrust = distrust
+        self._results = (metrics or ExtenderMetrics()).gpu_status_writes
+        if metrics is not None:
+            metrics.gpu_status_unwritten.set_function(self.unwritten)
+        self._queued = 0  # due GPUs of the pass under way, not yet taken by a worker
         self.last_write: dict[str, float] = {}
         self.pending: dict[str, tuple[float, float]] = {}  # GPU -> (first, last) unwritten change seen
         self.writes = 0
@@ -154,6 +167,11 @@ class GpuStatusWriter:
             del self.pending[name]
         return due
 
+    def unwritten(self) -> int:
+        """GPUs with a change not yet written: coalescing, or queued in the pass under way."""
+        changed = self.state.ledger.changed_gpus
+        return len(self.pending) + sum(1 for name in changed if name not in self.pending) + self._queued
+
     def _changed_status(self, name: str) -> dict[str, Any] | None:
         """The status ``name`` should show, or None when its cached status already shows it."""
         status = self.desired(name)
@@ -171,12 +189,15 @@ class GpuStatusWriter:
         cluster holds a few statuses and requests at a time, not one of each per GPU."""
         ledger = self.state.ledger
         now = time.monotonic() if now is None else now
-        due = iter(self._due(now))  # shared by the workers: each GPU taken once
+        due_names = self._due(now)
+        due = iter(due_names)  # shared by the workers: each GPU taken once
+        self._queued = len(due_names)
         written = 0
 
         async def worker() -> None:
             nonlocal written
             for name in due:
+                self._queued -= 1
                 if self.distrust():  # a re-list began during the pass: the rest waits for it
                     ledger.changed_gpus.add(name)
                     continue
@@ -189,11 +210,17 @@ class GpuStatusWriter:
                 try:
                     await self.client.patch(path, {"status": status})
                     self.writes += 1
+                    self._results.labels("written").inc()
                 except Exception as exc:
+                    self._results.labels("failed").inc()
                     log.warning("GPU %s: status not written: %s", name, exc)
                     ledger.changed_gpus.add(name)  # retried when due again
 
-        await asyncio.gather(*(worker() for _ in range(GPU_STATUS_CONCURRENCY)))
+        try:
+            await asyncio.gather(*(worker() for _ in range(GPU_STATUS_CONCURRENCY)))
+        finally:
+            ledger.changed_gpus.update(due)  # a pass cut short (shutdown) keeps what it did not take
+            self._queued = 0
         return written
 
     async def run(self, every: float = 0.2) -> None:

@@ -168,7 +168,7 @@ class Server:
                 self.client, self.state, self.distrust, self.state.config.audit_interval.total_seconds()
             )
             self.tasks.append(asyncio.create_task(auditor.run(), name="ledger-auditor"))
-            gpu_status = GpuStatusWriter(self.client, self.state, self.gate, self.distrust)
+            gpu_status = GpuStatusWriter(self.client, self.state, self.gate, self.distrust, self.metrics)
             self.tasks.append(asyncio.create_task(gpu_status.run(), name="gpu-status"))
         # Compile (or load cached) kernels off the event loop; /readyz waits for it.
         await asyncio.to_thread(warm_up)

@@ -9,6 +9,7 @@ from tfsched.allocation.state import ClusterState
 from tfsched.clustermodel import annotations as ann
 from tfsched.clustermodel.cache import EventType, Kind
 from tfsched.clustermodel.objects import gpu_name, gpu_object, gpu_pod, node_object
+from tfsched.extender.metrics import ExtenderMetrics
 from tfsched.extender.upkeep import GPU_STATUS_MAX_LAG_S, GPU_STATUS_QUIET_S, GpuStatusWriter
 from tfsched.kubeapi.leader import WriterGate
 
@@ -215,3 +216,31 @@ async def test_a_relist_during_a_pass_leaves_the_rest_for_later():
     assert len(client.patches) == 1
     unwritten = {gpu_name("a", 0), gpu_name("a", 1)} - {path.split("/")[-2] for path, _ in client.patches}
     assert state.ledger.changed_gpus == unwritten
+
+
+async def test_metrics_show_what_is_unwritten_and_what_was_written():
+    state, client, _ = setup()
+    metrics = ExtenderMetrics()
+    writer = GpuStatusWriter(client, state, WriterGate(), trusted, metrics)  # type: ignore[arg-type]
+
+    def sample(name: str, **labels: str) -> float | None:
+        return metrics.registry.get_sample_value(name, labels)
+
+    assert sample("tfsched_status_unwritten_gpus") == 0
+    state.cache.apply(Kind.POD, EventType.ADDED, pod("p", "10"))
+    assert sample("tfsched_status_unwritten_gpus") == 1  # the GPU the pod holds, changes still coming
+    await writer.write_due(now=100.0)
+    assert sample("tfsched_status_unwritten_gpus") == 1
+
+    async def refuse(path: str, body: dict, *args, **kwargs) -> dict:
+        raise ConnectionError("API server unreachable")
+
+    real, client.patch = client.patch, refuse  # type: ignore[method-assign]
+    await writer.write_due(now=101.0)
+    assert sample("tfsched_status_writes_total", result="failed") == 1
+    assert sample("tfsched_status_unwritten_gpus") == 1  # retried when due again
+    client.patch = real  # type: ignore[method-assign]
+    await writer.write_due(now=102.0)
+    await writer.write_due(now=103.0)
+    assert sample("tfsched_status_writes_total", result="written") == 1
+    assert sample("tfsched_status_unwritten_gpus") == 0
