@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -104,6 +105,12 @@ def wait_listening(port: int, process: subprocess.Popen, bound: float = 120.0) -
             time.sleep(0.05)
 
 
+def cpu_seconds(process: psutil.Process) -> float:
+    """User + system CPU: unlike latency, not inflated by other processes on a shared machine."""
+    times = process.cpu_times()
+    return times.user + times.system
+
+
 def peak_rss_mb(pid: int) -> float:
     """VmHWM: the peak since start, or since it was last reset (``clear_refs`` 5)."""
     with open(f"/proc/{pid}/status") as fh:
@@ -111,8 +118,6 @@ def peak_rss_mb(pid: int) -> float:
 
 
 def metric(port: int, name: str) -> float | None:
-    import urllib.request
-
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as resp:
         for line in resp:
             if line.startswith(name.encode() + b" "):
@@ -124,7 +129,7 @@ def wait_status_pass(port: int, server: psutil.Process, bound: float = 600.0) ->
     """Until the new leader's first GPU status pass is written (the bench's GPUs do not show
     their pods yet): measured on its own, not inside the calls measured after it."""
     t = time.perf_counter()
-    cpu = server.cpu_times()
+    cpu = cpu_seconds(server)
     writes = 0.0
     while time.perf_counter() - t < bound:
         if metric(port, "tfsched_status_unwritten_gpus") == 0:
@@ -133,10 +138,9 @@ def wait_status_pass(port: int, server: psutil.Process, bound: float = 600.0) ->
         time.sleep(1.0)
     else:
         print(f"GPU status pass not finished after {bound:.0f} s; measuring anyway")
-    after = server.cpu_times()
     print(
         f"first GPU status pass: {writes:.0f} writes in {time.perf_counter() - t:.1f} s "
-        f"(server CPU {after.user + after.system - cpu.user - cpu.system:.1f} s)"
+        f"(server CPU {cpu_seconds(server) - cpu:.1f} s)"
     )
 
 
@@ -230,7 +234,7 @@ def cycles(port: int, names: list[str], pods: list[dict], server: psutil.Process
     width = window_size(len(names))
     start = 0
     bound = failed = 0
-    cpu_before = server.cpu_times()
+    cpu_before = cpu_seconds(server)
     t = time.perf_counter()
     try:
         for pod in pods:
@@ -254,8 +258,7 @@ def cycles(port: int, names: list[str], pods: list[dict], server: psutil.Process
     finally:
         client.close()
     wall = time.perf_counter() - t
-    cpu_after = server.cpu_times()
-    cpu_ms = (cpu_after.user + cpu_after.system - cpu_before.user - cpu_before.system) * 1000 / len(pods)
+    cpu_ms = (cpu_seconds(server) - cpu_before) * 1000 / len(pods)
     print(
         f"scheduling cycles: {len(pods)} pods, {width} names per filter, bound {bound}, failed {failed}; "
         f"server CPU {cpu_ms:.3f} ms per pod (goal ≤ 1), {wall / len(pods) * 1000:.2f} ms wall per pod"
@@ -351,10 +354,9 @@ def http_baseline(server: str, body: bytes, reply_size: int, n: int) -> tuple[fl
                     raise
                 time.sleep(0.05)
         bare = psutil.Process(proc.pid)
-        before = bare.cpu_times()
+        before = cpu_seconds(bare)
         latencies, _, _ = drive(port, "filter", body, n)
-        after = bare.cpu_times()
-        cpu_ms = (after.user + after.system - before.user - before.system) * 1000 / (len(latencies) + WARMUP)
+        cpu_ms = (cpu_seconds(bare) - before) * 1000 / (len(latencies) + WARMUP)
         return percentile(latencies, 50), cpu_ms
     finally:
         proc.kill()
@@ -456,8 +458,6 @@ def main() -> None:
     )
     server = psutil.Process(proc.pid)
     try:
-        import urllib.request
-
         while True:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as resp:
@@ -467,11 +467,10 @@ def main() -> None:
                 if proc.poll() is not None:
                     raise SystemExit("server exited") from None
                 time.sleep(0.1)
-        ready_cpu = server.cpu_times()
-        helper_cpu = sum(sum(psutil.Process(h.pid).cpu_times()[:2]) for h in helpers)
+        helper_cpu = sum(cpu_seconds(psutil.Process(h.pid)) for h in helpers)
         print(
             f"server ready in {time.perf_counter() - t:.1f} s (cache loaded from {opts.source}; "
-            f"server CPU {ready_cpu.user + ready_cpu.system:.1f} s"
+            f"server CPU {cpu_seconds(server):.1f} s"
             + (f", fake API server CPU {helper_cpu:.1f} s since its start" if helpers else "")
             + ")"
         )
@@ -490,16 +489,9 @@ def main() -> None:
         print(f"{'verb':<11} {'p50 ms':>8} {'p99 ms':>8} {'floor ms':>9} {'p50/floor':>10} {'server CPU ms':>14}")
         replies = {}
         for verb in ("filter", "prioritize"):
-            cpu_before = server.cpu_times()
+            cpu_before = cpu_seconds(server)
             latencies, floors, response = drive(port, verb, body, opts.requests)
-            cpu_after = server.cpu_times()
-            # CPU the server spent per call (user + system): unlike latency, not inflated
-            # by other processes on a shared machine.
-            cpu_ms = (
-                (cpu_after.user + cpu_after.system - cpu_before.user - cpu_before.system)
-                * 1000
-                / (len(latencies) + WARMUP)
-            )
+            cpu_ms = (cpu_seconds(server) - cpu_before) * 1000 / (len(latencies) + WARMUP)  # per call
             replies[verb] = len(response)
             floor = statistics.median(floors)
             p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
@@ -509,10 +501,11 @@ def main() -> None:
             print(f"{bare:<11} {p50:8.3f} {'':26} {cpu_ms:14.3f}   (bare handler, the same body and reply size)")
         if opts.source == "api" and opts.cycles:
             cycles(port, names, pending, server)
+        serving_peak = peak_rss_mb(proc.pid)
         print()
         print(
-            f"server peak RSS {max(peak_rss_mb(proc.pid), ready_peak):.0f} MB: {ready_peak:.0f} at ready, "
-            f"{peak_rss_mb(proc.pid):.0f} while serving the calls (current {server.memory_info().rss / 2**20:.0f} MB)"
+            f"server peak RSS {max(serving_peak, ready_peak):.0f} MB: {ready_peak:.0f} at ready, "
+            f"{serving_peak:.0f} while serving the calls (current {server.memory_info().rss / 2**20:.0f} MB)"
         )
     finally:
         proc.terminate()
