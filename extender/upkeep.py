@@ -125,9 +125,10 @@ class GpuStatusWriter:
         self.state = state
         self.gate = gate
         self.distrust = distrust
-        self._results = (metrics or ExtenderMetrics()).gpu_status_writes
-        if metrics is not None:
-            metrics.gpu_status_unwritten.set_function(self.unwritten)
+        metrics = metrics or ExtenderMetrics()
+        self._written = metrics.gpu_status_writes.labels("written")  # the series looked up once
+        self._failed = metrics.gpu_status_writes.labels("failed")
+        metrics.gpu_status_unwritten.set_function(self.unwritten)
         self._queued = 0  # due GPUs of the pass under way, not yet taken by a worker
         self.last_write: dict[str, float] = {}
         self.pending: dict[str, tuple[float, float]] = {}  # GPU -> (first, last) unwritten change seen
@@ -210,9 +211,9 @@ class GpuStatusWriter:
                 try:
                     await self.client.patch(path, {"status": status})
                     self.writes += 1
-                    self._results.labels("written").inc()
+                    self._written.inc()
                 except Exception as exc:
-                    self._results.labels("failed").inc()
+                    self._failed.inc()
                     log.warning("GPU %s: status not written: %s", name, exc)
                     ledger.changed_gpus.add(name)  # retried when due again
 
