@@ -3,9 +3,9 @@
 Why our own: kube-scheduler makes three calls per pod, and a bare aiohttp handler cost
 0.13-0.22 ms of server CPU per call on the benchmark machine, this server (llhttp through
 httptools, the parser Node.js uses; one write per reply) 0.06 on the quick path
-(bench_extender prints both; bench/RESULTS.md, issue 13).  Routes are ``(method, path) -> handler``; a handler gets a
-:class:`Request` whose body it reads when it chooses (so a budget can be held first) and
-returns a :class:`Reply`.
+(bench_extender prints both; bench/RESULTS.md, issue 13).  Routes are
+``(method, path) -> handler``; a handler gets a :class:`Request` whose body it reads when it
+chooses (so a budget can be held first) and returns a :class:`Reply`.
 
 What a hostile client meets (the safety suite's HTTP fuzz and tests/test_httpserver.py):
 
