@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import platform
 from collections import Counter as Tally
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,6 +69,9 @@ def new_registry() -> CollectorRegistry:
 class ExtenderMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or new_registry()
+        # Readings taken on the event loop by refresh(), before a scrape: the registry is
+        # written out in a thread, and a gauge's callback there would race the loop's state.
+        self.before_scrape: list[Callable[[], None]] = []
         self.latency = Histogram(
             "tfsched_extender_request_duration_seconds",
             "Time to answer one extender call, by verb (bind includes the API server's write).",
@@ -164,6 +168,8 @@ class ExtenderMetrics:
 
     def refresh(self, state: ClusterState, writing: bool) -> AllocationSnapshot:
         """The gauges read from the state, before a scrape; the allocation's numbers to write."""
+        for read in self.before_scrape:
+            read()
         ledger = state.ledger
         reserved = sum(1 for a in ledger.allocations.values() if a.reserved)
         self.allocations.labels("reserved").set(reserved)

@@ -128,7 +128,8 @@ class GpuStatusWriter:
         metrics = metrics or ExtenderMetrics()
         self._written = metrics.gpu_status_writes.labels("written")  # the series looked up once
         self._failed = metrics.gpu_status_writes.labels("failed")
-        metrics.gpu_status_unwritten.set_function(self.unwritten)
+        unwritten = metrics.gpu_status_unwritten
+        metrics.before_scrape.append(lambda: unwritten.set(self.unwritten()))  # on the loop: it reads the ledger
         self._queued = 0  # due GPUs of the pass under way, not yet taken by a worker
         self.last_write: dict[str, float] = {}
         self.pending: dict[str, tuple[float, float]] = {}  # GPU -> (first, last) unwritten change seen

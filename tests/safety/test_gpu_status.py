@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
 from tfsched.allocation.state import ClusterState
 from tfsched.clustermodel import annotations as ann
@@ -224,6 +225,7 @@ async def test_metrics_show_what_is_unwritten_and_what_was_written():
     writer = GpuStatusWriter(client, state, WriterGate(), trusted, metrics)  # type: ignore[arg-type]
 
     def sample(name: str, **labels: str) -> float | None:
+        metrics.refresh(state, writing=True)  # as a scrape does, on the loop
         return metrics.registry.get_sample_value(name, labels)
 
     assert sample("tfsched_status_unwritten_gpus") == 0
@@ -244,3 +246,28 @@ async def test_metrics_show_what_is_unwritten_and_what_was_written():
     await writer.write_due(now=103.0)
     assert sample("tfsched_status_writes_total", result="written") == 1
     assert sample("tfsched_status_unwritten_gpus") == 0
+
+
+class LoopOnlySet(set):
+    """The ledger's changed GPUs, refusing to be read off the thread that owns them."""
+
+    def __init__(self, owner: int) -> None:
+        super().__init__()
+        self.owner = owner
+
+    def __iter__(self):
+        assert threading.get_ident() == self.owner, "the ledger's changed GPUs were read off the event loop"
+        return super().__iter__()
+
+
+async def test_a_scrape_reads_the_writer_on_the_loop_not_in_the_exposition_thread():
+    # /metrics writes the exposition in a thread while the loop goes on changing the ledger:
+    # a gauge computed there raised "Set changed size during iteration" (a 500) at 20,000 nodes.
+    state, client, _ = setup()
+    state.ledger.changed_gpus = LoopOnlySet(threading.get_ident())
+    metrics = ExtenderMetrics()
+    GpuStatusWriter(client, state, WriterGate(), trusted, metrics)  # type: ignore[arg-type]
+    state.cache.apply(Kind.POD, EventType.ADDED, pod("p", "10"))
+    snapshot = metrics.refresh(state, writing=True)
+    text = await asyncio.to_thread(metrics.exposition, snapshot, False)
+    assert b"tfsched_status_unwritten_gpus 1.0" in text
