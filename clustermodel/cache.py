@@ -49,8 +49,9 @@ class ObjectError(ValueError):
 
 
 def key_of(obj: Mapping[str, Any]) -> Key:
-    meta = obj.get("metadata") or {} if isinstance(obj, Mapping) else None
-    if not isinstance(meta, Mapping):
+    # dict first: decoded JSON is always one, and the Mapping check costs an ABC lookup per object.
+    meta = obj.get("metadata") or {} if type(obj) is dict or isinstance(obj, Mapping) else None
+    if not (type(meta) is dict or isinstance(meta, Mapping)):
         raise ObjectError("metadata is not an object")
     namespace, name = meta.get("namespace") or "", meta.get("name") or ""
     if not isinstance(namespace, str) or not isinstance(name, str):
