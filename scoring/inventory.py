@@ -16,8 +16,8 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections.abc import Sequence
-from dataclasses import dataclass
 from operator import itemgetter
+from typing import NamedTuple
 
 import numpy as np
 
@@ -47,9 +47,9 @@ def request_units(request: GPURequest) -> tuple[float, float, float, int]:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class GPUSpec:
-    """What the inventory needs to know about one GPU object."""
+class GPUSpec(NamedTuple):
+    """What the inventory needs to know about one GPU object.  A NamedTuple, not a frozen
+    dataclass: one is made per GPU event, and the frozen __init__ costs a call per field."""
 
     name: str
     node: str
