@@ -50,7 +50,10 @@ class SchedulingConfig(BaseModel):
     @property
     def needs_all_pods(self) -> bool:
         """A fragmentation-aware mode weighs each node's CPU and memory: every pod's requests count."""
-        return any(m.fragmentation_aware for m in (self.placement_mode, *self.pool_placement_modes.values()))
+        # Asked once per pod event: the cluster's own mode first, no tuple built.
+        return self.placement_mode.fragmentation_aware or any(
+            m.fragmentation_aware for m in self.pool_placement_modes.values()
+        )
 
     def mode_for(self, pool: str) -> PlacementMode:
         return self.pool_placement_modes.get(pool, self.placement_mode) if pool else self.placement_mode

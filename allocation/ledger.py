@@ -59,6 +59,8 @@ class Allocation:
     reserved: bool = True
 
     def tflops_on(self, cap_t: float) -> float:
+        if not self.percent:  # most requests are absolute: no numpy call per GPU they hold
+            return self.tflops
         return self.tflops + float(np.ceil(self.percent / 100.0 * cap_t - 1e-9))
 
 
