@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -197,6 +198,7 @@ class Informer:
         the cache has taken its slim copy.  The kind is not synced meanwhile."""
         self._relist_requested.clear()
         self.cache.synced.discard(self.resource.kind)
+        started = time.monotonic()
         relist = self.cache.relist(self.resource.kind)
         meta: dict[str, Any] = {}
         async for items in list_pages(self.client, self.resource, meta):
@@ -209,6 +211,8 @@ class Informer:
         self.resource_version = meta.get("resourceVersion", "")
         relist.finish()
         self.relists += 1
+        # What a slow start is made of, per kind (pages interleave with the other kinds' lists).
+        log.info("%s: listed %d in %.1f s", self.resource.kind, len(relist.seen), time.monotonic() - started)
 
     def _keeps(self, obj: Obj) -> bool:
         if self.keep is None:

@@ -4,8 +4,10 @@ the verbs, whatever the object, and one bad object never stops a list."""
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import orjson
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -101,8 +103,9 @@ class ListOnly:
         yield {}
 
 
-async def test_a_poison_pod_does_not_stop_the_list():
+async def test_a_poison_pod_does_not_stop_the_list(caplog: pytest.LogCaptureFixture):
     """The reproducer of the issue: 1e306 TFLOPS plus gpu-ids, never scheduled."""
+    caplog.set_level(logging.INFO, logger="tfsched.kubeapi.informer")
     poison = gpu_pod("poison", tflops="1e306", vram="1e9999999", gpu_ids=[gpu_name("a", 0)], uid="poison")
     broken = {"metadata": ["not", "an", "object"]}
     holder = gpu_pod("holder", tflops="40", vram="4Gi", gpu_ids=[gpu_name("a", 0)], node="a", uid="holder")
@@ -123,6 +126,8 @@ async def test_a_poison_pod_does_not_stop_the_list():
     assert state.problems.counts[PROBLEM_UNREADABLE] == 2  # the two objects that are not pods
     reasons = {p.reason for p in state.problems.take()}
     assert reasons == {ann.EVENT_GPU_IDS_IGNORED, ann.EVENT_UNREADABLE_OBJECT}
+    # The operator's line per list: the objects taken in (not the two that are not pods).
+    assert any(r.getMessage().startswith("Pod: listed 2 in ") for r in caplog.records)
 
 
 @settings(
