@@ -48,14 +48,23 @@ HEAP_FREEZE_INTERVAL_S = 600.0  # see Server._freeze_heap
 INITIAL_LOAD_GC_PAUSE_S = 120.0
 
 
-def _settle_heap(frozen: bool) -> None:
-    """After the initial load: collect what cycles it left, then (``frozen``) move every
-    survivor — the cache, the ledger, the modules — out of the collector's sight, so its
-    later full passes walk only what changes after the load, not millions of cached objects."""
-    gc.collect()
+def _settle_heap(frozen: bool, *, collect: bool = True) -> None:
+    """Collect what cycles are left (``collect``), then (``frozen``) move every survivor — the
+    cache, the ledger, the modules — out of the collector's sight, so its later full passes
+    walk only what changes, not millions of cached objects."""
+    if collect:
+        gc.collect()
     if frozen:
         gc.freeze()
     gc.enable()
+
+
+def _settle_initial_load(frozen: bool) -> None:
+    """After the initial load: frozen without a full pass first.  That pass walks the whole
+    cache (0.3–0.5 s on the loop at 20,000 nodes, just as the server turns ready), and the
+    load leaves next to no cycles (none found at 20,000 nodes); what it leaves is collected
+    by the first periodic pass (``Server._freeze_heap``), which unfreezes first."""
+    _settle_heap(frozen, collect=not frozen)
 
 
 @contextlib.contextmanager
@@ -68,7 +77,7 @@ def _initial_load() -> Iterator[None]:
     try:
         yield
     finally:
-        _settle_heap(frozen=True)
+        _settle_initial_load(frozen=True)
 
 
 @dataclass(frozen=True)
@@ -99,7 +108,7 @@ class Server:
     webhook_port: int | None = None
     webhook_scheduler: str = DEFAULT_WEBHOOK_SCHEDULER
     informers: dict[Kind, Informer] = field(default_factory=dict)
-    heap_frozen: bool = False  # by the initial load's end (see _settle_heap)
+    heap_frozen: bool = False  # by the initial load's end (see _settle_initial_load)
 
     def distrust(self) -> str:
         """Why the ledger may not be answered from now ('' when it may)."""
@@ -195,7 +204,7 @@ class Server:
                     break
                 await asyncio.sleep(0.05)
         finally:
-            _settle_heap(frozen=synced)
+            _settle_initial_load(frozen=synced)
             self.heap_frozen = synced
 
     async def _listen(self, routes: Routes, host: str, port: int, context: ssl.SSLContext | None) -> int:

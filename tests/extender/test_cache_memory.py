@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import weakref
 
+from tfsched import server as server_module
 from tfsched.allocation.state import ClusterState
 from tfsched.clustermodel import annotations as ann
 from tfsched.clustermodel.cache import ClusterCache, EventType, Kind, slim_gpu, slim_pod
@@ -98,6 +100,50 @@ async def test_collector_resumes_and_freezes_the_heap_once_every_kind_is_synced(
         await server.stop()
         assert not server.heap_frozen and gc.get_freeze_count() == 0
     finally:
+        gc.enable()
+        gc.unfreeze()
+
+
+class _Cycle:
+    def __init__(self) -> None:
+        self.me = self
+
+
+async def test_the_initial_settle_walks_no_full_pass_and_the_periodic_pass_collects_what_the_load_left(
+    monkeypatch,
+):
+    # A full pass at the end of the load walks the whole cache on the loop just as the server
+    # turns ready; what cycles the load left wait for the periodic pass instead.
+    server = _server()
+    full_passes: list[int] = []
+
+    def count(phase: str, info: dict) -> None:
+        if phase == "start" and info["generation"] == 2:
+            full_passes.append(1)
+
+    gc.disable()
+    left = _Cycle()
+    alive = weakref.ref(left)
+    del left
+    gc.callbacks.append(count)
+    try:
+        server.state.cache.synced.update(WATCHED_KINDS)
+        await asyncio.wait_for(server._settle_heap_when_synced(), 5)
+        assert gc.isenabled() and server.heap_frozen
+        assert full_passes == []
+        gc.collect()
+        assert alive() is not None  # frozen: out of the collector's sight
+        monkeypatch.setattr(server_module, "HEAP_FREEZE_INTERVAL_S", 0.01)
+        periodic = asyncio.create_task(server._freeze_heap())
+        for _ in range(500):
+            if alive() is None:
+                break
+            await asyncio.sleep(0.01)
+        periodic.cancel()
+        await asyncio.gather(periodic, return_exceptions=True)
+        assert alive() is None
+    finally:
+        gc.callbacks.remove(count)
         gc.enable()
         gc.unfreeze()
 
