@@ -201,7 +201,7 @@ class Autoscaler:
 
     async def _discover(self) -> list[Workload]:
         await self.feeder.create_missing_workloads()
-        workloads = self.feeder.workloads()
+        workloads = self.status.freshest(self.feeder.workloads())
         for workload in workloads:
             self.feeder.track(workload)
         self.feeder.prune(workloads)

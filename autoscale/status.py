@@ -4,6 +4,13 @@ Fragments rendered by the recommender are merged with what the status says
 now (a recommendation stands until a new one replaces it, and so does the
 condition saying why) and written through the status subresource only when
 something changed.
+
+"What the status says now" must include our own last write: the informer may
+deliver it after the next interval starts, and a merge patch replaces the whole
+``conditions`` list, so merging into the older version would erase a condition
+we wrote (MetricsAvailable, on an interval that read no usage).  The writer
+keeps each response until the informer has caught up, as client-go's
+MutationCache does, comparing resourceVersions as etcd revisions as it does.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ from typing import Any
 from tfsched.autoscale.feed import Workload, workload_path
 from tfsched.autoscale.recommend import transition_time
 from tfsched.clustermodel.annotations import CONDITION_METRICS_AVAILABLE
-from tfsched.clustermodel.workload import Condition
+from tfsched.clustermodel.workload import Condition, read_workload
 from tfsched.kubeapi.client import KubeApi, KubeApiError, PatchType
 
 log = logging.getLogger(__name__)
@@ -37,9 +44,52 @@ def metrics_available_condition(old: Mapping[str, Any], now: datetime, ok: bool,
     ).to_dict()
 
 
+def merge_conditions(old: list[dict[str, Any]], fresh: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``old`` with each fresh condition in the place of the one of its type, new
+    types last: the order stays put, so a status that did not change compares
+    equal and is not written again."""
+    by_type = {c.get("type"): c for c in fresh}
+    out, placed = [], set()
+    for condition in old:
+        kind = condition.get("type")
+        if kind not in by_type:
+            out.append(condition)
+        elif kind not in placed:
+            out.append(by_type[kind])
+            placed.add(kind)
+    out.extend(c for kind, c in by_type.items() if kind not in placed)
+    return out
+
+
+def _revision(obj: Mapping[str, Any]) -> int:
+    """The object's resourceVersion as an etcd revision (-1 when it is not one:
+    then the informer's version is used)."""
+    version = (obj.get("metadata") or {}).get("resourceVersion")
+    return int(version) if isinstance(version, str) and version.isdigit() else -1
+
+
+def _uid(obj: Mapping[str, Any]) -> object:
+    return (obj.get("metadata") or {}).get("uid")
+
+
 class StatusWriter:
     def __init__(self, kube: KubeApi) -> None:
         self.kube = kube
+        self._written: dict[tuple[str, str], dict[str, Any]] = {}  # our responses the informer has not shown yet
+
+    def freshest(self, workloads: list[Workload]) -> list[Workload]:
+        """``workloads`` (from the informer) with our own later writes in place
+        of the versions they replaced; forgets writes the informer has caught up
+        with and workloads that are gone."""
+        out = []
+        written, self._written = self._written, {}
+        for workload in workloads:
+            mine = written.get(workload.key)
+            if mine is not None and _uid(mine) == _uid(workload.obj) and _revision(mine) > _revision(workload.obj):
+                self._written[workload.key] = mine
+                workload = Workload(read_workload(mine, workload.view), mine, workload.pods)
+            out.append(workload)
+        return out
 
     async def write(
         self,
@@ -52,13 +102,10 @@ class StatusWriter:
         nothing) sets MetricsAvailable."""
         old = workload.obj.get("status") or {}
         status = dict(fragment)
-        fresh = fragment.get("conditions") or []
-        replaced = {c.get("type") for c in fresh} | ({CONDITION_METRICS_AVAILABLE} if metrics_ok is not None else set())
-        conditions = [c for c in (old.get("conditions") or []) if c.get("type") not in replaced]
-        conditions.extend(fresh)
+        fresh = list(fragment.get("conditions") or [])
         if metrics_ok is not None:
-            conditions.append(metrics_available_condition(old, now, metrics_ok, "usage history read from Prometheus"))
-        status["conditions"] = conditions
+            fresh.append(metrics_available_condition(old, now, metrics_ok, "usage history read from Prometheus"))
+        status["conditions"] = merge_conditions(old.get("conditions") or [], fresh)
         if all(old.get(k) == v for k, v in status.items()):
             return
         await self.patch(workload, status)
@@ -66,8 +113,7 @@ class StatusWriter:
     async def report_metrics(self, workload: Workload, now: datetime, ok: bool, message: str) -> None:
         """Only the MetricsAvailable condition (an outage changes nothing else)."""
         old = workload.obj.get("status") or {}
-        conditions = [c for c in (old.get("conditions") or []) if c.get("type") != CONDITION_METRICS_AVAILABLE]
-        conditions.append(metrics_available_condition(old, now, ok, message))
+        conditions = merge_conditions(old.get("conditions") or [], [metrics_available_condition(old, now, ok, message)])
         if conditions != (old.get("conditions") or []):
             await self.patch(workload, {"conditions": conditions})
 
@@ -76,5 +122,6 @@ class StatusWriter:
             workload.obj = await self.kube.patch(
                 workload_path(workload.namespace, workload.name, "status"), {"status": status}, PatchType.MERGE
             )
+            self._written[workload.key] = workload.obj
         except KubeApiError as exc:
             log.warning("workload %s/%s: status update failed: %s", *workload.key, exc)

@@ -28,7 +28,7 @@ def _workload(target: str = "all") -> dict:
     return {
         "apiVersion": ann.GROUP_VERSION,
         "kind": ann.WORKLOAD_KIND,
-        "metadata": {"name": "wl", "namespace": "ns", "uid": "wl-uid", "generation": 1},
+        "metadata": {"name": "wl", "namespace": "ns", "uid": "wl-uid", "generation": 1, "resourceVersion": "1"},
         "spec": {
             "resources": {"requests": {"tflops": "40", "vram": "8Gi"}, "limits": {"tflops": "80", "vram": "16Gi"}},
             "autoScalingConfig": {
@@ -39,7 +39,7 @@ def _workload(target: str = "all") -> dict:
     }
 
 
-def _setup(target: str = "all", *, gpu_vram: str = "80Gi", filler_vram: str | None = None):
+def _setup(target: str = "all", *, gpu_vram: str = "80Gi", filler_vram: str | None = None, echo: bool = True):
     state = ClusterState()
     pods = [
         gpu_pod(
@@ -64,7 +64,7 @@ def _setup(target: str = "all", *, gpu_vram: str = "80Gi", filler_vram: str | No
 
     gpus = [gpu_object("n0", i, tflops=312, vram=parse_quantity(gpu_vram)) for i in range(2)]
     state.load({Kind.NODE: [node_object("n0")], Kind.GPU: gpus, Kind.POD: pods, Kind.WORKLOAD: [_workload(target)]})
-    kube = FakeKube(state)
+    kube = FakeKube(state, echo=echo)
     source = FakeUsageSource()
     settings = AutoscaleSettings.model_validate(
         {"interval": "1m", "metrics": {"step": "1m", "historyLength": "1h"}, "evictionInterval": "1s"}
@@ -144,6 +144,27 @@ async def test_metrics_outage_changes_nothing_and_says_why():
     assert "Connection refused" in cond["message"]
     assert "recommendation" not in status
     assert not kube.paths("PATCH", "/pods/")
+
+
+async def test_a_lagging_informer_does_not_erase_the_condition_we_wrote():
+    # The watch delivers our status write after the next interval has begun: that
+    # interval reads no usage (nothing due) and must not write MetricsAvailable
+    # away by merging into the version the write replaced.
+    state, kube, source, loop, _clock = _setup(target="", echo=False)
+    source.pending = _usage(4, 2 * GiB)
+    await loop.tick()
+    written = kube.pending[(Kind.WORKLOAD, "ns", "wl")]
+    assert ann.CONDITION_METRICS_AVAILABLE in {c["type"] for c in written["status"]["conditions"]}
+    assert not state.cache.get(Kind.WORKLOAD, "ns", "wl")["status"]  # the informer has not seen it
+    patches = len(kube.paths("PATCH", "/status"))
+    await loop.tick()  # same moment: no usage due
+    assert len(kube.paths("PATCH", "/status")) == patches  # nothing changed, nothing written
+    kube.echo()
+    await loop.tick()
+    status = state.cache.get(Kind.WORKLOAD, "ns", "wl")["status"]
+    kinds = {c["type"] for c in status["conditions"]}
+    assert {ann.CONDITION_METRICS_AVAILABLE, ann.CONDITION_RECOMMENDATION_PROVIDED} <= kinds
+    assert not loop.status._written  # caught up: the informer's version is used again
 
 
 async def test_fetch_windows_follow_on_without_overlap():
