@@ -188,7 +188,7 @@ def pod_object(pod: TracePod, node: str = "") -> dict:
         }
     if pod.models:
         annotations[ann.GPU_MODEL] = ",".join(pod.models)
-    limits = {ann.MANAGED_RESOURCE: "1"} if pod.gpus else {}
+    limits = {ann.MANAGED_RESOURCE: ann.MANAGED_RESOURCE_QUANTITY} if pod.gpus else {}
     return {
         "apiVersion": "v1",
         "kind": "Pod",

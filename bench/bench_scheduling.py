@@ -11,7 +11,7 @@ schedules, each run in a namespace of its own:
   configured globally, but ``managedResources`` keeps these pods away from it:
   the same kube-scheduler, with no extender call;
 - ``extender``: 2,000 GPU pods (``tflops-request: 20``, ``vram-request: 8Gi``,
-  one ``tensor-fusion.ai/gpu``) with the same cpu/memory request, so
+  and the managed resource ``tensor-fusion.ai/gpu``) with the same cpu/memory request, so
   kube-scheduler calls tfsched's filter, prioritize and bind.
 
 Each run is timed from its first pod create to the moment every pod of the run
@@ -871,7 +871,7 @@ def main() -> None:
         )
         print(
             f"  pods: requests cpu {POD_CPU} / memory {POD_MEMORY}; GPU pods add tflops-request {POD_TFLOPS}, "
-            f"vram-request {POD_VRAM} and {ann.MANAGED_RESOURCE}: 1"
+            f"vram-request {POD_VRAM} and {ann.MANAGED_RESOURCE}: {ann.MANAGED_RESOURCE_QUANTITY}"
         )
         print(
             f"  order: {opts.repeat} round(s) of (no-extender, then extender), interleaved on the same cluster; "

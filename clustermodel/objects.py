@@ -108,8 +108,8 @@ def gpu_pod(
                     "name": "main",
                     "image": image,
                     "resources": {
-                        "limits": {ann.MANAGED_RESOURCE: "1"},
-                        "requests": {ann.MANAGED_RESOURCE: "1"},
+                        "limits": {ann.MANAGED_RESOURCE: ann.MANAGED_RESOURCE_QUANTITY},
+                        "requests": {ann.MANAGED_RESOURCE: ann.MANAGED_RESOURCE_QUANTITY},
                     },
                 }
             ],

@@ -4,7 +4,7 @@ On a managed cluster the stock ``default-scheduler`` cannot be given an
 extender, so tfsched runs a second kube-scheduler (``tfsched-scheduler``).
 Pods that carry TensorFusion request annotations are sent to it here: their
 ``schedulerName`` is set when it is the default, and the managed resource
-(``tensor-fusion.ai/gpu``) is added to the first container's limits when no
+(``tensor-fusion.ai/gpu``, at quantity 0) is added to the first container's limits when no
 container asks for it, so kube-scheduler routes the pod to the extender.
 Every other pod is allowed unchanged.  An AdmissionReview that cannot be
 read is a 400 with a JSON message, as everywhere in the extender.
@@ -61,16 +61,20 @@ def pod_patch(pod: dict[str, Any], scheduler_name: str) -> list[dict[str, Any]]:
                     {
                         "op": "add",
                         "path": "/spec/containers/0/resources",
-                        "value": {"limits": {ann.MANAGED_RESOURCE: "1"}},
+                        "value": {"limits": {ann.MANAGED_RESOURCE: ann.MANAGED_RESOURCE_QUANTITY}},
                     }
                 )
             elif not isinstance(resources.get("limits"), dict):
                 ops.append(
-                    {"op": "add", "path": "/spec/containers/0/resources/limits", "value": {ann.MANAGED_RESOURCE: "1"}}
+                    {
+                        "op": "add",
+                        "path": "/spec/containers/0/resources/limits",
+                        "value": {ann.MANAGED_RESOURCE: ann.MANAGED_RESOURCE_QUANTITY},
+                    }
                 )
             else:
                 path = f"/spec/containers/0/resources/limits/{_escape(ann.MANAGED_RESOURCE)}"
-                ops.append({"op": "add", "path": path, "value": "1"})
+                ops.append({"op": "add", "path": path, "value": ann.MANAGED_RESOURCE_QUANTITY})
     return ops
 
 

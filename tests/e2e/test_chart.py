@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tfsched.clustermodel import annotations as ann
 from tfsched.devcluster import chart, deployed, processes
 from tfsched.devcluster.cluster import numba_cache_dir
 
@@ -207,7 +208,9 @@ def test_webhook_second_scheduler_and_mtls(cluster: Cluster, namespace: str, pai
     cluster.apply(gpu, plain)
     pods = {p["metadata"]["name"]: p for p in cluster.pods(namespace)}
     assert pods["gpu"]["spec"]["schedulerName"] == "tfsched-scheduler"
-    assert pods["gpu"]["spec"]["containers"][0]["resources"]["limits"] == {"tensor-fusion.ai/gpu": "1"}
+    assert pods["gpu"]["spec"]["containers"][0]["resources"]["limits"] == {
+        ann.MANAGED_RESOURCE: ann.MANAGED_RESOURCE_QUANTITY
+    }
     assert pods["plain"]["spec"]["schedulerName"] == "default-scheduler"
     assert not pods["plain"]["spec"]["containers"][0].get("resources")
     [bound] = [p for p in wait_bound(cluster, namespace, 1) if p["metadata"]["name"] == "gpu"]

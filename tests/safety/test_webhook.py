@@ -56,11 +56,14 @@ def test_missing_managed_resource_is_added_to_the_first_container():
     pod = gpu_pod("p", tflops="10", vram="1Gi")
     del pod["spec"]["containers"][0]["resources"]
     out = mutated(pod)
-    assert out["spec"]["containers"][0]["resources"]["limits"] == {ann.MANAGED_RESOURCE: "1"}
+    assert out["spec"]["containers"][0]["resources"]["limits"] == {ann.MANAGED_RESOURCE: ann.MANAGED_RESOURCE_QUANTITY}
     pod = gpu_pod("p", tflops="10", vram="1Gi")
     pod["spec"]["containers"][0]["resources"] = {"limits": {"cpu": "1"}}
     out = mutated(pod)
-    assert out["spec"]["containers"][0]["resources"]["limits"] == {"cpu": "1", ann.MANAGED_RESOURCE: "1"}
+    assert out["spec"]["containers"][0]["resources"]["limits"] == {
+        "cpu": "1",
+        ann.MANAGED_RESOURCE: ann.MANAGED_RESOURCE_QUANTITY,
+    }
 
 
 @pytest.mark.parametrize(
