@@ -20,7 +20,13 @@ What a hostile client meets (the safety suite's HTTP fuzz and tests/test_httpser
   a body nobody asked for queue more than about one read's worth of bytes in memory (a
   body of at most ``READ_AHEAD_BYTES`` for a route that answers on the spot is read ahead,
   and must arrive within ``HEAD_TIMEOUT_S`` of the request's first byte);
-- an idle keep-alive connection is closed after ``KEEPALIVE_TIMEOUT_S``.
+- an idle keep-alive connection is closed after ``KEEPALIVE_TIMEOUT_S``;
+- a listener holds at most ``MAX_CONNECTIONS``: at the cap a newcomer takes the place of
+  one silent since it opened or still sending its head (oldest first), else of the one idle
+  longest between requests, and is closed unanswered when every connection has a request
+  in hand, so a flood of sockets neither grows memory without bound nor locks
+  kube-scheduler out (see :meth:`_Connection.eviction_rank`); a TLS handshake must end
+  within ``HEAD_TIMEOUT_S``.
 
 A handler is never cancelled because its client left (a bind in progress finishes); the
 reply is then dropped.
@@ -31,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
+import heapq
 import logging
 import ssl
 import time
@@ -72,6 +79,11 @@ SHUTDOWN_GRACE_S = 5.0
 # How often idle connections and slow heads are looked for: the timeouts above are met
 # to within this.
 SWEEP_INTERVAL_S = 1.0
+# Connections one listener holds at once.  kube-scheduler opens a few dozen (one per bind
+# in flight, 25 kept idle); a connection costs a few KiB here, some tens with TLS.
+MAX_CONNECTIONS = 1024
+# A listener at its cap says so at most this often.
+CAP_WARNING_INTERVAL_S = 10.0
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
@@ -234,6 +246,7 @@ class _Connection(asyncio.Protocol):
         self._head_started = 0.0
         self._idle_since = self._loop.time()
         self._idle_limit = HEAD_TIMEOUT_S  # a new connection sends its request at once
+        self._answered = False  # it has had a reply: its idle times are a client's keep-alive
         self._next: asyncio.Future[None] | None = None
         self._worker: asyncio.Task[None] | None = None
         self._busy = False  # the worker has a request: nothing is answered around it
@@ -243,7 +256,9 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
-        self._server.connections.add(self)
+        if not self._server.admit(self):
+            self.lost = True
+            transport.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
@@ -435,6 +450,7 @@ class _Connection(asyncio.Protocol):
     def _idle(self) -> None:
         self._idle_since = self._loop.time()
         self._idle_limit = KEEPALIVE_TIMEOUT_S
+        self._answered = True
 
     def overdue(self, now: float) -> bool:
         """Idle past the keep-alive timeout, or a request arriving too slowly: its head, or
@@ -444,6 +460,17 @@ class _Connection(asyncio.Protocol):
         if self._parsing is not None:
             return now - self._head_started > HEAD_TIMEOUT_S
         return not self._requests and now - self._idle_since > self._idle_limit
+
+    def eviction_rank(self) -> tuple[int, float] | None:
+        """Its place in the line to give way to a newcomer, None if it may not (a handler at
+        work, or a request waiting for one): first the connections silent since they opened
+        or still sending a head, oldest first, then the ones idle between requests, longest
+        idle first (kube-scheduler's kept-alive ones, which a legitimate client reuses)."""
+        if self._busy or self.lost or self._requests:
+            return None
+        if self._parsing is not None:
+            return (0, self._head_started) if self._in_head else None
+        return (1 if self._answered else 0, self._idle_since)
 
     def close_now(self) -> None:
         if self._transport is not None:
@@ -556,17 +583,58 @@ def _date() -> str:
 class HttpServer:
     """One listener serving ``routes`` (HTTPS with ``ssl_context``)."""
 
-    def __init__(self, routes: Routes) -> None:
+    def __init__(self, routes: Routes, max_connections: int = MAX_CONNECTIONS) -> None:
+        if max_connections < 1:
+            raise ValueError("max_connections must be at least 1")
         self.routes = routes
+        self.max_connections = max_connections
         self.connections: set[_Connection] = set()
+        self.refused = 0  # connections closed unanswered at the cap
+        self.evicted = 0  # connections closed to make room for a newcomer
+        self._warned_at = -CAP_WARNING_INTERVAL_S
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
+
+    def admit(self, newcomer: _Connection) -> bool:
+        """Count ``newcomer`` in, making room at the cap (see the module's list); False: refused."""
+        connections = self.connections
+        if len(connections) >= self.max_connections:
+            ranks = {c: c.eviction_rank() for c in connections}
+            candidates = [c for c, rank in ranks.items() if rank is not None]
+            if candidates:
+                # An eighth of the cap at a time, so a flood of newcomers costs one scan per
+                # eighth of the cap, not one per connection.
+                room = max(1, self.max_connections // 8)
+                for victim in heapq.nsmallest(room, candidates, key=ranks.__getitem__):
+                    connections.discard(victim)
+                    victim.close_now()
+                    self.evicted += 1
+            else:
+                self.refused += 1
+            now = asyncio.get_running_loop().time()
+            if now - self._warned_at >= CAP_WARNING_INTERVAL_S:
+                self._warned_at = now
+                log.warning(
+                    "listener at its cap of %d connections: %d closed to make room, %d refused so far",
+                    self.max_connections,
+                    self.evicted,
+                    self.refused,
+                )
+            if not candidates:
+                return False
+        connections.add(newcomer)
+        return True
 
     async def start(self, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> int:
         """Listen; returns the port bound (the one chosen for port 0)."""
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: _Connection(self), host, port, ssl=ssl_context, reuse_address=True
+            lambda: _Connection(self),
+            host,
+            port,
+            ssl=ssl_context,
+            reuse_address=True,
+            ssl_handshake_timeout=HEAD_TIMEOUT_S if ssl_context is not None else None,
         )
         self._sweeper = loop.create_task(self._sweep(), name="http-sweep")
         return self._server.sockets[0].getsockname()[1]

@@ -457,3 +457,93 @@ async def test_the_webhook_route_answers_a_review_and_refuses_garbage() -> None:
         writer.write(post("/mutate", b"x" * (LIMIT + 1)))
         status, _, body = await read_reply(reader)
         assert status == 400 and "too large" in orjson.loads(body)["error"]
+
+
+@contextlib.asynccontextmanager
+async def capped(routes: Routes, cap: int) -> AsyncIterator[tuple[HttpServer, int]]:
+    server = HttpServer(routes, max_connections=cap)
+    port = await server.start("127.0.0.1", 0)
+    try:
+        yield server, port
+    finally:
+        await server.close()
+
+
+async def ended(reader: asyncio.StreamReader) -> bool:
+    """The server closed (or reset) the connection without a reply."""
+    try:
+        return await asyncio.wait_for(reader.read(), 5) == b""
+    except ConnectionResetError:
+        return True
+
+
+async def hello_on(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, int]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+    return reader, writer, (await read_reply(reader))[0]
+
+
+async def test_at_the_cap_silent_then_slow_then_idle_connections_give_way_to_newcomers() -> None:
+    async with capped(ROUTES, 3) as (server, port):
+        idle_reader, idle, status = await hello_on(port)
+        assert status == 200
+        silent_reader, silent = await asyncio.open_connection("127.0.0.1", port)
+        slow_reader, slow = await asyncio.open_connection("127.0.0.1", port)
+        slow.write(b"GET /hello HTTP/1.1\r\nHo")
+        await asyncio.sleep(0.05)
+        writers = [idle, silent, slow]
+        for victim in (silent_reader, slow_reader, idle_reader):
+            _, writer, status = await hello_on(port)
+            writers.append(writer)
+            assert status == 200
+            assert await ended(victim)
+            assert len(server.connections) <= 3
+        assert (server.evicted, server.refused) == (3, 0)
+        for writer in writers:
+            writer.close()
+
+
+async def test_at_the_cap_with_every_connection_in_a_handler_a_newcomer_is_closed_unanswered(caplog) -> None:
+    release = asyncio.Event()
+
+    async def slow(request: Request) -> Reply:
+        await release.wait()
+        return Reply.text("done")
+
+    async with capped({("GET", "/slow"): Route(slow, 0)}, 2) as (server, port):
+        held = []
+        for _ in range(2):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+            held.append((reader, writer))
+        await asyncio.sleep(0.05)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert await ended(reader)
+        assert (server.evicted, server.refused) == (0, 1)
+        assert "cap of 2 connections" in caplog.text
+        release.set()
+        for held_reader, _ in held:
+            status, _, body = await read_reply(held_reader)
+            assert (status, body) == (200, b"done")
+        for _, held_writer in held:
+            held_writer.close()
+        writer.close()
+
+
+async def test_a_flood_of_silent_sockets_stays_under_the_cap_and_a_client_still_gets_in() -> None:
+    async with capped(ROUTES, 16) as (server, port):
+        flood = [await asyncio.open_connection("127.0.0.1", port) for _ in range(200)]
+        await asyncio.sleep(0.05)
+        assert len(server.connections) <= 16
+        _, writer, status = await hello_on(port)
+        assert status == 200
+        assert len(server.connections) <= 16
+        for _, flooding in flood:
+            flooding.close()
+        writer.close()
+
+
+def test_a_cap_below_one_is_refused() -> None:
+    with pytest.raises(ValueError, match="max_connections"):
+        HttpServer(ROUTES, max_connections=0)

@@ -132,6 +132,24 @@ async def test_rotated_certificates_are_used_for_new_connections(pki, tmp_path):
         task.cancel()
 
 
+async def test_a_tls_handshake_that_never_comes_is_closed_within_the_head_timeout(pki, monkeypatch):
+    from tfsched.extender import httpserver
+
+    monkeypatch.setattr(httpserver, "HEAD_TIMEOUT_S", 0.3)
+    files = TLSFiles(pki["server"][0], pki["server"][1], pki["ca"][0])
+    listener = httpserver.HttpServer({})
+    port = await listener.start("127.0.0.1", 0, server_context(files))
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)  # TCP only, no ClientHello
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        assert loop.time() - started < 2  # asyncio's own default would hold it 60 s
+        writer.close()
+    finally:
+        await listener.close()
+
+
 def test_unusable_files_are_named(tmp_path, pki):
     bad = tmp_path / "bad.crt"
     bad.write_text("not a certificate")
