@@ -84,6 +84,9 @@ SWEEP_INTERVAL_S = 1.0
 MAX_CONNECTIONS = 1024
 # A listener at its cap says so at most this often.
 CAP_WARNING_INTERVAL_S = 10.0
+# At the cap with every connection in a handler, newcomers are refused for this long
+# without looking again: a flood then costs no scan per newcomer.
+FULL_RECHECK_S = 0.1
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
@@ -592,6 +595,7 @@ class HttpServer:
         self.refused = 0  # connections closed unanswered at the cap
         self.evicted = 0  # connections closed to make room for a newcomer
         self._warned_at = -CAP_WARNING_INTERVAL_S
+        self._full_until = 0.0  # found with no connection to spare: refuse without a scan until then
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -599,7 +603,8 @@ class HttpServer:
         """Count ``newcomer`` in, making room at the cap (see the module's list); False: refused."""
         connections = self.connections
         if len(connections) >= self.max_connections:
-            ranks = {c: c.eviction_rank() for c in connections}
+            now = asyncio.get_running_loop().time()
+            ranks = {c: c.eviction_rank() for c in connections} if now >= self._full_until else {}
             candidates = [c for c, rank in ranks.items() if rank is not None]
             if candidates:
                 # An eighth of the cap at a time, so a flood of newcomers costs one scan per
@@ -611,7 +616,8 @@ class HttpServer:
                     self.evicted += 1
             else:
                 self.refused += 1
-            now = asyncio.get_running_loop().time()
+                if ranks:
+                    self._full_until = now + FULL_RECHECK_S
             if now - self._warned_at >= CAP_WARNING_INTERVAL_S:
                 self._warned_at = now
                 log.warning(

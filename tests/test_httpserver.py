@@ -503,32 +503,44 @@ async def test_at_the_cap_silent_then_slow_then_idle_connections_give_way_to_new
             writer.close()
 
 
-async def test_at_the_cap_with_every_connection_in_a_handler_a_newcomer_is_closed_unanswered(caplog) -> None:
+async def test_at_the_cap_with_every_connection_in_a_handler_a_newcomer_is_closed_unanswered(
+    caplog, monkeypatch
+) -> None:
     release = asyncio.Event()
 
     async def slow(request: Request) -> Reply:
         await release.wait()
         return Reply.text("done")
 
-    async with capped({("GET", "/slow"): Route(slow, 0)}, 2) as (server, port):
+    monkeypatch.setattr(httpserver, "FULL_RECHECK_S", 0.3)
+    looks = []
+    rank = httpserver._Connection.eviction_rank
+    monkeypatch.setattr(httpserver._Connection, "eviction_rank", lambda c: looks.append(c) or rank(c))
+    routes = {("GET", "/slow"): Route(slow, 0), ("GET", "/hello"): Route(hello, 0)}
+    async with capped(routes, 2) as (server, port):
         held = []
         for _ in range(2):
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.write(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
             held.append((reader, writer))
         await asyncio.sleep(0.05)
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
-        assert await ended(reader)
-        assert (server.evicted, server.refused) == (0, 1)
+        refused = []
+        for _ in range(3):  # the first looks at both connections, the next two at none
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert await ended(reader)
+            refused.append(writer)
+        assert (server.evicted, server.refused, len(looks)) == (0, 3, 2)
         assert "cap of 2 connections" in caplog.text
         release.set()
         for held_reader, _ in held:
             status, _, body = await read_reply(held_reader)
             assert (status, body) == (200, b"done")
-        for _, held_writer in held:
-            held_writer.close()
-        writer.close()
+        await asyncio.sleep(0.35)  # past the recheck: the idle ones give way again
+        _, writer, status = await hello_on(port)
+        assert status == 200 and server.evicted == 1
+        for closing in [w for _, w in held] + refused + [writer]:
+            closing.close()
 
 
 async def test_a_flood_of_silent_sockets_stays_under_the_cap_and_a_client_still_gets_in() -> None:
