@@ -346,6 +346,9 @@ def apiserver_report(before: dict, after: dict, pods: int) -> list[str]:
 # -- CPU per process ---------------------------------------------------------------
 
 
+BENCH_PROCESS = "bench (this script)"
+
+
 def cpu_seconds(dev: DevCluster) -> dict[str, float]:
     out = {}
     for name, record in dev.records.items():
@@ -361,8 +364,28 @@ def cpu_seconds(dev: DevCluster) -> dict[str, float]:
         except psutil.NoSuchProcess:
             continue
     t = psutil.Process().cpu_times()
-    out["bench (this script)"] = t.user + t.system
+    out[BENCH_PROCESS] = t.user + t.system
     return out
+
+
+def cpu_per_pod(plain: RunResult, gpu: RunResult) -> list[str]:
+    """Both runs keep the cores busy, so pods/s follows CPU per pod: what each process
+    spends per bound pod in the extender run, and what it adds over the plain run."""
+    if not plain.bound or not gpu.bound:
+        return []
+    names = sorted(set(gpu.cpu) - {BENCH_PROCESS}, key=lambda k: -gpu.cpu[k])
+
+    def per_pod(run: RunResult, name: str) -> float:
+        return run.cpu.get(name, 0.0) / run.bound * 1000
+
+    rows = [f"{k} {per_pod(gpu, k):.2f} ({per_pod(gpu, k) - per_pod(plain, k):+.2f})" for k in names]
+    total_plain = sum(per_pod(plain, k) for k in set(plain.cpu) - {BENCH_PROCESS})
+    total_gpu = sum(per_pod(gpu, k) for k in names)
+    return [
+        "  CPU ms per bound pod in the extender run (its addition over the plain run): " + ", ".join(rows),
+        f"  all but this script: plain {total_plain:.2f}, extender {total_gpu:.2f} ms per pod "
+        f"(CPU ratio {total_plain / total_gpu:.2f})",
+    ]
 
 
 def cpu_report(before: dict[str, float], after: dict[str, float], wall: float) -> list[str]:
@@ -511,6 +534,7 @@ class RunResult:
     bound: int = 0
     bound_at: list[float] = field(default_factory=list)
     report: list[str] = field(default_factory=list)
+    cpu: dict[str, float] = field(default_factory=dict)  # CPU-s per process over the run
 
     @property
     def rate(self) -> float:
@@ -619,6 +643,7 @@ async def run_once(
     ext_after = get_metrics(dev.extender_url)
     api_after = get_apiserver_metrics(dev)
     cpu_after = cpu_seconds(dev)
+    result.cpu = {k: cpu_after[k] - cpu_before.get(k, 0.0) for k in cpu_after}
     throttled = throttling(sched_log, log_offset)
     windows = result.windows()
     report = [
@@ -917,6 +942,8 @@ def main() -> None:
         plain_r, gpu_r = results[i], results[i + 1]
         if plain_r.rate:
             print(f"round {i // 2 + 1}: ratio extender / no extender {gpu_r.rate / plain_r.rate:.2f}")
+            for line in cpu_per_pod(plain_r, gpu_r):
+                print(line)
     if plain and gpu:
         plain_rate = statistics.mean(r.rate for r in plain)
         gpu_rate = statistics.mean(r.rate for r in gpu)
