@@ -388,8 +388,9 @@ def cpu_per_pod(plain: RunResult, gpu: RunResult) -> list[str]:
     ]
 
 
-def cpu_report(before: dict[str, float], after: dict[str, float], wall: float) -> list[str]:
-    rows = sorted(((after[k] - before.get(k, 0.0), k) for k in after), reverse=True)
+def cpu_report(used: dict[str, float], wall: float) -> list[str]:
+    """``used``: CPU-s per process over the run."""
+    rows = sorted(((d, k) for k, d in used.items()), reverse=True)
     total = sum(d for d, _ in rows)
     machine = psutil.cpu_count() or 1
     parts = [f"{k} {d:.1f}" for d, k in rows if d >= 0.05]
@@ -656,7 +657,7 @@ async def run_once(
         report.append(f"  median of the full windows after the first: {statistics.median(windows[1:-1]):.1f} pods/s")
     report.append("  extender, this run:")
     report.extend(extender_report(ext_before, ext_after, wall))
-    report.extend(cpu_report(cpu_before, cpu_after, wall))
+    report.extend(cpu_report(result.cpu, wall))
     report.extend(apiserver_report(api_before, api_after, max(result.bound, 1)))
     if throttled:
         kinds = sorted({what for _, what in throttled})

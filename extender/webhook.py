@@ -56,22 +56,11 @@ def pod_patch(pod: dict[str, Any], scheduler_name: str) -> list[dict[str, Any]]:
         if not any(ann.MANAGED_RESOURCE in limits(c) for c in containers):
             first = containers[0]
             resources = first.get("resources")
+            limit = {ann.MANAGED_RESOURCE: ann.MANAGED_RESOURCE_QUANTITY}
             if not isinstance(resources, dict):
-                ops.append(
-                    {
-                        "op": "add",
-                        "path": "/spec/containers/0/resources",
-                        "value": {"limits": {ann.MANAGED_RESOURCE: ann.MANAGED_RESOURCE_QUANTITY}},
-                    }
-                )
+                ops.append({"op": "add", "path": "/spec/containers/0/resources", "value": {"limits": limit}})
             elif not isinstance(resources.get("limits"), dict):
-                ops.append(
-                    {
-                        "op": "add",
-                        "path": "/spec/containers/0/resources/limits",
-                        "value": {ann.MANAGED_RESOURCE: ann.MANAGED_RESOURCE_QUANTITY},
-                    }
-                )
+                ops.append({"op": "add", "path": "/spec/containers/0/resources/limits", "value": limit})
             else:
                 path = f"/spec/containers/0/resources/limits/{_escape(ann.MANAGED_RESOURCE)}"
                 ops.append({"op": "add", "path": path, "value": ann.MANAGED_RESOURCE_QUANTITY})

@@ -10,7 +10,7 @@ import aiohttp
 from tfsched.allocation.state import ClusterState
 from tfsched.extender.app import ExtenderApp
 from tfsched.extender.bind import Binder, MemoryPodWriter
-from tfsched.extender.httpserver import HttpServer, Routes
+from tfsched.extender.httpserver import MAX_CONNECTIONS, HttpServer, Routes
 
 
 def memory_app(state: ClusterState, **kwargs) -> ExtenderApp:
@@ -19,9 +19,9 @@ def memory_app(state: ClusterState, **kwargs) -> ExtenderApp:
 
 
 @contextlib.asynccontextmanager
-async def listening(routes: Routes) -> AsyncIterator[tuple[HttpServer, int]]:
+async def listening(routes: Routes, max_connections: int = MAX_CONNECTIONS) -> AsyncIterator[tuple[HttpServer, int]]:
     """``routes`` served on 127.0.0.1 for the block: the server and its port."""
-    server = HttpServer(routes)
+    server = HttpServer(routes, max_connections)
     port = await server.start("127.0.0.1", 0)
     try:
         yield server, port

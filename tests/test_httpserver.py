@@ -459,16 +459,6 @@ async def test_the_webhook_route_answers_a_review_and_refuses_garbage() -> None:
         assert status == 400 and "too large" in orjson.loads(body)["error"]
 
 
-@contextlib.asynccontextmanager
-async def capped(routes: Routes, cap: int) -> AsyncIterator[tuple[HttpServer, int]]:
-    server = HttpServer(routes, max_connections=cap)
-    port = await server.start("127.0.0.1", 0)
-    try:
-        yield server, port
-    finally:
-        await server.close()
-
-
 async def ended(reader: asyncio.StreamReader) -> bool:
     """The server closed (or reset) the connection without a reply."""
     try:
@@ -484,7 +474,7 @@ async def hello_on(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWrite
 
 
 async def test_at_the_cap_silent_then_slow_then_idle_connections_give_way_to_newcomers() -> None:
-    async with capped(ROUTES, 3) as (server, port):
+    async with listening(ROUTES, 3) as (server, port):
         idle_reader, idle, status = await hello_on(port)
         assert status == 200
         silent_reader, silent = await asyncio.open_connection("127.0.0.1", port)
@@ -517,7 +507,7 @@ async def test_at_the_cap_with_every_connection_in_a_handler_a_newcomer_is_close
     rank = httpserver._Connection.eviction_rank
     monkeypatch.setattr(httpserver._Connection, "eviction_rank", lambda c: looks.append(c) or rank(c))
     routes = {("GET", "/slow"): Route(slow, 0), ("GET", "/hello"): Route(hello, 0)}
-    async with capped(routes, 2) as (server, port):
+    async with listening(routes, 2) as (server, port):
         held = []
         for _ in range(2):
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -544,7 +534,7 @@ async def test_at_the_cap_with_every_connection_in_a_handler_a_newcomer_is_close
 
 
 async def test_a_flood_of_silent_sockets_stays_under_the_cap_and_a_client_still_gets_in() -> None:
-    async with capped(ROUTES, 16) as (server, port):
+    async with listening(ROUTES, 16) as (server, port):
         flood = [await asyncio.open_connection("127.0.0.1", port) for _ in range(200)]
         await asyncio.sleep(0.05)
         assert len(server.connections) <= 16
