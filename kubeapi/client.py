@@ -1,31 +1,28 @@
 """A thin asyncio Kubernetes REST client.
 
-``kubernetes_asyncio`` loads the kubeconfig or in-cluster config (TLS files,
-tokens, exec plugins and their refresh hook); requests go over our own kept-alive
-HTTP/1.1 connections (``http1``) and watches through an aiohttp session, so
-bodies stay raw bytes parsed with orjson, watches stream line by line, and
-every patch names its content type explicitly.
+``kubeconfig`` says where the API server is and what credential to send (a
+token, a client certificate, an exec plugin's, fetched again when it lapses or
+is refused); requests go over our own kept-alive HTTP/1.1 connections
+(``http1``) and watches through an aiohttp session, so bodies stay raw bytes
+parsed with orjson, watches stream line by line, and every patch names its
+content type explicitly.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import ssl
 from collections.abc import AsyncIterator, Callable, Mapping
 from enum import StrEnum
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 from urllib.parse import quote, urlencode
 
 import aiohttp
 import orjson
 
 from tfsched.kubeapi.http1 import Http1Pool
+from tfsched.kubeapi.kubeconfig import ClientCertificate, Credential, KubeConfig, KubeConfigError, load
 
-if TYPE_CHECKING:
-    from kubernetes_asyncio.client import Configuration
-
+__all__ = ["KubeApi", "KubeApiError", "KubeClient", "KubeConfigError", "PatchType"]
 
 USER_AGENT = "tfsched"
 
@@ -34,15 +31,6 @@ class PatchType(StrEnum):
     MERGE = "application/merge-patch+json"
     STRATEGIC = "application/strategic-merge-patch+json"
     JSON = "application/json-patch+json"
-
-
-class KubeConfigError(Exception):
-    """No usable Kubernetes configuration; the message says which and why."""
-
-
-def _kubeconfig_from_env() -> str | None:
-    files = [p for p in os.environ.get("KUBECONFIG", "").split(os.pathsep) if p]
-    return next((p for p in files if Path(p).is_file()), files[0] if files else None)
 
 
 class KubeApiError(Exception):
@@ -66,53 +54,26 @@ class KubeApi(Protocol):
 
 
 class KubeClient:
-    def __init__(self, configuration: Configuration, *, timeout: float = 30.0) -> None:
-        self._conf = configuration
-        self.base_url = configuration.host.rstrip("/")
-        context = ssl.create_default_context(cafile=configuration.ssl_ca_cert)
-        if configuration.cert_file:
-            context.load_cert_chain(configuration.cert_file, keyfile=configuration.key_file)
-        if not configuration.verify_ssl:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        self._ssl = context if self.base_url.startswith("https") else None
+    def __init__(self, config: KubeConfig, *, timeout: float = 30.0) -> None:
+        self.config = config
+        self.base_url = config.server.rstrip("/")
+        self.https = self.base_url.startswith("https")
+        self._certificate: ClientCertificate | None = None
+        self._ssl = config.ssl_context(None) if self.https else None
         self._timeout_s = timeout
-        self._http = Http1Pool(self.base_url, self._ssl)
+        self._http = Http1Pool(self.base_url, self._ssl, server_name=config.tls_server_name)
         self._session: aiohttp.ClientSession | None = None  # watches
+        self._retired_session: aiohttp.ClientSession | None = None
+        self._static_headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
 
     @classmethod
     async def from_config(cls, kubeconfig: str | None = None, context: str | None = None) -> KubeClient:
-        """Configured as kubectl is: ``kubeconfig``, else ``$KUBECONFIG`` (the first file of
-        the list that exists), else the pod's service account when running in a cluster,
-        else ``~/.kube/config``.  Raises :class:`KubeConfigError` saying what is missing."""
-        # Imported here: the client package costs ~35 MB, and snapshot mode never needs it.
-        from kubernetes_asyncio import config as kube_config
-        from kubernetes_asyncio.client import Configuration
-
-        conf = Configuration()
-        path = kubeconfig or _kubeconfig_from_env()
-        in_cluster = bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
-        if path is None and not in_cluster:
-            home = Path.home() / ".kube" / "config"
-            path = str(home) if home.is_file() else None
-        if path is not None and not Path(path).is_file():
-            raise KubeConfigError(f"kubeconfig {path} does not exist")
-        try:
-            if path is not None:
-                await kube_config.load_kube_config(config_file=path, context=context, client_configuration=conf)
-            elif in_cluster:
-                kube_config.load_incluster_config(client_configuration=conf)
-            else:
-                raise KubeConfigError(
-                    "no Kubernetes configuration: pass --kubeconfig, set $KUBECONFIG, "
-                    "create ~/.kube/config, or run inside a pod"
-                )
-        except KubeConfigError:
-            raise
-        except Exception as exc:  # the loader raises several types for one cause: an unusable config
-            where = f"kubeconfig {path}" if path else "in-cluster configuration"
-            raise KubeConfigError(f"{where}: {exc}") from None
-        return cls(conf)
+        """Configured as kubectl is (:func:`tfsched.kubeapi.kubeconfig.load`); the first
+        credential is fetched now, so a broken exec plugin fails here.
+        Raises :class:`KubeConfigError` naming the file and field at fault."""
+        config = load(kubeconfig, context)
+        await config.credentials.current()
+        return cls(config)
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -121,12 +82,27 @@ class KubeClient:
             self._session = aiohttp.ClientSession(connector=connector)
         return self._session
 
-    async def _headers(self, content_type: str | None = None) -> dict[str, str]:
-        headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
-        auth = await self._conf.auth_settings()
-        bearer = auth.get("BearerToken")
-        if bearer and bearer.get("value"):
-            headers["Authorization"] = bearer["value"]
+    async def _credential(self) -> Credential:
+        credential = await self.config.credentials.current()
+        if self.https and credential.certificate != self._certificate:
+            await self._use_certificate(credential.certificate)
+        return credential
+
+    async def _use_certificate(self, certificate: ClientCertificate | None) -> None:
+        """New connections present ``certificate``; open ones keep theirs until they close."""
+        self._ssl = self.config.ssl_context(certificate)
+        self._certificate = certificate
+        self._http.use_ssl(self._ssl)
+        if self._session is not None:
+            # Its watches run on until they end (minutes); the one retired before is done by now.
+            if self._retired_session is not None and not self._retired_session.closed:
+                await self._retired_session.close()
+            self._retired_session, self._session = self._session, None
+
+    def _headers(self, credential: Credential, content_type: str | None = None) -> dict[str, str]:
+        headers = dict(self._static_headers)
+        if credential.authorization:
+            headers["Authorization"] = credential.authorization
         if content_type:
             headers["Content-Type"] = content_type
         return headers
@@ -144,10 +120,15 @@ class KubeClient:
         data = orjson.dumps(body) if body is not None else None
         if data is not None and content_type is None:
             content_type = "application/json"
-        headers = await self._headers(content_type)
         query = _params(params)
         target = f"{path}?{urlencode(query)}" if query else path
-        status, raw = await self._http.request(method, target, headers, data, timeout or self._timeout_s)
+        for _ in range(2):
+            credential = await self._credential()
+            headers = self._headers(credential, content_type)
+            status, raw = await self._http.request(method, target, headers, data, timeout or self._timeout_s)
+            # A 401 is answered before the request is acted on: safe to send again with a fresh credential.
+            if status != 401 or not self.config.credentials.refused(credential):
+                break
         if status >= 300:
             raise _api_error(status, raw)
         return orjson.loads(raw) if raw else {}
@@ -184,9 +165,18 @@ class KubeClient:
             "allowWatchBookmarks": "true",
             "timeoutSeconds": str(timeout_seconds),
         }
-        headers = await self._headers()
+        credential = await self._credential()
+        headers = self._headers(credential)
         timeout = aiohttp.ClientTimeout(total=None, sock_read=timeout_seconds + 30)
-        async with self.session.get(self.base_url + path, params=params, headers=headers, timeout=timeout) as resp:
+        async with self.session.get(
+            self.base_url + path,
+            params=params,
+            headers=headers,
+            timeout=timeout,
+            server_hostname=self.config.tls_server_name,
+        ) as resp:
+            if resp.status == 401:
+                self.config.credentials.refused(credential)  # the informer's retry brings a fresh one
             if resp.status >= 300:
                 raise _api_error(resp.status, await resp.read())
             if on_open is not None:
@@ -201,9 +191,10 @@ class KubeClient:
 
     async def close(self) -> None:
         self._http.close()
-        if self._session is not None and not self._session.closed:
-            await self._session.close()
-            await asyncio.sleep(0)
+        for session in (self._session, self._retired_session):
+            if session is not None and not session.closed:
+                await session.close()
+        await asyncio.sleep(0)
 
 
 def _params(params: Mapping[str, Any] | None) -> dict[str, str] | None:

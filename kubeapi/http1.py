@@ -53,7 +53,14 @@ class _Connection:
 
 
 class Http1Pool:
-    def __init__(self, base_url: str, ssl_context: ssl.SSLContext | None, limit: int = MAX_CONNECTIONS) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        ssl_context: ssl.SSLContext | None,
+        limit: int = MAX_CONNECTIONS,
+        *,
+        server_name: str | None = None,
+    ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"API server URL {base_url!r} is not http(s)://host[:port]")
@@ -62,6 +69,7 @@ class Http1Pool:
         self.port = parts.port or (443 if self.https else 80)
         self.prefix = parts.path.rstrip("/")
         self.ssl = ssl_context if self.https else None
+        self.server_name = server_name or self.host  # the name the certificate must carry (tls-server-name)
         self._host_header = parts.netloc.rpartition("@")[2]
         self._idle: list[_Connection] = []
         self._slots = asyncio.Semaphore(limit)
@@ -94,6 +102,11 @@ class Http1Pool:
                     conn.close()
                 return status, data
 
+    def use_ssl(self, context: ssl.SSLContext) -> None:
+        """New connections use ``context`` (a renewed client certificate); idle ones are closed."""
+        self.ssl = context if self.https else None
+        self.close()
+
     def close(self) -> None:
         idle, self._idle = self._idle, []
         for conn in idle:
@@ -117,7 +130,11 @@ class Http1Pool:
                 return conn, True
             conn.close()
         reader, writer = await asyncio.open_connection(
-            self.host, self.port, ssl=self.ssl, server_hostname=self.host if self.ssl else None, limit=MAX_HEAD_BYTES
+            self.host,
+            self.port,
+            ssl=self.ssl,
+            server_hostname=self.server_name if self.ssl else None,
+            limit=MAX_HEAD_BYTES,
         )
         self.opened += 1
         return _Connection(reader, writer), False

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from tfsched.kubeapi.client import KubeApiError, KubeClient
 from tfsched.kubeapi.http1 import Http1Pool, HttpError
+from tfsched.kubeapi.kubeconfig import Credential, Credentials, KubeConfig
 
 HEADERS = {"Accept": "application/json"}
 SEEN = web.AppKey("seen", list)
@@ -181,12 +182,8 @@ async def test_a_body_to_the_end_of_the_connection_and_an_interim_answer():
 
 
 async def test_the_client_sends_query_parameters_and_maps_errors():
-    from kubernetes_asyncio.client import Configuration
-
     runner, url = await serve(echo_app())
-    conf = Configuration()
-    conf.host = url
-    client = KubeClient(conf)
+    client = KubeClient(KubeConfig(url, Credentials.fixed(Credential())))
     try:
         got = await client.get("/echo/pods", labelSelector="a=b,c", limit=5, watch=False)
         assert got["path"] == "/echo/pods?labelSelector=a%3Db%2Cc&limit=5&watch=false"

@@ -1,0 +1,523 @@
+"""Where the API server is and who we are to it, loaded as kubectl loads it.
+
+A kubeconfig's current context (or the one named) picks a cluster and a user;
+relative paths are relative to the kubeconfig's folder.  In a pod without one,
+the service account's token and CA.  What is read here, and how often:
+
+- a token file (``tokenFile``, the in-cluster token) is read again each minute, as
+  client-go does: projected service-account tokens are rotated by the kubelet;
+- client certificate files are read again every five minutes (client-go's cert
+  rotation), so a renewed certificate is used by the next new connection;
+- an exec plugin (``client.authentication.k8s.io/v1`` or ``v1beta1``) runs when a
+  credential is first needed, again once its ``expirationTimestamp`` is near,
+  and again after the API server refuses its credential (401).
+
+Our own loader rather than kubernetes_asyncio's: that package cost 0.3-0.5 s of
+import on the way to ready and ~34 MB of memory (bench/RESULTS.md, issue 13),
+and it never ran an exec plugin again once its token expired.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import json
+import os
+import ssl
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from tfsched.clustermodel.times import parse_time
+from tfsched.clustermodel.yamlfile import YamlFileError, problems, read_yaml
+
+SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+TOKEN_FILE_REREAD_S = 60.0
+CERT_FILE_REREAD_S = 300.0
+EXEC_TIMEOUT_S = 60.0  # a plugin that hangs must not hang every request behind it
+EXEC_OUTPUT_LIMIT = 1 << 20
+EXPIRY_MARGIN_S = 10.0  # fetch a credential this long before it expires, not after a 401
+REFETCH_AFTER_REFUSAL_S = 5.0  # at most one refetch per this after 401s (a wrong credential is not a storm)
+EXEC_API_VERSIONS = ("client.authentication.k8s.io/v1", "client.authentication.k8s.io/v1beta1")
+
+
+class KubeConfigError(Exception):
+    """No usable Kubernetes configuration; the message says which and why."""
+
+
+# --- the kubeconfig file (clientcmd/api/v1), the fields we read --------------------------------
+
+
+class _Model(BaseModel):
+    # Unknown fields (preferences, extensions, fields of newer clients) are ignored as kubectl does.
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+class ClusterEntry(_Model):
+    server: str = ""
+    certificate_authority: str | None = Field(None, alias="certificate-authority")
+    certificate_authority_data: str | None = Field(None, alias="certificate-authority-data")
+    insecure_skip_tls_verify: bool = Field(False, alias="insecure-skip-tls-verify")
+    tls_server_name: str | None = Field(None, alias="tls-server-name")
+    proxy_url: str | None = Field(None, alias="proxy-url")
+    extensions: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class EnvVar(_Model):
+    name: str
+    value: str
+
+
+class ExecConfig(_Model):
+    command: str
+    api_version: str = Field(alias="apiVersion")
+    args: list[str] = Field(default_factory=list)
+    env: list[EnvVar] = Field(default_factory=list)
+    install_hint: str = Field("", alias="installHint")
+    provide_cluster_info: bool = Field(False, alias="provideClusterInfo")
+    interactive_mode: Literal["Never", "IfAvailable", "Always"] = Field("IfAvailable", alias="interactiveMode")
+
+
+class UserEntry(_Model):
+    client_certificate: str | None = Field(None, alias="client-certificate")
+    client_certificate_data: str | None = Field(None, alias="client-certificate-data")
+    client_key: str | None = Field(None, alias="client-key")
+    client_key_data: str | None = Field(None, alias="client-key-data")
+    token: str | None = None
+    token_file: str | None = Field(None, alias="tokenFile")
+    username: str | None = None
+    password: str | None = None
+    impersonate: str | None = Field(None, alias="as")
+    impersonate_uid: str | None = Field(None, alias="as-uid")
+    impersonate_groups: list[str] = Field(default_factory=list, alias="as-groups")
+    impersonate_extra: dict[str, list[str]] = Field(default_factory=dict, alias="as-user-extra")
+    exec: ExecConfig | None = None
+    auth_provider: dict[str, Any] | None = Field(None, alias="auth-provider")
+
+
+class ContextEntry(_Model):
+    cluster: str = ""
+    user: str = ""
+
+
+class NamedCluster(_Model):
+    name: str
+    cluster: ClusterEntry
+
+
+class NamedUser(_Model):
+    name: str
+    user: UserEntry = Field(default_factory=UserEntry)
+
+
+class NamedContext(_Model):
+    name: str
+    context: ContextEntry
+
+
+class KubeconfigFile(_Model):
+    clusters: list[NamedCluster] = Field(default_factory=list)
+    users: list[NamedUser] = Field(default_factory=list)
+    contexts: list[NamedContext] = Field(default_factory=list)
+    current_context: str = Field("", alias="current-context")
+
+
+# --- what a client needs -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClientCertificate:
+    cert_pem: bytes
+    key_pem: bytes
+
+
+@dataclass(frozen=True)
+class Credential:
+    """What goes with each request: the Authorization header and the TLS client certificate."""
+
+    authorization: str | None = None
+    certificate: ClientCertificate | None = None
+
+
+Fetch = Callable[[], Awaitable[tuple[Credential, float | None]]]  # the credential and when (monotonic) it lapses
+
+
+class Credentials:
+    """The credential now: fetched when first asked for, again when it lapses and,
+    if it can change (a file, a plugin), after the API server refused it."""
+
+    def __init__(self, fetch: Fetch, *, refetch_on_refusal: bool, clock: Callable[[], float] = time.monotonic) -> None:
+        self._fetch = fetch
+        self._refetch_on_refusal = refetch_on_refusal
+        self._clock = clock
+        self._credential: Credential | None = None
+        self._lapses: float | None = None
+        self._refused_at = -REFETCH_AFTER_REFUSAL_S
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    def fixed(cls, credential: Credential) -> Credentials:
+        async def fetch() -> tuple[Credential, float | None]:
+            return credential, None
+
+        return cls(fetch, refetch_on_refusal=False)
+
+    def _stale(self) -> bool:
+        return self._credential is None or (self._lapses is not None and self._clock() >= self._lapses)
+
+    async def current(self) -> Credential:
+        if self._stale():
+            async with self._lock:  # one fetch for all the requests that found it stale
+                if self._stale():
+                    self._credential, self._lapses = await self._fetch()
+        assert self._credential is not None
+        return self._credential
+
+    def refused(self, credential: Credential) -> bool:
+        """The API server answered 401 to ``credential``: True when a fresh one will be
+        fetched for the next request (the caller may retry once), False when it cannot change."""
+        now = self._clock()
+        if not self._refetch_on_refusal or now - self._refused_at < REFETCH_AFTER_REFUSAL_S:
+            return False
+        if credential is self._credential:
+            self._refused_at = now
+            self._lapses = now
+        return True
+
+
+@dataclass(frozen=True)
+class KubeConfig:
+    """The API server's address, how to trust it, and our credentials."""
+
+    server: str
+    credentials: Credentials
+    ca_pem: bytes | None = None  # None: the system's roots
+    insecure: bool = False
+    tls_server_name: str | None = None
+
+    def ssl_context(self, certificate: ClientCertificate | None) -> ssl.SSLContext:
+        context = ssl.create_default_context(cadata=self.ca_pem.decode("ascii") if self.ca_pem else None)
+        if self.insecure:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        if certificate is not None:
+            load_client_certificate(context, certificate)
+        return context
+
+
+def load_client_certificate(context: ssl.SSLContext, certificate: ClientCertificate) -> None:
+    # The ssl module loads a key pair only from files: a private folder, gone before we return.
+    with tempfile.TemporaryDirectory(prefix="tfsched-cert-") as folder:
+        cert, key = Path(folder) / "tls.crt", Path(folder) / "tls.key"
+        for path, data in ((cert, certificate.cert_pem), (key, certificate.key_pem)):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+        context.load_cert_chain(cert, key)
+
+
+# --- loading -----------------------------------------------------------------------------------
+
+
+def kubeconfig_from_env() -> str | None:
+    """The first file of ``$KUBECONFIG`` that exists (else its first entry, to say it is missing)."""
+    files = [p for p in os.environ.get("KUBECONFIG", "").split(os.pathsep) if p]
+    return next((p for p in files if Path(p).is_file()), files[0] if files else None)
+
+
+def load(kubeconfig: str | None = None, context: str | None = None) -> KubeConfig:
+    """Configured as kubectl is: ``kubeconfig``, else ``$KUBECONFIG``, else the pod's
+    service account when running in a cluster, else ``~/.kube/config``.
+    Raises :class:`KubeConfigError` naming the file and field at fault."""
+    path = kubeconfig or kubeconfig_from_env()
+    in_cluster = bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+    if path is None and not in_cluster:
+        home = Path.home() / ".kube" / "config"
+        path = str(home) if home.is_file() else None
+    if path is not None:
+        if not Path(path).is_file():
+            raise KubeConfigError(f"kubeconfig {path} does not exist")
+        return load_file(Path(path), context)
+    if in_cluster:
+        return load_in_cluster()
+    raise KubeConfigError(
+        "no Kubernetes configuration: pass --kubeconfig, set $KUBECONFIG, create ~/.kube/config, or run inside a pod"
+    )
+
+
+def load_in_cluster(environ: dict[str, str] | None = None, account_dir: Path = SERVICE_ACCOUNT_DIR) -> KubeConfig:
+    env = os.environ if environ is None else environ
+    host, port = env.get("KUBERNETES_SERVICE_HOST", ""), env.get("KUBERNETES_SERVICE_PORT", "")
+    if not host or not port:
+        raise KubeConfigError(
+            "in-cluster configuration: KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT must be set"
+        )
+    token_path, ca_path = account_dir / "token", account_dir / "ca.crt"
+    where = "in-cluster configuration"
+    _read_token(token_path, where)  # fail now, not at the first request
+    ca = _read_file(ca_path, where) if ca_path.exists() else None
+    server = f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
+    return KubeConfig(server, _token_file_credentials(token_path, where, None), ca_pem=ca)
+
+
+def load_file(path: Path, context_name: str | None = None) -> KubeConfig:
+    try:
+        raw = read_yaml(path)
+    except YamlFileError as exc:
+        raise KubeConfigError(str(exc)) from None
+    if not isinstance(raw, dict):
+        raise KubeConfigError(f"kubeconfig {path}: not a kubeconfig (a mapping with clusters, users and contexts)")
+    try:
+        doc = KubeconfigFile.model_validate(raw)
+    except ValidationError as exc:
+        raise KubeConfigError("; ".join(problems(exc, path, KubeconfigFile))) from None
+    base = path.parent
+    name = context_name or doc.current_context
+    if not name:
+        raise KubeConfigError(f"kubeconfig {path}: current-context is not set and no context was named")
+    i = _index(doc.contexts, name)
+    if i is None:
+        raise KubeConfigError(f"kubeconfig {path}: contexts: no context named {name!r}")
+    ctx = doc.contexts[i].context
+    c = _index(doc.clusters, ctx.cluster)
+    if c is None:
+        raise KubeConfigError(f"kubeconfig {path}: contexts.{i}.context.cluster: no cluster named {ctx.cluster!r}")
+    u = _index(doc.users, ctx.user)
+    if ctx.user and u is None:
+        raise KubeConfigError(f"kubeconfig {path}: contexts.{i}.context.user: no user named {ctx.user!r}")
+    cluster = doc.clusters[c].cluster
+    user = doc.users[u].user if u is not None else UserEntry()
+    cluster_at = f"kubeconfig {path}: clusters.{c}.cluster"
+    user_at = f"kubeconfig {path}: users.{u}.user"
+    return _from_entries(cluster, user, base, cluster_at, user_at)
+
+
+def _index(entries: list[Any], name: str) -> int | None:
+    return next((i for i, entry in enumerate(entries) if entry.name == name), None)
+
+
+def _from_entries(cluster: ClusterEntry, user: UserEntry, base: Path, cluster_at: str, user_at: str) -> KubeConfig:
+    server = cluster.server.rstrip("/")
+    if not server.startswith(("https://", "http://")):
+        raise KubeConfigError(f"{cluster_at}.server: {cluster.server!r} is not an http(s):// URL")
+    if cluster.proxy_url:
+        raise KubeConfigError(f"{cluster_at}.proxy-url: a proxy to the API server is not supported")
+    ca = None
+    if cluster.certificate_authority_data:
+        ca = _base64(cluster.certificate_authority_data, f"{cluster_at}.certificate-authority-data")
+    elif cluster.certificate_authority:
+        ca = _read_file(_resolve(base, cluster.certificate_authority), f"{cluster_at}.certificate-authority")
+    if ca is not None and cluster.insecure_skip_tls_verify:
+        raise KubeConfigError(f"{cluster_at}: a certificate authority and insecure-skip-tls-verify exclude each other")
+    if user.impersonate or user.impersonate_uid or user.impersonate_groups or user.impersonate_extra:
+        raise KubeConfigError(f"{user_at}.as: impersonation is not supported; give tfsched its own credential")
+    if user.auth_provider is not None:
+        provider = user.auth_provider.get("name", "?")
+        raise KubeConfigError(
+            f"{user_at}.auth-provider: {provider!r} is not supported (kubectl dropped auth providers): "
+            "use an exec plugin, such as kubelogin or your cloud's"
+        )
+    methods = [
+        m
+        for m, used in (
+            ("token", bool(user.token or user.token_file)),
+            ("username/password", bool(user.username or user.password)),
+            ("exec", user.exec is not None),
+        )
+        if used
+    ]
+    if len(methods) > 1:
+        raise KubeConfigError(f"{user_at}: more than one authentication method ({', '.join(methods)}); use one")
+    config = KubeConfig(
+        server,
+        _user_credentials(user, base, user_at, cluster, ca),
+        ca_pem=ca,
+        insecure=cluster.insecure_skip_tls_verify,
+        tls_server_name=cluster.tls_server_name or None,
+    )
+    return config
+
+
+def _pem_source(data: str | None, file: str | None, base: Path, at: str) -> tuple[Callable[[], bytes], bool] | None:
+    """How to read a PEM the user entry names inline (``…-data``) or by file; True for a file."""
+    if data:
+        value = _base64(data, f"{at}-data")
+        return (lambda: value), False
+    if file:
+        path = _resolve(base, file)
+        return (lambda: _read_file(path, at)), True
+    return None
+
+
+def _user_credentials(user: UserEntry, base: Path, at: str, cluster: ClusterEntry, ca: bytes | None) -> Credentials:
+    cert = _pem_source(user.client_certificate_data, user.client_certificate, base, f"{at}.client-certificate")
+    key = _pem_source(user.client_key_data, user.client_key, base, f"{at}.client-key")
+    if (cert is None) != (key is None):
+        raise KubeConfigError(f"{at}: a client certificate and its key go together")
+    certificate = None
+    if cert is not None and key is not None:
+        certificate = ClientCertificate(cert[0](), key[0]())
+        try:  # a key that does not match its certificate is found now, not at the first handshake
+            load_client_certificate(ssl.create_default_context(), certificate)
+        except ssl.SSLError as exc:
+            raise KubeConfigError(f"{at}: the client certificate and key do not load: {exc.reason or exc}") from None
+
+    if user.exec is not None:
+        return _exec_credentials(user.exec, base, f"{at}.exec", cluster, ca, certificate)
+    if user.token_file and not user.token:  # kubectl: an inline token wins over the file
+        path = _resolve(base, user.token_file)
+        _read_token(path, f"{at}.tokenFile")
+        return _token_file_credentials(path, f"{at}.tokenFile", certificate)
+    authorization = None
+    if user.token:
+        authorization = f"Bearer {user.token.strip()}"
+    elif user.username is not None or user.password is not None:
+        pair = f"{user.username or ''}:{user.password or ''}".encode()
+        authorization = "Basic " + base64.b64encode(pair).decode("ascii")
+    if cert is None or key is None or not (cert[1] or key[1]):
+        return Credentials.fixed(Credential(authorization, certificate))
+    read_cert, read_key = cert[0], key[0]
+
+    async def reread() -> tuple[Credential, float | None]:
+        return Credential(
+            authorization, ClientCertificate(read_cert(), read_key())
+        ), time.monotonic() + CERT_FILE_REREAD_S
+
+    return Credentials(reread, refetch_on_refusal=True)
+
+
+def _token_file_credentials(path: Path, at: str, certificate: ClientCertificate | None) -> Credentials:
+    async def reread() -> tuple[Credential, float | None]:
+        return Credential(f"Bearer {_read_token(path, at)}", certificate), time.monotonic() + TOKEN_FILE_REREAD_S
+
+    return Credentials(reread, refetch_on_refusal=True)
+
+
+def _exec_credentials(
+    spec: ExecConfig,
+    base: Path,
+    at: str,
+    cluster: ClusterEntry,
+    ca: bytes | None,
+    certificate: ClientCertificate | None,
+) -> Credentials:
+    if spec.api_version not in EXEC_API_VERSIONS:
+        raise KubeConfigError(f"{at}.apiVersion: {spec.api_version!r} is not one of {', '.join(EXEC_API_VERSIONS)}")
+    if spec.interactive_mode == "Always":
+        raise KubeConfigError(f"{at}.interactiveMode: Always needs a terminal; a server has none")
+    # A command with a slash in it is relative to the kubeconfig's folder; a bare name is looked up on $PATH.
+    command = str(_resolve(base, spec.command)) if os.sep in spec.command else spec.command
+    info: dict[str, Any] = {"apiVersion": spec.api_version, "kind": "ExecCredential", "spec": {"interactive": False}}
+    if spec.provide_cluster_info:
+        described: dict[str, Any] = {
+            "server": cluster.server,
+            "insecure-skip-tls-verify": cluster.insecure_skip_tls_verify,
+        }
+        if cluster.tls_server_name:
+            described["tls-server-name"] = cluster.tls_server_name
+        if ca is not None:
+            described["certificate-authority-data"] = base64.b64encode(ca).decode("ascii")
+        for extension in cluster.extensions:
+            if extension.get("name") == "client.authentication.k8s.io/exec":
+                described["config"] = extension.get("extension")
+        info["spec"]["cluster"] = described
+    env = {**os.environ, **{var.name: var.value for var in spec.env}, "KUBERNETES_EXEC_INFO": json.dumps(info)}
+
+    async def run() -> tuple[Credential, float | None]:
+        status = await _run_plugin(command, spec, env, at)
+        token = status.get("token")
+        cert, key = status.get("clientCertificateData"), status.get("clientKeyData")
+        if bool(cert) != bool(key):
+            raise KubeConfigError(f"{at}: the plugin's status has one of clientCertificateData and clientKeyData")
+        if not token and not cert:
+            raise KubeConfigError(f"{at}: the plugin's status has neither a token nor a client certificate")
+        if not (isinstance(token or "", str) and isinstance(cert or "", str) and isinstance(key or "", str)):
+            raise KubeConfigError(f"{at}: the plugin's status fields must be strings")
+        lapses = None
+        if status.get("expirationTimestamp"):
+            try:
+                expires = parse_time(status["expirationTimestamp"])
+            except ValueError as exc:
+                raise KubeConfigError(f"{at}: the plugin's expirationTimestamp: {exc}") from None
+            remaining = (expires - datetime.now(UTC)).total_seconds()
+            lapses = time.monotonic() + max(0.0, remaining - EXPIRY_MARGIN_S)
+        plugin_cert = ClientCertificate(cert.encode(), key.encode()) if cert else certificate
+        return Credential(f"Bearer {token}" if token else None, plugin_cert), lapses
+
+    return Credentials(run, refetch_on_refusal=True)
+
+
+async def _run_plugin(command: str, spec: ExecConfig, env: dict[str, str], at: str) -> dict[str, Any]:
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            command,
+            *spec.args,
+            env=env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+    except OSError as exc:
+        hint = f"; {spec.install_hint.strip()}" if spec.install_hint.strip() else ""
+        raise KubeConfigError(f"{at}: cannot run {command!r}: {exc.strerror or exc}{hint}") from None
+    try:
+        async with asyncio.timeout(EXEC_TIMEOUT_S):
+            out, err = await proc.communicate()
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+        raise KubeConfigError(f"{at}: {command!r} did not finish in {EXEC_TIMEOUT_S:.0f} s") from None
+    if proc.returncode != 0:
+        tail = err.decode(errors="replace").strip()[-500:]
+        raise KubeConfigError(f"{at}: {command!r} exited with {proc.returncode}" + (f": {tail}" if tail else ""))
+    if len(out) > EXEC_OUTPUT_LIMIT:
+        raise KubeConfigError(f"{at}: {command!r} printed more than {EXEC_OUTPUT_LIMIT} bytes")
+    try:
+        answer = json.loads(out)
+    except ValueError:
+        raise KubeConfigError(f"{at}: {command!r} did not print an ExecCredential as JSON") from None
+    if not isinstance(answer, dict) or answer.get("kind") != "ExecCredential":
+        raise KubeConfigError(f"{at}: {command!r} did not print an ExecCredential")
+    if answer.get("apiVersion") != spec.api_version:
+        raise KubeConfigError(
+            f"{at}: {command!r} answered in {answer.get('apiVersion')!r}, the kubeconfig asks for {spec.api_version!r}"
+        )
+    status = answer.get("status")
+    if not isinstance(status, dict):
+        raise KubeConfigError(f"{at}: {command!r} printed an ExecCredential without a status")
+    return status
+
+
+def _resolve(base: Path, name: str) -> Path:
+    path = Path(os.path.expanduser(name))
+    return path if path.is_absolute() else base / path
+
+
+def _read_file(path: Path, at: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise KubeConfigError(f"{at}: cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _read_token(path: Path, at: str) -> str:
+    token = _read_file(path, at).decode("utf-8", errors="replace").strip()
+    if not token:
+        raise KubeConfigError(f"{at}: {path} is empty")
+    return token
+
+
+def _base64(text: str, at: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise KubeConfigError(f"{at}: not base64") from None
