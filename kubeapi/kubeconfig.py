@@ -24,6 +24,7 @@ import base64
 import binascii
 import contextlib
 import json
+import logging
 import os
 import ssl
 import tempfile
@@ -39,6 +40,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tfsched.clustermodel.times import parse_time
 from tfsched.clustermodel.yamlfile import YamlFileError, problems, read_yaml
 
+log = logging.getLogger(__name__)
+
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 TOKEN_FILE_REREAD_S = 60.0
 CERT_FILE_REREAD_S = 300.0
@@ -46,6 +49,7 @@ EXEC_TIMEOUT_S = 60.0  # a plugin that hangs must not hang every request behind 
 EXEC_OUTPUT_LIMIT = 1 << 20
 EXPIRY_MARGIN_S = 10.0  # fetch a credential this long before it expires, not after a 401
 REFETCH_AFTER_REFUSAL_S = 5.0  # at most one refetch per this after 401s (a wrong credential is not a storm)
+RETRY_FAILED_FETCH_S = 5.0  # a plugin that fails is not run again for every request in between
 EXEC_API_VERSIONS = ("client.authentication.k8s.io/v1", "client.authentication.k8s.io/v1beta1")
 
 
@@ -161,6 +165,8 @@ class Credentials:
         self._credential: Credential | None = None
         self._lapses: float | None = None
         self._refused_at = -REFETCH_AFTER_REFUSAL_S
+        self._failure: KubeConfigError | None = None
+        self._failed_at = 0.0
         self._lock = asyncio.Lock()
 
     @classmethod
@@ -177,9 +183,25 @@ class Credentials:
         if self._stale():
             async with self._lock:  # one fetch for all the requests that found it stale
                 if self._stale():
-                    self._credential, self._lapses = await self._fetch()
+                    await self._refetch()
         assert self._credential is not None
         return self._credential
+
+    async def _refetch(self) -> None:
+        """Fetch anew; when that fails, keep the credential we had (the API server decides
+        whether it still works) and do not try again for a while."""
+        now = self._clock()
+        if self._failure is None or now - self._failed_at >= RETRY_FAILED_FETCH_S:
+            try:
+                self._credential, self._lapses = await self._fetch()
+                self._failure = None
+                return
+            except KubeConfigError as exc:
+                self._failure, self._failed_at = exc, now
+                if self._credential is not None:
+                    log.warning("could not renew the API server credential, still using the last one: %s", exc)
+        if self._credential is None:
+            raise KubeConfigError(str(self._failure))
 
     def refused(self, credential: Credential) -> bool:
         """The API server answered 401 to ``credential``: True when a fresh one will be

@@ -9,6 +9,7 @@ import base64
 import json
 import ssl
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -199,12 +200,14 @@ def test_in_cluster_without_its_token_or_address_says_so(tmp_path):
 
 
 async def test_an_exec_plugin_runs_once_and_again_when_its_credential_nears_expiry(tmp_path):
-    soon = rfc3339(datetime.now(UTC) + timedelta(seconds=kubeconfig.EXPIRY_MARGIN_S + 1))
+    soon = rfc3339(datetime.now(UTC) + timedelta(seconds=kubeconfig.EXPIRY_MARGIN_S + 60))
     user, state = counting_plugin(tmp_path, {"expirationTimestamp": soon})
     config = load_file(write_config(tmp_path, {"server": "https://h"}, user))
     assert runs(state) == 0  # loading runs nothing; the client's first request does
     first = await config.credentials.current()
     assert first.authorization == "Bearer token-1" and runs(state) == 1
+    # Due one margin before the expiry (the timestamp has whole seconds).
+    assert 58 <= config.credentials._lapses - time.monotonic() <= 60
     assert await config.credentials.current() is first and runs(state) == 1
     later = rfc3339(datetime.now(UTC) + timedelta(hours=1))
     config.credentials._lapses = 0.0  # as the clock passes expiry minus the margin
@@ -280,6 +283,26 @@ async def test_a_missing_or_hanging_plugin(tmp_path, monkeypatch):
     )
     with pytest.raises(KubeConfigError, match=r"did not finish in 0 s"):
         await config.credentials.current()
+
+
+async def test_a_plugin_that_fails_later_is_not_run_for_every_request(tmp_path):
+    user, state = counting_plugin(tmp_path)
+    user["exec"]["env"].append({"name": "FAIL_AFTER", "value": "1"})
+    gate = "if runs > int(os.environ.get('FAIL_AFTER', '99')): sys.exit('plugin broke')\n"
+    plugin(tmp_path, COUNTING.replace('open(state, "w")', gate + 'open(state, "w")', 1))
+    config = load_file(write_config(tmp_path, {"server": "https://h"}, user))
+    first = await config.credentials.current()
+    config.credentials._lapses = 0.0
+    # The renewal fails: the last credential is still sent, and the plugin is not run again at once.
+    for _ in range(5):
+        assert await config.credentials.current() is first
+    assert runs(state) == 1 and config.credentials._failure is not None
+    broken = load_file(
+        write_config(tmp_path, {"server": "https://h"}, exec_user(plugin(tmp_path, "sys.exit(1)", "b.py")))
+    )
+    for _ in range(3):
+        with pytest.raises(KubeConfigError, match=r"exited with 1"):
+            await broken.credentials.current()
 
 
 async def test_serve_stops_at_start_on_a_broken_plugin(tmp_path):
