@@ -54,12 +54,16 @@ class KubeApi(Protocol):
 
 
 class KubeClient:
-    def __init__(self, config: KubeConfig, *, timeout: float = 30.0) -> None:
+    def __init__(
+        self, config: KubeConfig, *, timeout: float = 30.0, certificate: ClientCertificate | None = None
+    ) -> None:
+        """``certificate``: the client certificate of the credential fetched first, if known
+        (any other is put in place at the first request)."""
         self.config = config
         self.base_url = config.server.rstrip("/")
         self.https = self.base_url.startswith("https")
-        self._certificate: ClientCertificate | None = None
-        self._ssl = config.ssl_context(None) if self.https else None
+        self._certificate = certificate
+        self._ssl = config.ssl_context(certificate) if self.https else None
         self._timeout_s = timeout
         self._http = Http1Pool(self.base_url, self._ssl, server_name=config.tls_server_name)
         self._session: aiohttp.ClientSession | None = None  # watches
@@ -72,8 +76,8 @@ class KubeClient:
         credential is fetched now, so a broken exec plugin fails here.
         Raises :class:`KubeConfigError` naming the file and field at fault."""
         config = load(kubeconfig, context)
-        await config.credentials.current()
-        return cls(config)
+        first = await config.credentials.current()
+        return cls(config, certificate=first.certificate)
 
     @property
     def session(self) -> aiohttp.ClientSession:

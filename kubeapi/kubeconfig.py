@@ -151,7 +151,9 @@ class Credential:
     certificate: ClientCertificate | None = None
 
 
-Fetch = Callable[[], Awaitable[tuple[Credential, float | None]]]  # the credential and when (monotonic) it lapses
+Fetch = Callable[[], Awaitable[tuple[Credential, float | None]]]  # the credential and for how many seconds it holds
+# An Authorization header, a certificate issued with it (an exec plugin's), and for how many seconds they hold.
+Authorize = Callable[[], Awaitable[tuple[str | None, ClientCertificate | None, float | None]]]
 
 
 class Credentials:
@@ -176,6 +178,26 @@ class Credentials:
 
         return cls(fetch, refetch_on_refusal=False)
 
+    @classmethod
+    def composed(
+        cls,
+        authorize: Authorize,
+        certificate: Callable[[], ClientCertificate] | None,
+        certificate_holds_s: float | None,
+        *,
+        can_change: bool,
+    ) -> Credentials:
+        """The user's header and certificate, each from its own source, fetched again when
+        the sooner of the two lapses."""
+
+        async def fetch() -> tuple[Credential, float | None]:
+            authorization, issued, holds_s = await authorize()
+            chosen = issued or (certificate() if certificate is not None else None)
+            periods = [p for p in (holds_s, None if issued else certificate_holds_s) if p is not None]
+            return Credential(authorization, chosen), min(periods, default=None)
+
+        return cls(fetch, refetch_on_refusal=can_change)
+
     def _stale(self) -> bool:
         return self._credential is None or (self._lapses is not None and self._clock() >= self._lapses)
 
@@ -193,7 +215,8 @@ class Credentials:
         now = self._clock()
         if self._failure is None or now - self._failed_at >= RETRY_FAILED_FETCH_S:
             try:
-                self._credential, self._lapses = await self._fetch()
+                self._credential, holds_s = await self._fetch()
+                self._lapses = None if holds_s is None else self._clock() + holds_s
                 self._failure = None
                 return
             except KubeConfigError as exc:
@@ -287,7 +310,8 @@ def load_in_cluster(environ: dict[str, str] | None = None, account_dir: Path = S
     _read_token(token_path, where)  # fail now, not at the first request
     ca = _read_file(ca_path, where) if ca_path.exists() else None
     server = f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
-    return KubeConfig(server, _token_file_credentials(token_path, where, None), ca_pem=ca)
+    credentials = Credentials.composed(_token_file_authorization(token_path, where), None, None, can_change=True)
+    return KubeConfig(server, credentials, ca_pem=ca)
 
 
 def load_file(path: Path, context_name: str | None = None) -> KubeConfig:
@@ -384,53 +408,51 @@ def _user_credentials(user: UserEntry, base: Path, at: str, cluster: ClusterEntr
     key = _pem_source(user.client_key_data, user.client_key, base, f"{at}.client-key")
     if (cert is None) != (key is None):
         raise KubeConfigError(f"{at}: a client certificate and its key go together")
-    certificate = None
+    read_certificate = None
+    certificate_holds_s = None
     if cert is not None and key is not None:
-        certificate = ClientCertificate(cert[0](), key[0]())
+        read_cert, read_key = cert[0], key[0]
+
+        def read_certificate() -> ClientCertificate:
+            return ClientCertificate(read_cert(), read_key())
+
         try:  # a key that does not match its certificate is found now, not at the first handshake
-            load_client_certificate(ssl.create_default_context(), certificate)
+            load_client_certificate(ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT), read_certificate())
         except ssl.SSLError as exc:
             raise KubeConfigError(f"{at}: the client certificate and key do not load: {exc.reason or exc}") from None
+        if cert[1] or key[1]:
+            certificate_holds_s = CERT_FILE_REREAD_S
 
     if user.exec is not None:
-        return _exec_credentials(user.exec, base, f"{at}.exec", cluster, ca, certificate)
-    if user.token_file and not user.token:  # kubectl: an inline token wins over the file
+        authorize = _exec_authorization(user.exec, base, f"{at}.exec", cluster, ca)
+    elif user.token_file and not user.token:  # kubectl: an inline token wins over the file
         path = _resolve(base, user.token_file)
         _read_token(path, f"{at}.tokenFile")
-        return _token_file_credentials(path, f"{at}.tokenFile", certificate)
-    authorization = None
-    if user.token:
-        authorization = f"Bearer {user.token.strip()}"
-    elif user.username is not None or user.password is not None:
-        pair = f"{user.username or ''}:{user.password or ''}".encode()
-        authorization = "Basic " + base64.b64encode(pair).decode("ascii")
-    if cert is None or key is None or not (cert[1] or key[1]):
-        return Credentials.fixed(Credential(authorization, certificate))
-    read_cert, read_key = cert[0], key[0]
+        authorize = _token_file_authorization(path, f"{at}.tokenFile")
+    else:
+        header = None
+        if user.token:
+            header = f"Bearer {user.token.strip()}"
+        elif user.username is not None or user.password is not None:
+            pair = f"{user.username or ''}:{user.password or ''}".encode()
+            header = "Basic " + base64.b64encode(pair).decode("ascii")
+        if certificate_holds_s is None:
+            return Credentials.fixed(Credential(header, read_certificate() if read_certificate else None))
 
-    async def reread() -> tuple[Credential, float | None]:
-        return Credential(
-            authorization, ClientCertificate(read_cert(), read_key())
-        ), time.monotonic() + CERT_FILE_REREAD_S
+        async def authorize() -> tuple[str | None, ClientCertificate | None, float | None]:
+            return header, None, None
 
-    return Credentials(reread, refetch_on_refusal=True)
+    return Credentials.composed(authorize, read_certificate, certificate_holds_s, can_change=True)
 
 
-def _token_file_credentials(path: Path, at: str, certificate: ClientCertificate | None) -> Credentials:
-    async def reread() -> tuple[Credential, float | None]:
-        return Credential(f"Bearer {_read_token(path, at)}", certificate), time.monotonic() + TOKEN_FILE_REREAD_S
+def _token_file_authorization(path: Path, at: str) -> Authorize:
+    async def reread() -> tuple[str | None, ClientCertificate | None, float | None]:
+        return f"Bearer {_read_token(path, at)}", None, TOKEN_FILE_REREAD_S
 
-    return Credentials(reread, refetch_on_refusal=True)
+    return reread
 
 
-def _exec_credentials(
-    spec: ExecConfig,
-    base: Path,
-    at: str,
-    cluster: ClusterEntry,
-    ca: bytes | None,
-    certificate: ClientCertificate | None,
-) -> Credentials:
+def _exec_authorization(spec: ExecConfig, base: Path, at: str, cluster: ClusterEntry, ca: bytes | None) -> Authorize:
     if spec.api_version not in EXEC_API_VERSIONS:
         raise KubeConfigError(f"{at}.apiVersion: {spec.api_version!r} is not one of {', '.join(EXEC_API_VERSIONS)}")
     if spec.interactive_mode == "Always":
@@ -453,7 +475,7 @@ def _exec_credentials(
         info["spec"]["cluster"] = described
     env = {**os.environ, **{var.name: var.value for var in spec.env}, "KUBERNETES_EXEC_INFO": json.dumps(info)}
 
-    async def run() -> tuple[Credential, float | None]:
+    async def run() -> tuple[str | None, ClientCertificate | None, float | None]:
         status = await _run_plugin(command, spec, env, at)
         token = status.get("token")
         cert, key = status.get("clientCertificateData"), status.get("clientKeyData")
@@ -463,18 +485,17 @@ def _exec_credentials(
             raise KubeConfigError(f"{at}: the plugin's status has neither a token nor a client certificate")
         if not (isinstance(token or "", str) and isinstance(cert or "", str) and isinstance(key or "", str)):
             raise KubeConfigError(f"{at}: the plugin's status fields must be strings")
-        lapses = None
+        holds_s = None
         if status.get("expirationTimestamp"):
             try:
                 expires = parse_time(status["expirationTimestamp"])
             except ValueError as exc:
                 raise KubeConfigError(f"{at}: the plugin's expirationTimestamp: {exc}") from None
-            remaining = (expires - datetime.now(UTC)).total_seconds()
-            lapses = time.monotonic() + max(0.0, remaining - EXPIRY_MARGIN_S)
-        plugin_cert = ClientCertificate(cert.encode(), key.encode()) if cert else certificate
-        return Credential(f"Bearer {token}" if token else None, plugin_cert), lapses
+            holds_s = max(0.0, (expires - datetime.now(UTC)).total_seconds() - EXPIRY_MARGIN_S)
+        issued = ClientCertificate(cert.encode(), key.encode()) if cert else None
+        return (f"Bearer {token}" if token else None), issued, holds_s
 
-    return Credentials(run, refetch_on_refusal=True)
+    return run
 
 
 async def _run_plugin(command: str, spec: ExecConfig, env: dict[str, str], at: str) -> dict[str, Any]:

@@ -174,6 +174,25 @@ def test_a_key_that_does_not_match_its_certificate_is_refused_at_load(tmp_path):
         load_file(write_config(tmp_path, {"server": "https://h"}, user))
 
 
+async def test_a_token_file_and_certificate_files_are_read_again_together(tmp_path):
+    ca = pki.make_ca(tmp_path, "ca")
+    first, second = pki.issue(tmp_path, ca, "first", server=False), pki.issue(tmp_path, ca, "second", server=False)
+    (tmp_path / "token").write_text("one")
+    (tmp_path / "in-use.crt").write_bytes(first.cert.read_bytes())
+    (tmp_path / "in-use.key").write_bytes(first.key.read_bytes())
+    user = {"tokenFile": "token", "client-certificate": "in-use.crt", "client-key": "in-use.key"}
+    config = load_file(write_config(tmp_path, {"server": "https://h"}, user))
+    credential = await config.credentials.current()
+    assert credential.authorization == "Bearer one" and credential.certificate.cert_pem == first.cert.read_bytes()
+    assert 59 <= config.credentials._lapses - time.monotonic() <= 60  # the sooner of the two: the token's minute
+    (tmp_path / "token").write_text("two")
+    (tmp_path / "in-use.crt").write_bytes(second.cert.read_bytes())
+    (tmp_path / "in-use.key").write_bytes(second.key.read_bytes())
+    config.credentials._lapses = 0.0
+    credential = await config.credentials.current()
+    assert credential.authorization == "Bearer two" and credential.certificate.cert_pem == second.cert.read_bytes()
+
+
 # --- in a pod ---------------------------------------------------------------------------------
 
 
