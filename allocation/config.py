@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from functools import cached_property
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -19,7 +20,8 @@ class SchedulingConfig(BaseModel):
     for pods of a named pool (``tensor-fusion.ai/gpupool``).
     """
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    # Frozen: what is derived from it (needs_all_pods) is worked out once.
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
 
     placement_mode: PlacementMode = Field(PlacementMode.NODE_COMPACT_GPU_LOW_LOAD, alias="placementMode")
     pool_placement_modes: dict[str, PlacementMode] = Field(default_factory=dict, alias="poolPlacementModes")
@@ -47,10 +49,9 @@ class SchedulingConfig(BaseModel):
             raise ValueError("vramWeight and tflopsWeight must add up to 1")
         return self
 
-    @property
+    @cached_property
     def needs_all_pods(self) -> bool:
         """A fragmentation-aware mode weighs each node's CPU and memory: every pod's requests count."""
-        # Asked once per pod event: the cluster's own mode first, no tuple built.
         return self.placement_mode.fragmentation_aware or any(
             m.fragmentation_aware for m in self.pool_placement_modes.values()
         )

@@ -79,6 +79,9 @@ class Ledger:
     def upsert_gpu(self, spec: GPUSpec) -> None:
         # Recount every time: a new GPU gets its holders back, a changed node or
         # capacity changes which holders count and what a percent request is.
+        if spec.name not in self.by_gpu and spec.name not in self.inventory.gpu_index:
+            self.inventory.upsert_gpu(spec)  # new, and no allocation names it: nothing to count
+            return
         self._recount_gpu(spec.name, self.inventory.upsert_gpu(spec))
 
     def remove_gpu(self, name: str) -> None:
@@ -118,12 +121,15 @@ class Ledger:
         inv = self.inventory
         for name in alloc.gpu_names:
             g = inv.gpu_index.get(name)
-            if g is None or not self._counts_on(alloc, g):
-                continue  # the GPU object is not here yet (upsert_gpu recounts it), or not on this node
-            inv.used_t[g] += sign * alloc.tflops_on(inv.cap_t[g])
+            if g is None:
+                continue  # the GPU object is not here yet (upsert_gpu recounts it)
+            node = int(inv.gpu_node[g])
+            if inv.node_names[node] != alloc.node:
+                continue  # not on this allocation's node (_counts_on, read once here)
+            inv.used_t[g] += sign * (alloc.tflops_on(inv.cap_t[g]) if alloc.percent else alloc.tflops)
             inv.used_v[g] += sign * alloc.vram
             inv.holders[g] += int(sign)
-            inv.touch_gpu(g)
+            inv.touch_node(node)
             self.changed_gpus.add(name)
 
     def _put(self, alloc: Allocation) -> None:
@@ -181,7 +187,12 @@ class Ledger:
         # A terminating pod still holds its GPUs until it is gone or terminal.
         if not uid or not gpu_ids or phase in TERMINAL_PHASES:
             return None, None
-        names = tuple(self._gpu_name(n.strip()) for n in str(gpu_ids).split(",") if n.strip())
+        text = str(gpu_ids)
+        if "," in text:
+            names = tuple(self._gpu_name(n.strip()) for n in text.split(",") if n.strip())
+        else:  # most pods hold one GPU: no generator
+            name = text.strip()
+            names = (self._gpu_name(name),) if name else ()
         why = self._unbacked(names, node if isinstance(node, str) else "")
         if why:
             return None, PodProblem(ann.EVENT_GPU_IDS_IGNORED, f"gpu-ids ignored: {why}")

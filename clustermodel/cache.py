@@ -169,13 +169,15 @@ def slim_pod(pod: Obj) -> Obj:
     meta = _slim_meta(source, "ownerReferences", "deletionTimestamp")
     if "annotations" in source:
         meta["annotations"] = _texts(source["annotations"], ann.PREFIX)
-    spec = {k: shared_text(v) for k, v in (pod.get("spec") or {}).items() if k in POD_SPEC_KEPT}
+    source_spec = pod.get("spec") or {}
+    # The few kept fields looked up, not every field of the spec walked.
+    spec = {k: shared_text(source_spec[k]) for k in POD_SPEC_KEPT if k in source_spec}
     for key in ("containers", "initContainers"):
-        containers = _slim_containers((pod.get("spec") or {}).get(key))
+        containers = _slim_containers(source_spec.get(key))
         if any(containers):
             spec[key] = containers
     # Bind checks the pod's required node affinity as kube-scheduler would.
-    affinity = ((pod.get("spec") or {}).get("affinity") or {}).get("nodeAffinity") or {}
+    affinity = (source_spec.get("affinity") or {}).get("nodeAffinity") or {}
     required = affinity.get("requiredDuringSchedulingIgnoredDuringExecution")
     if required is not None:
         spec["affinity"] = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": required}}

@@ -83,7 +83,12 @@ def is_gpu_pod(annotations: Mapping[str, str] | None) -> bool:
     """Whether the pod asks for TensorFusion GPU resources at all."""
     if not annotations:
         return False
-    return any(key in annotations for key in ann.REQUEST_ANNOTATIONS) or ann.GPU_COUNT in annotations
+    if type(annotations) is dict:  # decoded JSON: one C call
+        return not annotations.keys().isdisjoint(_GPU_POD_KEYS)
+    return any(key in annotations for key in _GPU_POD_KEYS)
+
+
+_GPU_POD_KEYS = frozenset((*ann.REQUEST_ANNOTATIONS, ann.GPU_COUNT))
 
 
 def _quantity(annotations: Mapping[str, str], key: str) -> float | None:
@@ -145,13 +150,18 @@ _REQUEST_KEYS = (
 )
 
 
+_STR_ONLY = frozenset({str})
+
+
 def parse_gpu_request(annotations: Mapping[str, str]) -> GPURequest:
     """Read a pod's annotations; :class:`RequestError` names the bad annotation.
 
     The pods of a workload ask alike: each distinct set of short string values is read
     once (a bounded LRU; a :class:`GPURequest` is immutable, so it is shared)."""
     values = tuple(map(annotations.get, _REQUEST_KEYS))
-    if all(v is None or (type(v) is str and len(v) <= MAX_ANNOTATION_TEXT) for v in values):
+    # Only short strings are cache keys (C-level checks: this runs once per pod event).
+    present = [v for v in values if v is not None]
+    if set(map(type, present)) <= _STR_ONLY and max(map(len, present), default=0) <= MAX_ANNOTATION_TEXT:
         return _parse_values(values)
     return _parse_gpu_request(annotations)
 

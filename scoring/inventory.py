@@ -265,8 +265,8 @@ class Inventory:
         """Add or update one GPU; usage already recorded on it is kept."""
         g = self.gpu_index.get(spec.name)
         if g is None:
-            g = self._new_slot(spec.name)
-        elif self.node_names[self.gpu_node[g]] != spec.node:
+            return self._add_gpu(spec)
+        if self.node_names[self.gpu_node[g]] != spec.node:
             self._unlink(g)
         node = self.node(spec.node)
         if self.gpu_node[g] != node:
@@ -282,6 +282,20 @@ class Inventory:
         self.pool[g] = self.pools.code(spec.pool)
         self.device_index[g] = spec.device_index
         self.touch_node(node)
+        return g
+
+    def _add_gpu(self, spec: GPUSpec) -> int:
+        """:meth:`upsert_gpu` for a GPU not seen before (every GPU of a first list):
+        nothing to compare, so only writes."""
+        g = self._new_slot(spec.name)
+        self._link(g, self.node(spec.node))  # bumps capacity_version and touches the node
+        self.cap_t[g] = tflops_units(spec.tflops)
+        self.cap_v[g] = vram_units(spec.vram)
+        self.usable[g] = spec.usable
+        self.model[g] = self.models.code(spec.model)
+        self.vendor[g] = self.vendors.code(spec.vendor)
+        self.pool[g] = self.pools.code(spec.pool)
+        self.device_index[g] = spec.device_index
         return g
 
     def remove_gpu(self, name: str) -> None:
