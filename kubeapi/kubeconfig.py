@@ -272,27 +272,30 @@ def load_client_certificate(context: ssl.SSLContext, certificate: ClientCertific
 # --- loading -----------------------------------------------------------------------------------
 
 
-def kubeconfig_from_env() -> str | None:
-    """The first file of ``$KUBECONFIG`` that exists (else its first entry, to say it is missing)."""
-    files = [p for p in os.environ.get("KUBECONFIG", "").split(os.pathsep) if p]
-    return next((p for p in files if Path(p).is_file()), files[0] if files else None)
+def kubeconfig_files_from_env() -> list[str]:
+    """The files ``$KUBECONFIG`` lists (``os.pathsep``-separated), in order."""
+    return [p for p in os.environ.get("KUBECONFIG", "").split(os.pathsep) if p]
 
 
 def load(kubeconfig: str | None = None, context: str | None = None) -> KubeConfig:
-    """Configured as kubectl is: ``kubeconfig``, else ``$KUBECONFIG``, else the pod's
-    service account when running in a cluster, else ``~/.kube/config``.
-    Raises :class:`KubeConfigError` naming the file and field at fault."""
-    path = kubeconfig or kubeconfig_from_env()
-    in_cluster = bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
-    if path is None and not in_cluster:
-        home = Path.home() / ".kube" / "config"
-        path = str(home) if home.is_file() else None
-    if path is not None:
-        if not Path(path).is_file():
-            raise KubeConfigError(f"kubeconfig {path} does not exist")
-        return load_file(Path(path), context)
-    if in_cluster:
+    """Configured as kubectl is: ``kubeconfig``, else the files of ``$KUBECONFIG`` merged
+    (missing ones skipped), else the pod's service account when running in a cluster,
+    else ``~/.kube/config``.  Raises :class:`KubeConfigError` naming the file and field at fault."""
+    if kubeconfig:
+        if not Path(kubeconfig).is_file():
+            raise KubeConfigError(f"kubeconfig {kubeconfig} does not exist")
+        return load_files([Path(kubeconfig)], context)
+    listed = kubeconfig_files_from_env()
+    if listed:
+        existing = [Path(p) for p in listed if Path(p).is_file()]
+        if not existing:
+            raise KubeConfigError(f"$KUBECONFIG names no file that exists: {os.pathsep.join(listed)}")
+        return load_files(existing, context)
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):
         return load_in_cluster()
+    home = Path.home() / ".kube" / "config"
+    if home.is_file():
+        return load_files([home], context)
     raise KubeConfigError(
         "no Kubernetes configuration: pass --kubeconfig, set $KUBECONFIG, create ~/.kube/config, or run inside a pod"
     )
@@ -315,6 +318,22 @@ def load_in_cluster(environ: dict[str, str] | None = None, account_dir: Path = S
 
 
 def load_file(path: Path, context_name: str | None = None) -> KubeConfig:
+    return load_files([path], context_name)
+
+
+@dataclass(frozen=True)
+class _Found:
+    """A named entry of a kubeconfig and where it was read: its file, and its place there."""
+
+    entry: Any
+    path: Path
+    index: int
+
+    def at(self, section: str, field: str) -> str:
+        return f"kubeconfig {self.path}: {section}.{self.index}.{field}"
+
+
+def _read_kubeconfig(path: Path) -> KubeconfigFile:
     try:
         raw = read_yaml(path)
     except YamlFileError as exc:
@@ -322,35 +341,52 @@ def load_file(path: Path, context_name: str | None = None) -> KubeConfig:
     if not isinstance(raw, dict):
         raise KubeConfigError(f"kubeconfig {path}: not a kubeconfig (a mapping with clusters, users and contexts)")
     try:
-        doc = KubeconfigFile.model_validate(raw)
+        return KubeconfigFile.model_validate(raw)
     except ValidationError as exc:
         raise KubeConfigError("; ".join(problems(exc, path, KubeconfigFile))) from None
-    base = path.parent
-    name = context_name or doc.current_context
+
+
+def load_files(paths: list[Path], context_name: str | None = None) -> KubeConfig:
+    """The kubeconfig files merged as kubectl merges ``$KUBECONFIG``: for each cluster, user
+    and context name, and for ``current-context``, the first file that sets it wins; relative
+    paths resolve against the file the entry came from."""
+    docs = [(path, _read_kubeconfig(path)) for path in paths]
+    clusters: dict[str, _Found] = {}
+    users: dict[str, _Found] = {}
+    contexts: dict[str, _Found] = {}
+    for path, doc in docs:
+        for named, section in ((clusters, doc.clusters), (users, doc.users), (contexts, doc.contexts)):
+            for i, entry in enumerate(section):
+                named.setdefault(entry.name, _Found(entry, path, i))
+    where = f"kubeconfig {os.pathsep.join(map(str, paths))}"
+    name = context_name or next((doc.current_context for _, doc in docs if doc.current_context), "")
     if not name:
-        raise KubeConfigError(f"kubeconfig {path}: current-context is not set and no context was named")
-    i = _index(doc.contexts, name)
-    if i is None:
-        raise KubeConfigError(f"kubeconfig {path}: contexts: no context named {name!r}")
-    ctx = doc.contexts[i].context
-    c = _index(doc.clusters, ctx.cluster)
-    if c is None:
-        raise KubeConfigError(f"kubeconfig {path}: contexts.{i}.context.cluster: no cluster named {ctx.cluster!r}")
-    u = _index(doc.users, ctx.user)
-    if ctx.user and u is None:
-        raise KubeConfigError(f"kubeconfig {path}: contexts.{i}.context.user: no user named {ctx.user!r}")
-    cluster = doc.clusters[c].cluster
-    user = doc.users[u].user if u is not None else UserEntry()
-    cluster_at = f"kubeconfig {path}: clusters.{c}.cluster"
-    user_at = f"kubeconfig {path}: users.{u}.user"
-    return _from_entries(cluster, user, base, cluster_at, user_at)
+        raise KubeConfigError(f"{where}: current-context is not set and no context was named")
+    found = contexts.get(name)
+    if found is None:
+        raise KubeConfigError(f"{where}: contexts: no context named {name!r}")
+    ctx = found.entry.context
+    cluster = clusters.get(ctx.cluster)
+    if cluster is None:
+        raise KubeConfigError(f"{found.at('contexts', 'context.cluster')}: no cluster named {ctx.cluster!r}")
+    user = users.get(ctx.user)
+    if ctx.user and user is None:
+        raise KubeConfigError(f"{found.at('contexts', 'context.user')}: no user named {ctx.user!r}")
+    if user is None:  # a context without a user: no credential
+        user = _Found(NamedUser(name=""), cluster.path, -1)
+    return _from_entries(
+        cluster.entry.cluster,
+        cluster.path.parent,
+        cluster.at("clusters", "cluster"),
+        user.entry.user,
+        user.path.parent,
+        user.at("users", "user"),
+    )
 
 
-def _index(entries: list[Any], name: str) -> int | None:
-    return next((i for i, entry in enumerate(entries) if entry.name == name), None)
-
-
-def _from_entries(cluster: ClusterEntry, user: UserEntry, base: Path, cluster_at: str, user_at: str) -> KubeConfig:
+def _from_entries(
+    cluster: ClusterEntry, cluster_base: Path, cluster_at: str, user: UserEntry, user_base: Path, user_at: str
+) -> KubeConfig:
     server = cluster.server.rstrip("/")
     if not server.startswith(("https://", "http://")):
         raise KubeConfigError(f"{cluster_at}.server: {cluster.server!r} is not an http(s):// URL")
@@ -360,7 +396,7 @@ def _from_entries(cluster: ClusterEntry, user: UserEntry, base: Path, cluster_at
     if cluster.certificate_authority_data:
         ca = _base64(cluster.certificate_authority_data, f"{cluster_at}.certificate-authority-data")
     elif cluster.certificate_authority:
-        ca = _read_file(_resolve(base, cluster.certificate_authority), f"{cluster_at}.certificate-authority")
+        ca = _read_file(_resolve(cluster_base, cluster.certificate_authority), f"{cluster_at}.certificate-authority")
     if ca is not None and cluster.insecure_skip_tls_verify:
         raise KubeConfigError(f"{cluster_at}: a certificate authority and insecure-skip-tls-verify exclude each other")
     if user.impersonate or user.impersonate_uid or user.impersonate_groups or user.impersonate_extra:
@@ -384,7 +420,7 @@ def _from_entries(cluster: ClusterEntry, user: UserEntry, base: Path, cluster_at
         raise KubeConfigError(f"{user_at}: more than one authentication method ({', '.join(methods)}); use one")
     config = KubeConfig(
         server,
-        _user_credentials(user, base, user_at, cluster, ca),
+        _user_credentials(user, user_base, user_at, cluster, ca),
         ca_pem=ca,
         insecure=cluster.insecure_skip_tls_verify,
         tls_server_name=cluster.tls_server_name or None,

@@ -107,10 +107,58 @@ async def test_the_named_context_wins_over_the_current_one(tmp_path):
         load_file(path)
 
 
-def test_kubeconfig_from_the_environment_is_the_first_file_that_exists(tmp_path, monkeypatch):
+def test_kubeconfig_files_of_the_environment_that_do_not_exist_are_skipped(tmp_path, monkeypatch):
     path = write_config(tmp_path, {"server": "http://x"}, {})
     monkeypatch.setenv("KUBECONFIG", f"{tmp_path / 'absent'}:{path}")
     assert load().server == "http://x"
+    monkeypatch.setenv("KUBECONFIG", f"{tmp_path / 'absent'}:{tmp_path / 'gone'}")
+    with pytest.raises(KubeConfigError, match=r"\$KUBECONFIG names no file that exists: .*absent:.*gone"):
+        load()
+
+
+def write_doc(path: Path, **doc) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "Config", **doc}))
+    return path
+
+
+async def test_kubeconfig_files_of_the_environment_are_merged_as_kubectl_merges_them(tmp_path, monkeypatch):
+    # The first file names the context; the second holds the cluster (with a CA relative to
+    # itself) and the user; a third defines the same names again, and loses to the first ones.
+    first = write_doc(tmp_path / "a" / "config", contexts=[{"name": "ctx", "context": {"cluster": "c", "user": "u"}}])
+    (tmp_path / "b" / "pki").mkdir(parents=True)
+    (tmp_path / "b" / "pki" / "ca.crt").write_bytes(b"CA-OF-B")
+    second = write_doc(
+        tmp_path / "b" / "config",
+        clusters=[{"name": "c", "cluster": {"server": "https://b", "certificate-authority": "pki/ca.crt"}}],
+        users=[{"name": "u", "user": {"token": "token-of-b"}}],
+        **{"current-context": "ctx"},
+    )
+    third = write_doc(
+        tmp_path / "c" / "config",
+        clusters=[{"name": "c", "cluster": {"server": "https://c"}}],
+        users=[{"name": "u", "user": {"token": "token-of-c"}}],
+        contexts=[{"name": "ctx", "context": {"cluster": "other", "user": "other"}}],
+        **{"current-context": "elsewhere"},
+    )
+    monkeypatch.setenv("KUBECONFIG", f"{first}:{second}:{third}")
+    config = load()
+    assert config.server == "https://b" and config.ca_pem == b"CA-OF-B"
+    assert (await config.credentials.current()).authorization == "Bearer token-of-b"
+
+
+def test_a_merged_kubeconfig_names_the_file_at_fault(tmp_path, monkeypatch):
+    first = write_doc(tmp_path / "a", contexts=[{"name": "ctx", "context": {"cluster": "missing", "user": ""}}])
+    second = write_doc(tmp_path / "b", **{"current-context": "ctx"})
+    monkeypatch.setenv("KUBECONFIG", f"{first}:{second}")
+    with pytest.raises(KubeConfigError, match=rf"kubeconfig {first}: contexts.0.context.cluster: no cluster named"):
+        load()
+    (tmp_path / "b").write_text("clusters: 5\n")
+    with pytest.raises(KubeConfigError, match=rf"{tmp_path / 'b'}: clusters: "):
+        load()
+    (tmp_path / "b").write_text("current-context: nowhere\n")
+    with pytest.raises(KubeConfigError, match=r"kubeconfig .*a:.*b: contexts: no context named 'nowhere'"):
+        load()
 
 
 @pytest.mark.parametrize(
