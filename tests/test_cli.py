@@ -53,10 +53,10 @@ def test_serve_reads_kubeconfig_from_the_environment(tmp_path, monkeypatch):
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     monkeypatch.setenv("KUBECONFIG", str(missing))
     result = CliRunner().invoke(main, ["serve", "--no-autoscale", "--port", "0"])
-    assert result.exit_code == 2 and f"kubeconfig {missing} does not exist" in result.output
+    assert result.exit_code == 2 and f"$KUBECONFIG names no file that exists: {missing}" in result.output
     broken = tmp_path / "broken.yaml"
     broken.write_text("apiVersion: v1\nkind: Config\nclusters: []\n")
-    monkeypatch.setenv("KUBECONFIG", f"{missing}:{broken}")  # the first file that exists, as kubectl
+    monkeypatch.setenv("KUBECONFIG", f"{missing}:{broken}")  # missing files skipped, as kubectl
     result = CliRunner().invoke(main, ["serve", "--no-autoscale", "--port", "0", "--context", "nope"])
     assert result.exit_code == 2 and f"kubeconfig {broken}:" in result.output
     assert "Traceback" not in result.output
