@@ -84,6 +84,23 @@ class Ledger:
             return
         self._recount_gpu(spec.name, self.inventory.upsert_gpu(spec))
 
+    def upsert_gpus(self, specs: list[GPUSpec]) -> None:
+        """:meth:`upsert_gpu` for each, in order: the GPUs the inventory has not seen go
+        in at once (:meth:`Inventory.add_gpus`), then the rest one by one."""
+        inv = self.inventory
+        new: dict[str, GPUSpec] = {}
+        again: list[GPUSpec] = []  # known GPUs, and a name's later specs (they win, as in order)
+        for spec in specs:
+            if spec.name in inv.gpu_index or spec.name in new:
+                again.append(spec)
+            else:
+                new[spec.name] = spec
+        for spec, g in zip(new.values(), inv.add_gpus(list(new.values())), strict=True):
+            if spec.name in self.by_gpu:  # pods listed before their GPU: its holders count now
+                self._recount_gpu(spec.name, g)
+        for spec in again:
+            self.upsert_gpu(spec)
+
     def remove_gpu(self, name: str) -> None:
         self.inventory.remove_gpu(name)
 

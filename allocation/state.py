@@ -16,7 +16,7 @@ from tfsched.allocation.ledger import TERMINAL_PHASES, Ledger
 from tfsched.allocation.mix import WorkloadMix
 from tfsched.allocation.noderesources import NodeResources, node_cpu_mem, pod_cpu_mem
 from tfsched.clustermodel import annotations as ann
-from tfsched.clustermodel.cache import ClusterCache, EventType, Kind, Obj, shared_text
+from tfsched.clustermodel.cache import Change, ClusterCache, EventType, Kind, Obj, shared_text
 from tfsched.clustermodel.gpurequest import (
     GPURequest,
     RequestError,
@@ -91,7 +91,7 @@ class ClusterState:
         self.rise_cache = RiseCache()
         self.node_resources = NodeResources(self.inventory)
         self.cache.subscribe(Kind.NODE, self._on_node)
-        self.cache.subscribe(Kind.GPU, self._on_gpu)
+        self.cache.subscribe(Kind.GPU, self._on_gpu, self._on_gpu_page)
         self.cache.subscribe(Kind.POD, self._on_pod)
         self.cache.subscribe(Kind.WORKLOAD, self._on_workload)
         # GPU name -> the other system that hands it out (status.usedBy), for the filter's reasons.
@@ -120,6 +120,24 @@ class ClusterState:
             log.warning("GPU %s names no node (status.nodeSelector); ignoring it", spec.name)
         else:
             self.ledger.upsert_gpu(spec)
+
+    def _on_gpu_page(self, changes: list[Change]) -> None:
+        """:meth:`_on_gpu` for a list page (additions and updates only): its GPUs go into
+        the inventory at once."""
+        specs = []
+        for _event, obj, _old in changes:
+            spec = gpu_spec(obj)
+            if not spec.name:
+                continue
+            if spec.used_by:
+                self.foreign_gpus[spec.name] = spec.used_by
+            else:
+                self.foreign_gpus.pop(spec.name, None)
+            if not spec.node:
+                log.warning("GPU %s names no node (status.nodeSelector); ignoring it", spec.name)
+            else:
+                specs.append(spec)
+        self.ledger.upsert_gpus(specs)
 
     def _on_pod(self, event: EventType, obj: Obj, old: Obj | None) -> None:
         uid = str((obj.get("metadata") or {}).get("uid", ""))

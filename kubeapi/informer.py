@@ -202,12 +202,15 @@ class Informer:
         relist = self.cache.relist(self.resource.kind)
         meta: dict[str, Any] = {}
         async for items in list_pages(self.client, self.resource, meta):
+            kept = []
             for item in items:
                 if not isinstance(item, dict):
                     self.cache.on_error(self.resource.kind, item, ObjectError("list item is not an object"))
                 elif self._keeps(item):
-                    relist.add(item)
+                    kept.append(item)
             del items
+            relist.add_page(kept)
+            del kept
         self.resource_version = meta.get("resourceVersion", "")
         relist.finish()
         self.relists += 1

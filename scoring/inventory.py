@@ -298,6 +298,44 @@ class Inventory:
         self.device_index[g] = spec.device_index
         return g
 
+    def add_gpus(self, specs: Sequence[GPUSpec]) -> list[int]:
+        """:meth:`upsert_gpu` for GPUs not seen before, each name once (a first list's
+        page): one array write per field for the page, not one per GPU.  Their slots."""
+        if self._free_slots or not specs:  # slots to reuse: one at a time
+            return [self._add_gpu(spec) for spec in specs]
+        count = len(specs)
+        first = len(self.gpu_names)
+        if first + count > self.cap_t.shape[0]:
+            self._grow_gpus(max(2 * self.cap_t.shape[0], first + count))
+        slots = list(range(first, first + count))
+        names = [spec.name for spec in specs]
+        self.gpu_names.extend(names)
+        self.gpu_index.update(zip(names, slots, strict=True))
+        page = slice(first, first + count)
+        self.cap_t[page] = [tflops_units(spec.tflops) for spec in specs]
+        self.cap_v[page] = [vram_units(spec.vram) for spec in specs]
+        self.usable[page] = [spec.usable for spec in specs]
+        self.model[page] = [self.models.code(spec.model) for spec in specs]
+        self.vendor[page] = [self.vendors.code(spec.vendor) for spec in specs]
+        self.pool[page] = [self.pools.code(spec.pool) for spec in specs]
+        self.device_index[page] = [spec.device_index for spec in specs]
+        nodes = [self.node(spec.node) for spec in specs]  # may grow the node arrays: looked up after
+        linked = self._linked
+        rows = []  # each GPU's place in its node's row, as _link gives it
+        for node in nodes:
+            rows.append(linked[node])
+            linked[node] += 1
+        width = self.node_gpus.shape[1]
+        if rows and max(rows) >= width:
+            grown = np.full((self.node_gpus.shape[0], max(2 * width, max(rows) + 1)), -1, np.int32)
+            grown[:, :width] = self.node_gpus
+            self.node_gpus = grown
+        self.node_gpus[nodes, rows] = slots
+        self.gpu_node[page] = nodes
+        self.node_version[nodes] += 1
+        self.capacity_version += 1
+        return slots
+
     def remove_gpu(self, name: str) -> None:
         g = self.gpu_index.pop(name, None)
         if g is None:
