@@ -99,8 +99,12 @@ class _Shared:
 _shared = _Shared()
 
 
-def _slim_meta(meta: Mapping[str, Any], *fields: str) -> Obj:
-    keep = ("name", "namespace", "uid", "resourceVersion", *fields)
+_IDENTITY = ("name", "namespace", "uid", "resourceVersion")
+NODE_META_KEPT = (*_IDENTITY, "generation")
+POD_META_KEPT = (*_IDENTITY, "ownerReferences", "deletionTimestamp")
+
+
+def _slim_meta(meta: Mapping[str, Any], keep: tuple[str, ...]) -> Obj:
     out = {k: meta[k] for k in keep if k in meta}
     if "namespace" in out:
         out["namespace"] = shared_text(out["namespace"])
@@ -112,10 +116,13 @@ def _texts(mapping: Any, prefix: str = "") -> Any:
     ``prefix``, only its keys under it; anything but a dict as it is (readers judge it)."""
     if not isinstance(mapping, dict):
         return mapping
+    intern = sys.intern  # shared_text inlined: this runs for every label and annotation listed
     return {
-        k: v if k == ann.GPU_IDS else shared_text(v)  # gpu-ids differ per pod: sharing them would only cost
+        k: v
+        if k == ann.GPU_IDS or type(v) is not str or len(v) > MAX_INTERNED  # gpu-ids differ per pod: kept as is
+        else intern(v)
         for k, v in mapping.items()
-        if not prefix or str(k).startswith(prefix)
+        if not prefix or (k.startswith(prefix) if type(k) is str else str(k).startswith(prefix))
     }
 
 
@@ -124,7 +131,7 @@ def slim_node(node: Obj) -> Obj:
     affinity).  Real Node objects carry images, managedFields and conditions worth
     kilobytes each."""
     meta = node.get("metadata") or {}
-    slim = _slim_meta(meta, "generation")
+    slim = _slim_meta(meta, NODE_META_KEPT)
     if "name" in slim:
         slim["name"] = shared_text(slim["name"])  # the same string as its GPUs' and pods' node names
     if "labels" in meta:
@@ -168,7 +175,7 @@ def slim_pod(pod: Obj) -> Obj:
     and their CPU and memory requests: what placement, bind, the ledger and the autoscaler
     read; not their labels, other annotations or the rest of their containers."""
     source = pod.get("metadata") or {}
-    meta = _slim_meta(source, "ownerReferences", "deletionTimestamp")
+    meta = _slim_meta(source, POD_META_KEPT)
     if "annotations" in source:
         meta["annotations"] = _texts(source["annotations"], ann.PREFIX)
     source_spec = pod.get("spec") or {}
