@@ -49,6 +49,10 @@ REQUEST_ANNOTATIONS: Final = (
     COMPUTE_PERCENT_LIMIT,
 )
 
+# What makes a pod a GPU pod (gpurequest.is_gpu_pod); the chart's webhook matchConditions
+# list the same keys (tests/deploy/test_chart.py checks them).
+GPU_POD_ANNOTATIONS: Final = (*REQUEST_ANNOTATIONS, GPU_COUNT)
+
 # The extended resource the scheduler config manages (ignoredByScheduler), so
 # kube-scheduler sends only GPU pods to the extender.
 MANAGED_RESOURCE: Final = PREFIX + "gpu"

@@ -88,7 +88,7 @@ def is_gpu_pod(annotations: Mapping[str, str] | None) -> bool:
     return any(key in annotations for key in _GPU_POD_KEYS)
 
 
-_GPU_POD_KEYS = frozenset((*ann.REQUEST_ANNOTATIONS, ann.GPU_COUNT))
+_GPU_POD_KEYS = frozenset(ann.GPU_POD_ANNOTATIONS)
 
 
 def _quantity(annotations: Mapping[str, str], key: str) -> float | None:

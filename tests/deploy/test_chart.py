@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import ssl
 import subprocess
 from pathlib import Path
@@ -210,6 +211,16 @@ def test_webhook_never_selects_the_control_plane_or_its_own_namespace() -> None:
         }
     ]
     assert hook["sideEffects"] == "None"
+
+
+def test_webhook_is_sent_gpu_pods_only_by_the_annotations_tfsched_reads() -> None:
+    (hook,) = chart.find(_render(), "MutatingWebhookConfiguration", "tfsched")["webhooks"]
+    (condition,) = hook["matchConditions"]
+    expression = condition["expression"]
+    assert expression.startswith("has(object.metadata.annotations) && [")
+    assert expression.endswith("].exists(k, k in object.metadata.annotations)")
+    listed = re.findall(r"'([^']+)'", expression)
+    assert sorted(listed) == sorted(ann.GPU_POD_ANNOTATIONS)  # what is_gpu_pod looks for, no more
 
 
 def test_scheduler_image_follows_the_cluster_version() -> None:

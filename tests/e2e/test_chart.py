@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import json
 import ssl
 import urllib.error
 import urllib.request
@@ -93,6 +94,29 @@ def test_helm_install_and_upgrade_keep_the_generated_certificates(cluster: Clust
     finally:
         chart.helm("uninstall", release, "-n", namespace, "--kubeconfig", str(cluster.dev.kubeconfig), check=False)
         cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+def test_an_unreachable_webhook_holds_back_gpu_pods_only(cluster: Cluster, namespace: str):
+    """The chart installed with failurePolicy Fail and nothing serving its webhook (no kubelet
+    runs its pods here): the real API server still creates a plain pod in a selected
+    namespace (matchConditions keep it from the webhook) and refuses a GPU pod."""
+    release, release_ns, label = "chart-e2e-down", "tfsched-chart-e2e-down", "tfsched-e2e-webhook-down"
+    values = ["--set", f"webhook.namespaceSelector.matchLabels.{label}=on", "--set", "replicas=1"]
+    try:
+        _helm(cluster, "install", release, str(chart.CHART), "-n", release_ns, "--create-namespace", *values)
+        hook = cluster.get_json("mutatingwebhookconfiguration", f"{release}-tfsched")["webhooks"][0]
+        assert hook["failurePolicy"] == "Fail" and hook["matchConditions"]
+        cluster.kubectl("label", "namespace", namespace, f"{label}=on")
+        plain = make_pod("plain", namespace)
+        plain["metadata"]["annotations"] = {"example.com/note": "not a GPU pod"}
+        cluster.apply(plain)
+        gpu = make_pod("gpu", namespace, tflops="20", vram="2Gi")
+        refused = cluster.kubectl("apply", "-f", "-", input=json.dumps(gpu), check=False)
+        assert refused.returncode != 0 and "failed calling webhook" in refused.stderr, refused.stderr
+        assert [p["metadata"]["name"] for p in cluster.pods(namespace)] == ["plain"]
+    finally:
+        chart.helm("uninstall", release, "-n", release_ns, "--kubeconfig", str(cluster.dev.kubeconfig), check=False)
+        cluster.kubectl("delete", "namespace", release_ns, "--wait=false", check=False)
 
 
 # What tfsched's code calls (kubeapi, extender, autoscale): resource -> verbs.
