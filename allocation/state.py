@@ -106,38 +106,37 @@ class ClusterState:
         if name:
             self.inventory.set_node_present(name, event is not EventType.DELETED)
 
-    def _on_gpu(self, event: EventType, obj: Obj, old: Obj | None) -> None:
+    def _read_gpu(self, obj: Obj, present: bool) -> GPUSpec | None:
+        """A GPU object's spec, with whom else hands it out recorded; None when it has no name."""
         spec = gpu_spec(obj)
         if not spec.name:
-            return
-        if spec.used_by and event is not EventType.DELETED:
+            return None
+        if spec.used_by and present:
             self.foreign_gpus[spec.name] = spec.used_by
         else:
             self.foreign_gpus.pop(spec.name, None)
+        return spec
+
+    @staticmethod
+    def _placed(spec: GPUSpec) -> bool:
+        if not spec.node:
+            log.warning("GPU %s names no node (status.nodeSelector); ignoring it", spec.name)
+        return bool(spec.node)
+
+    def _on_gpu(self, event: EventType, obj: Obj, old: Obj | None) -> None:
+        spec = self._read_gpu(obj, present=event is not EventType.DELETED)
+        if spec is None:
+            return
         if event is EventType.DELETED:
             self.ledger.remove_gpu(spec.name)
-        elif not spec.node:
-            log.warning("GPU %s names no node (status.nodeSelector); ignoring it", spec.name)
-        else:
+        elif self._placed(spec):
             self.ledger.upsert_gpu(spec)
 
     def _on_gpu_page(self, changes: list[Change]) -> None:
         """:meth:`_on_gpu` for a list page (additions and updates only): its GPUs go into
         the inventory at once."""
-        specs = []
-        for _event, obj, _old in changes:
-            spec = gpu_spec(obj)
-            if not spec.name:
-                continue
-            if spec.used_by:
-                self.foreign_gpus[spec.name] = spec.used_by
-            else:
-                self.foreign_gpus.pop(spec.name, None)
-            if not spec.node:
-                log.warning("GPU %s names no node (status.nodeSelector); ignoring it", spec.name)
-            else:
-                specs.append(spec)
-        self.ledger.upsert_gpus(specs)
+        read = (self._read_gpu(obj, present=True) for _event, obj, _old in changes)
+        self.ledger.upsert_gpus([spec for spec in read if spec is not None and self._placed(spec)])
 
     def _on_pod(self, event: EventType, obj: Obj, old: Obj | None) -> None:
         uid = str((obj.get("metadata") or {}).get("uid", ""))

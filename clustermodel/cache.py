@@ -116,13 +116,10 @@ def _texts(mapping: Any, prefix: str = "") -> Any:
     ``prefix``, only its keys under it; anything but a dict as it is (readers judge it)."""
     if not isinstance(mapping, dict):
         return mapping
-    intern = sys.intern  # shared_text inlined: this runs for every label and annotation listed
     return {
-        k: v
-        if k == ann.GPU_IDS or type(v) is not str or len(v) > MAX_INTERNED  # gpu-ids differ per pod: kept as is
-        else intern(v)
+        k: v if k == ann.GPU_IDS else shared_text(v)  # gpu-ids differ per pod: sharing them would only cost
         for k, v in mapping.items()
-        if not prefix or (k.startswith(prefix) if type(k) is str else str(k).startswith(prefix))
+        if not prefix or str(k).startswith(prefix)
     }
 
 
@@ -252,19 +249,24 @@ class ClusterCache:
         return self._apply(kind, event, obj, key)
 
     def _apply(self, kind: Kind, event: EventType, obj: Obj, key: Key) -> bool:
+        if event is EventType.DELETED:
+            return self._notify(kind, EventType.DELETED, obj, self.objects[kind].pop(key, None))
+        change = self._store(kind, obj, key)
+        return change is not None and self._notify(kind, *change)
+
+    def _store(self, kind: Kind, obj: Obj, key: Key) -> Change | None:
+        """Keep ``obj``'s slim form: the change it makes, or None (told to :attr:`on_error`)
+        when it cannot be slimmed."""
         try:
-            store = self.objects[kind]
-            if event is EventType.DELETED:
-                old = store.pop(key, None)
-                return self._notify(kind, EventType.DELETED, obj, old)
             slim = SLIM.get(kind)
             stored = slim(obj) if slim is not None else obj
         except Exception as exc:
             self.on_error(kind, obj, exc)
-            return False
+            return None
+        store = self.objects[kind]
         old = store.get(key)
         store[key] = stored
-        return self._notify(kind, EventType.MODIFIED if old is not None else EventType.ADDED, obj, old)
+        return (EventType.MODIFIED if old is not None else EventType.ADDED, obj, old)
 
     def replace(self, kind: Kind, objs: list[Obj]) -> None:
         """A fresh list of ``kind``: adds and updates what it holds, deletes what it lacks."""
@@ -279,12 +281,16 @@ class ClusterCache:
     def _notify(self, kind: Kind, event: EventType, obj: Obj, old: Obj | None) -> bool:
         whole = True
         for handler in self._handlers[kind]:
-            try:
-                handler(event, obj, old)
-            except Exception as exc:  # a bug in a handler: isolate the object, keep the rest
-                self.on_error(kind, obj, exc)
-                whole = False
+            whole = self._tell(kind, handler, event, obj, old) and whole
         return whole
+
+    def _tell(self, kind: Kind, handler: Handler, event: EventType, obj: Obj, old: Obj | None) -> bool:
+        try:
+            handler(event, obj, old)
+            return True
+        except Exception as exc:  # a bug in a handler: isolate the object, keep the rest
+            self.on_error(kind, obj, exc)
+            return False
 
 
 def _log_error(kind: Kind, obj: Any, exc: Exception) -> None:
@@ -297,14 +303,21 @@ class Relist:
         self.kind = kind
         self.seen: set[Key] = set()
 
-    def add(self, obj: Obj) -> None:
+    def _seen(self, obj: Obj) -> Key | None:
+        """The listed object's key, now seen (so not deleted at :meth:`finish`, even should it
+        not be taken in); None, reported, when it has no readable identity."""
         try:
             key = key_of(obj)
         except ObjectError as exc:
             self.cache.on_error(self.kind, obj, exc)
-            return
+            return None
         self.seen.add(key)
-        self.cache._apply(self.kind, EventType.MODIFIED, obj, key)  # one key object for both
+        return key
+
+    def add(self, obj: Obj) -> None:
+        key = self._seen(obj)
+        if key is not None:
+            self.cache._apply(self.kind, EventType.MODIFIED, obj, key)  # one key object for both
 
     def add_page(self, objs: list[Obj]) -> None:
         """:meth:`add` for each object of a list page, the handlers told once per page."""
@@ -313,23 +326,12 @@ class Relist:
             for obj in objs:
                 self.add(obj)
             return
-        store, slim, seen = cache.objects[kind], SLIM.get(kind), self.seen
         changes: list[Change] = []
         for obj in objs:
-            try:
-                key = key_of(obj)
-            except ObjectError as exc:
-                cache.on_error(kind, obj, exc)
-                continue
-            seen.add(key)  # as add: an object that cannot be read is not deleted for it
-            try:
-                stored = slim(obj) if slim is not None else obj
-            except Exception as exc:
-                cache.on_error(kind, obj, exc)
-                continue
-            old = store.get(key)
-            store[key] = stored
-            changes.append((EventType.MODIFIED if old is not None else EventType.ADDED, obj, old))
+            key = self._seen(obj)
+            change = cache._store(kind, obj, key) if key is not None else None
+            if change is not None:
+                changes.append(change)
         for handler, page_handler in zip(cache._handlers[kind], cache._page_handlers[kind], strict=True):
             if page_handler is not None:
                 try:
@@ -337,11 +339,8 @@ class Relist:
                     continue
                 except Exception:  # find the object at fault: the page again, one by one
                     log.debug("%s: a page handler failed; taking the page in object by object", kind, exc_info=True)
-            for event, obj, old in changes:
-                try:
-                    handler(event, obj, old)
-                except Exception as exc:
-                    cache.on_error(kind, obj, exc)
+            for change in changes:
+                cache._tell(kind, handler, *change)
 
     def finish(self) -> None:
         """Delete what the new list lacked; the kind now counts as synced."""

@@ -70,15 +70,13 @@ def parse_quantity(value: str | int | float, *, allow_negative: bool = False) ->
     Raises :class:`QuantityError` with the offending text on anything else,
     including negative values unless ``allow_negative``.
     """
-    if type(value) is str:
+    if isinstance(value, str):  # the usual case first
         # Thousands of GPUs and pods carry the same few values: each is parsed once.
         number = _parse_text(value) if len(value) <= MAX_CACHED_TEXT else _parse_text.__wrapped__(value)
     elif isinstance(value, bool):
         raise QuantityError(f"invalid quantity {value!r}: expected a number or a string")
     elif isinstance(value, (int, float)):
         number = float(value)
-    elif isinstance(value, str):  # a str subclass: not cached under its own type
-        number = _parse_text.__wrapped__(value)
     else:
         raise QuantityError(f"invalid quantity {value!r}: expected a number or a string")
     if not math.isfinite(number):

@@ -265,7 +265,7 @@ class Inventory:
         """Add or update one GPU; usage already recorded on it is kept."""
         g = self.gpu_index.get(spec.name)
         if g is None:
-            return self._add_gpu(spec)
+            return self.add_gpus([spec])[0]
         if self.node_names[self.gpu_node[g]] != spec.node:
             self._unlink(g)
         node = self.node(spec.node)
@@ -284,41 +284,31 @@ class Inventory:
         self.touch_node(node)
         return g
 
-    def _add_gpu(self, spec: GPUSpec) -> int:
-        """:meth:`upsert_gpu` for a GPU not seen before (every GPU of a first list):
-        nothing to compare, so only writes."""
-        g = self._new_slot(spec.name)
-        self._link(g, self.node(spec.node))  # bumps capacity_version and touches the node
-        self.cap_t[g] = tflops_units(spec.tflops)
-        self.cap_v[g] = vram_units(spec.vram)
-        self.usable[g] = spec.usable
-        self.model[g] = self.models.code(spec.model)
-        self.vendor[g] = self.vendors.code(spec.vendor)
-        self.pool[g] = self.pools.code(spec.pool)
-        self.device_index[g] = spec.device_index
-        return g
-
     def add_gpus(self, specs: Sequence[GPUSpec]) -> list[int]:
-        """:meth:`upsert_gpu` for GPUs not seen before, each name once (a first list's
-        page): one array write per field for the page, not one per GPU.  Their slots."""
-        if self._free_slots or not specs:  # slots to reuse: one at a time
-            return [self._add_gpu(spec) for spec in specs]
-        count = len(specs)
-        first = len(self.gpu_names)
-        if first + count > self.cap_t.shape[0]:
-            self._grow_gpus(max(2 * self.cap_t.shape[0], first + count))
-        slots = list(range(first, first + count))
-        names = [spec.name for spec in specs]
-        self.gpu_names.extend(names)
-        self.gpu_index.update(zip(names, slots, strict=True))
-        page = slice(first, first + count)
-        self.cap_t[page] = [tflops_units(spec.tflops) for spec in specs]
-        self.cap_v[page] = [vram_units(spec.vram) for spec in specs]
-        self.usable[page] = [spec.usable for spec in specs]
-        self.model[page] = [self.models.code(spec.model) for spec in specs]
-        self.vendor[page] = [self.vendors.code(spec.vendor) for spec in specs]
-        self.pool[page] = [self.pools.code(spec.pool) for spec in specs]
-        self.device_index[page] = [spec.device_index for spec in specs]
+        """:meth:`upsert_gpu` for GPUs not seen before, each name once (every GPU of a first
+        list's page): nothing to compare, and one array write per field for them all, not
+        one per GPU.  Their slots."""
+        if not specs:
+            return []
+        if self._free_slots:  # slots to reuse first, one by one
+            slots = [self._new_slot(spec.name) for spec in specs]
+            where: slice | np.ndarray = np.array(slots, np.intp)
+        else:  # a first list: the next slots in a row, the arrays grown once
+            first = len(self.gpu_names)
+            if first + len(specs) > self.cap_t.shape[0]:
+                self._grow_gpus(max(2 * self.cap_t.shape[0], first + len(specs)))
+            slots = list(range(first, first + len(specs)))
+            names = [spec.name for spec in specs]
+            self.gpu_names.extend(names)
+            self.gpu_index.update(zip(names, slots, strict=True))
+            where = slice(first, first + len(specs))  # indexed once, not converted per column
+        self.cap_t[where] = [tflops_units(spec.tflops) for spec in specs]
+        self.cap_v[where] = [vram_units(spec.vram) for spec in specs]
+        self.usable[where] = [spec.usable for spec in specs]
+        self.model[where] = [self.models.code(spec.model) for spec in specs]
+        self.vendor[where] = [self.vendors.code(spec.vendor) for spec in specs]
+        self.pool[where] = [self.pools.code(spec.pool) for spec in specs]
+        self.device_index[where] = [spec.device_index for spec in specs]
         nodes = [self.node(spec.node) for spec in specs]  # may grow the node arrays: looked up after
         linked = self._linked
         rows = []  # each GPU's place in its node's row, as _link gives it
@@ -326,12 +316,12 @@ class Inventory:
             rows.append(linked[node])
             linked[node] += 1
         width = self.node_gpus.shape[1]
-        if rows and max(rows) >= width:
+        if max(rows) >= width:
             grown = np.full((self.node_gpus.shape[0], max(2 * width, max(rows) + 1)), -1, np.int32)
             grown[:, :width] = self.node_gpus
             self.node_gpus = grown
         self.node_gpus[nodes, rows] = slots
-        self.gpu_node[page] = nodes
+        self.gpu_node[where] = nodes
         self.node_version[nodes] += 1
         self.capacity_version += 1
         return slots
