@@ -150,6 +150,8 @@ class Ledger:
             self.changed_gpus.add(name)
 
     def _put(self, alloc: Allocation) -> None:
+        if self.allocations.get(alloc.uid) == alloc:
+            return  # held as before (a status update, a re-list): no usage to move, no GPU changed
         self.release(alloc.uid)
         self.allocations[alloc.uid] = alloc
         for name in alloc.gpu_names:

@@ -62,6 +62,25 @@ def test_bound_pod_holds_its_gpus_and_deleting_it_frees_them():
     assert used(state, "a", 0) == (0.0, 0.0)
 
 
+def test_a_status_update_of_a_holder_moves_no_usage_and_marks_no_gpu_changed():
+    state = state_with({"a": 1})
+    pod = squatter("h2", [gpu_name("a", 0)], node="a")
+    state.cache.apply(Kind.POD, EventType.ADDED, pod)
+    state.ledger.changed_gpus.clear()
+    node = state.inventory.node_index["a"]
+    version = int(state.inventory.node_version[node])
+    running = {**pod, "status": {"phase": "Running", "podIP": "10.1.0.1"}}
+    state.cache.apply(Kind.POD, EventType.MODIFIED, running)  # the kubelet's write: the same holding
+    assert used(state, "a", 0) == (100_000.0, 16 * GiB)
+    assert not state.ledger.changed_gpus  # the GPU status writer has nothing to look at again
+    assert int(state.inventory.node_version[node]) == version  # cached scores stay valid
+    resized = {**running, "metadata": {**pod["metadata"], "annotations": {**pod["metadata"]["annotations"]}}}
+    resized["metadata"]["annotations"][ann.TFLOPS_REQUEST] = "50"
+    state.cache.apply(Kind.POD, EventType.MODIFIED, resized)  # a changed holding still moves
+    assert used(state, "a", 0) == (50_000.0, 16 * GiB)
+    assert state.ledger.changed_gpus == {gpu_name("a", 0)}
+
+
 def test_gpu_arriving_after_its_pods_counts_only_holders_on_its_node():
     state = ClusterState()
     state.load({Kind.NODE: [node_object("a"), node_object("b")]})
