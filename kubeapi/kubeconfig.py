@@ -549,17 +549,17 @@ async def _run_plugin(command: str, spec: ExecConfig, env: dict[str, str], at: s
         raise KubeConfigError(f"{at}: cannot run {command!r}: {exc.strerror or exc}{hint}") from None
     try:
         async with asyncio.timeout(EXEC_TIMEOUT_S):
-            out, err = await proc.communicate()
+            out, err = await _bounded_output(proc)
+            await proc.wait()
     except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
+        await _killed(proc)
         raise KubeConfigError(f"{at}: {command!r} did not finish in {EXEC_TIMEOUT_S:.0f} s") from None
+    except _TooMuchOutput:
+        await _killed(proc)
+        raise KubeConfigError(f"{at}: {command!r} printed more than {EXEC_OUTPUT_LIMIT} bytes") from None
     if proc.returncode != 0:
         tail = err.decode(errors="replace").strip()[-500:]
         raise KubeConfigError(f"{at}: {command!r} exited with {proc.returncode}" + (f": {tail}" if tail else ""))
-    if len(out) > EXEC_OUTPUT_LIMIT:
-        raise KubeConfigError(f"{at}: {command!r} printed more than {EXEC_OUTPUT_LIMIT} bytes")
     try:
         answer = json.loads(out)
     except ValueError:
@@ -574,6 +574,56 @@ async def _run_plugin(command: str, spec: ExecConfig, env: dict[str, str], at: s
     if not isinstance(status, dict):
         raise KubeConfigError(f"{at}: {command!r} printed an ExecCredential without a status")
     return status
+
+
+class _TooMuchOutput(Exception):
+    pass
+
+
+KILL_DRAIN_S = 5.0
+EXEC_STDERR_KEPT = 4096  # of a failing plugin's stderr, the end is what explains it
+
+
+async def _bounded_output(proc: asyncio.subprocess.Process) -> tuple[bytes, bytes]:
+    """The plugin's stdout, at most EXEC_OUTPUT_LIMIT bytes (a plugin that keeps printing
+    is stopped there, not read into memory until its timeout), and the end of its stderr."""
+
+    async def stdout() -> bytes:
+        assert proc.stdout is not None
+        data = bytearray()
+        while chunk := await proc.stdout.read(1 << 16):
+            data += chunk
+            if len(data) > EXEC_OUTPUT_LIMIT:
+                raise _TooMuchOutput()
+        return bytes(data)
+
+    async def stderr() -> bytes:
+        assert proc.stderr is not None
+        tail = b""
+        while chunk := await proc.stderr.read(1 << 16):
+            tail = (tail + chunk)[-EXEC_STDERR_KEPT:]
+        return tail
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            out, err = group.create_task(stdout()), group.create_task(stderr())
+    except* _TooMuchOutput:
+        raise _TooMuchOutput() from None
+    return out.result(), err.result()
+
+
+async def _killed(proc: asyncio.subprocess.Process) -> None:
+    """Kill the plugin and reap it.  Its pipes are drained to their end first: asyncio's
+    wait() returns only once they are closed, and a pipe no longer read stays open."""
+    with contextlib.suppress(ProcessLookupError):
+        proc.kill()
+    # Bounded: a child the plugin left behind could hold a pipe open.
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(KILL_DRAIN_S):
+            for stream in (proc.stdout, proc.stderr):
+                while stream is not None and await stream.read(1 << 16):
+                    pass
+            await proc.wait()
 
 
 def _resolve(base: Path, name: str) -> Path:
