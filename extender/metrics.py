@@ -150,8 +150,8 @@ class ExtenderMetrics:
             self.latency.labels(verb)
             for kind in ERROR_KINDS:
                 self.errors.labels(verb, kind)
-        for result in ("passed", "failed", "unresolvable"):
-            self.filter_nodes.labels(result)
+        # Looked up once: filter counts into these on every call (labels() costs ~5 µs a call).
+        self._filter_counts = tuple(self.filter_nodes.labels(r) for r in ("passed", "failed", "unresolvable"))
         for reason in (*VERDICT_NAMES.values(), DENIAL_UNKNOWN_NODE, DENIAL_BAD_REQUEST):
             self.filter_denials.labels(reason)
         for result in ("bound", "failed"):
@@ -160,9 +160,8 @@ class ExtenderMetrics:
             self.gpu_status_writes.labels(result)
 
     def count_filter(self, passed: int, failed: int, unresolvable: int, denials: Tally[str]) -> None:
-        self.filter_nodes.labels("passed").inc(passed)
-        self.filter_nodes.labels("failed").inc(failed)
-        self.filter_nodes.labels("unresolvable").inc(unresolvable)
+        for series, n in zip(self._filter_counts, (passed, failed, unresolvable), strict=True):
+            series.inc(n)
         for reason, n in denials.items():
             self.filter_denials.labels(reason).inc(n)
 
