@@ -46,7 +46,9 @@ SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 TOKEN_FILE_REREAD_S = 60.0
 CERT_FILE_REREAD_S = 300.0
 EXEC_TIMEOUT_S = 60.0  # a plugin that hangs must not hang every request behind it
-EXEC_OUTPUT_LIMIT = 1 << 20
+EXEC_OUTPUT_LIMIT = 1 << 20  # of stdout; a plugin printing more is stopped there
+EXEC_STDERR_KEPT = 4096  # of a failing plugin's stderr, the end is what explains it
+KILL_DRAIN_S = 5.0  # a killed plugin's pipes drained this long at most before it is reaped
 EXPIRY_MARGIN_S = 10.0  # fetch a credential this long before it expires, not after a 401
 REFETCH_AFTER_REFUSAL_S = 5.0  # at most one refetch per this after 401s (a wrong credential is not a storm)
 RETRY_FAILED_FETCH_S = 5.0  # a plugin that fails is not run again for every request in between
@@ -578,10 +580,6 @@ async def _run_plugin(command: str, spec: ExecConfig, env: dict[str, str], at: s
 
 class _TooMuchOutput(Exception):
     pass
-
-
-KILL_DRAIN_S = 5.0
-EXEC_STDERR_KEPT = 4096  # of a failing plugin's stderr, the end is what explains it
 
 
 async def _bounded_output(proc: asyncio.subprocess.Process) -> tuple[bytes, bytes]:
