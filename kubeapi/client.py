@@ -36,11 +36,13 @@ class PatchType(StrEnum):
 class KubeApiError(Exception):
     """A non-2xx answer from the API server, with its Status reason and message."""
 
-    def __init__(self, status: int, reason: str, message: str) -> None:
+    def __init__(self, status: int, reason: str, message: str, retry_after_s: object = None) -> None:
         super().__init__(f"{status} {reason}: {message}")
         self.status = status
         self.reason = reason
         self.message = message
+        # The Status's details.retryAfterSeconds as sent (a 429's, a 5xx's): read with ratelimit.retry_after.
+        self.retry_after_s = retry_after_s
 
 
 class KubeApi(Protocol):
@@ -129,13 +131,13 @@ class KubeClient:
         for _ in range(2):
             credential = await self._credential()
             headers = self._headers(credential, content_type)
-            status, raw = await self._http.request(method, target, headers, data, timeout or self._timeout_s)
+            answer = await self._http.request(method, target, headers, data, timeout or self._timeout_s)
             # A 401 is answered before the request is acted on: safe to send again with a fresh credential.
-            if status != 401 or not self.config.credentials.refused(credential):
+            if answer.status != 401 or not self.config.credentials.refused(credential):
                 break
-        if status >= 300:
-            raise _api_error(status, raw)
-        return orjson.loads(raw) if raw else {}
+        if answer.status >= 300:
+            raise _api_error(answer.status, answer.body, answer.retry_after)
+        return orjson.loads(answer.body) if answer.body else {}
 
     async def get(self, path: str, **params: Any) -> dict[str, Any]:
         return await self.request("GET", path, params=params)
@@ -182,7 +184,7 @@ class KubeClient:
             if resp.status == 401:
                 self.config.credentials.refused(credential)  # the informer's retry brings a fresh one
             if resp.status >= 300:
-                raise _api_error(resp.status, await resp.read())
+                raise _api_error(resp.status, await resp.read(), resp.headers.get("Retry-After", ""))
             if on_open is not None:
                 on_open()
             buffer = b""
@@ -207,12 +209,24 @@ def _params(params: Mapping[str, Any] | None) -> dict[str, str] | None:
     return {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in params.items() if v is not None}
 
 
-def _api_error(status: int, raw: bytes) -> KubeApiError:
+def _api_error(status: int, raw: bytes, retry_after_header: str = "") -> KubeApiError:
+    # The wait a 429 asks for: the Status's details.retryAfterSeconds, else the Retry-After
+    # header (priority and fairness answers in plain text with only the header).
+    # Only plain ASCII seconds of sane length: "²" is a digit to str.isdigit and not to int().
+    seconds = retry_after_header.strip()
+    header_wait = int(seconds) if seconds.isascii() and seconds.isdigit() and len(seconds) <= 9 else None
     try:
         body = orjson.loads(raw)
-        return KubeApiError(status, str(body.get("reason", "")), str(body.get("message", raw[:200])))
+        details = body.get("details")
+        retry = details.get("retryAfterSeconds") if isinstance(details, dict) else None
+        return KubeApiError(
+            status,
+            str(body.get("reason", "")),
+            str(body.get("message", raw[:200])),
+            retry if retry is not None else header_wait,
+        )
     except (orjson.JSONDecodeError, AttributeError):
-        return KubeApiError(status, "", raw[:200].decode(errors="replace"))
+        return KubeApiError(status, "", raw[:200].decode(errors="replace"), header_wait)
 
 
 def path_segment(name: str) -> str:

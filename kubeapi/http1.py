@@ -23,12 +23,21 @@ import re
 import ssl
 import time
 from collections.abc import Mapping
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 MAX_HEAD_BYTES = 64 * 1024  # a response's status line and headers
 IDLE_S = 15.0  # a kept-alive connection idle longer than this is closed, not reused
 MAX_CONNECTIONS = 128  # concurrent requests (binds overlap for as long as the API server takes)
 _CHUNK_SIZE = re.compile(rb"[0-9a-fA-F]{1,16}")
+
+
+class Answer(NamedTuple):
+    status: int
+    body: bytes
+    # The Retry-After header as sent, or "": the API server's 429 (max-in-flight, priority
+    # and fairness) carries its wait there, with a plain-text body.
+    retry_after: str = ""
 
 
 class HttpError(ConnectionError):
@@ -77,8 +86,8 @@ class Http1Pool:
 
     async def request(
         self, method: str, target: str, headers: Mapping[str, str], body: bytes | None, timeout: float
-    ) -> tuple[int, bytes]:
-        """``(status, body)`` of one request; ``target`` is the path with its query.
+    ) -> Answer:
+        """The answer to one request; ``target`` is the path with its query.
         Raises :class:`HttpError` for a broken exchange, ``TimeoutError`` past ``timeout``."""
         head = self._head(method, target, headers, body)
         # Waiting for a free connection counts: a bind is bounded below a lease duration.
@@ -86,7 +95,7 @@ class Http1Pool:
             while True:
                 conn, reused = await self._take()
                 try:
-                    status, data, keep = await self._exchange(conn, head, body)
+                    answer, keep = await self._exchange(conn, head, body)
                 except _EndedBeforeAnswer:
                     conn.close()
                     if reused and method == "GET":
@@ -100,7 +109,7 @@ class Http1Pool:
                     self._idle.append(conn)
                 else:
                     conn.close()
-                return status, data
+                return answer
 
     def use_ssl(self, context: ssl.SSLContext) -> None:
         """New connections use ``context`` (a renewed client certificate); idle ones are closed."""
@@ -139,7 +148,7 @@ class Http1Pool:
         self.opened += 1
         return _Connection(reader, writer), False
 
-    async def _exchange(self, conn: _Connection, head: bytes, body: bytes | None) -> tuple[int, bytes, bool]:
+    async def _exchange(self, conn: _Connection, head: bytes, body: bytes | None) -> tuple[Answer, bool]:
         conn.writer.write(head + body if body else head)
         await conn.writer.drain()
         reader = conn.reader
@@ -175,7 +184,7 @@ class Http1Pool:
             raise HttpError("the API server's answer ended inside its body") from None
         except asyncio.LimitOverrunError:
             raise HttpError(f"a chunk-size line of the API server's answer exceeds {MAX_HEAD_BYTES} bytes") from None
-        return status, data, keep
+        return Answer(status, data, fields.get("retry-after", "")), keep
 
 
 def _parse_head(raw: bytes) -> tuple[int, str, dict[str, str]]:

@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 
 from tfsched.kubeapi.client import KubeApiError, KubeClient
-from tfsched.kubeapi.http1 import Http1Pool, HttpError
+from tfsched.kubeapi.http1 import Answer, Http1Pool, HttpError
 from tfsched.kubeapi.kubeconfig import Credential, Credentials, KubeConfig
 
 HEADERS = {"Accept": "application/json"}
@@ -83,17 +83,17 @@ async def echo_pool(**runner_kwargs) -> AsyncIterator[Http1Pool]:
 async def test_requests_reuse_one_connection_and_carry_their_body():
     async with echo_pool() as pool:
         for i in range(3):
-            status, data = await pool.request("POST", f"/echo/a?n={i}", HEADERS, b'{"x":1}', 5)
+            status, data, _ = await pool.request("POST", f"/echo/a?n={i}", HEADERS, b'{"x":1}', 5)
             assert status == 200
             assert orjson.loads(data) == {"method": "POST", "path": f"/echo/a?n={i}", "body": '{"x":1}'}
-        status, data = await pool.request("GET", "/echo/b", HEADERS, None, 5)
+        status, data, _ = await pool.request("GET", "/echo/b", HEADERS, None, 5)
         assert orjson.loads(data)["body"] == ""
         assert pool.opened == 1
 
 
 async def test_a_chunked_answer_is_joined_and_connection_close_is_honoured():
     async with echo_pool() as pool:
-        assert (await pool.request("GET", "/chunked", HEADERS, None, 5)) == (200, b'{"items":[1,2,3]}')
+        assert (await pool.request("GET", "/chunked", HEADERS, None, 5)) == Answer(200, b'{"items":[1,2,3]}')
         await pool.request("GET", "/chunked", HEADERS, None, 5)
         assert pool.opened == 1
         await pool.request("GET", "/closing", HEADERS, None, 5)
@@ -105,7 +105,7 @@ async def test_a_connection_the_server_closed_while_idle_is_replaced():
     async with echo_pool(keepalive_timeout=0.2) as pool:
         await pool.request("POST", "/echo/x", HEADERS, b"{}", 5)
         await asyncio.sleep(0.6)  # the server closes the idle connection
-        status, _ = await pool.request("POST", "/echo/x", HEADERS, b"{}", 5)
+        status, _, _ = await pool.request("POST", "/echo/x", HEADERS, b"{}", 5)
         assert status == 200 and pool.opened == 2
 
 
@@ -114,7 +114,7 @@ async def test_a_timeout_closes_the_connection_instead_of_reusing_it():
         with pytest.raises(TimeoutError):
             await pool.request("GET", "/slow", HEADERS, None, 0.2)
         # A late answer on that connection must never be read as the next request's.
-        status, data = await pool.request("GET", "/echo/after", HEADERS, None, 5)
+        status, data, _ = await pool.request("GET", "/echo/after", HEADERS, None, 5)
         assert status == 200 and orjson.loads(data)["path"] == "/echo/after" and pool.opened == 2
 
 
@@ -173,11 +173,63 @@ async def test_a_body_to_the_end_of_the_connection_and_an_interim_answer():
     )
     pool = Http1Pool(url, None)
     try:
-        assert await pool.request("GET", "/x", HEADERS, None, 5) == (200, b'{"a":1}')
-        assert await pool.request("DELETE", "/y", HEADERS, None, 5) == (204, b"")
+        assert await pool.request("GET", "/x", HEADERS, None, 5) == Answer(200, b'{"a":1}')
+        assert await pool.request("DELETE", "/y", HEADERS, None, 5) == Answer(204, b"")
         assert got[0].startswith(b"GET /x HTTP/1.1\r\nHost: 127.0.0.1:")
     finally:
         pool.close()
+        server.close()
+
+
+TOO_MANY = b"Too many requests, please try again later.\n"
+
+
+async def test_a_429_carries_its_retry_after_header_to_the_client():
+    # Priority and fairness answers a 429 in plain text; its wait is only in the header.
+    plain = b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 7\r\nContent-Length: %d\r\n\r\n%s" % (
+        len(TOO_MANY),
+        TOO_MANY,
+    )
+    server, url, _ = await raw_server([plain])
+    pool = Http1Pool(url, None)
+    try:
+        assert await pool.request("GET", "/x", HEADERS, None, 5) == Answer(429, TOO_MANY, "7")
+    finally:
+        pool.close()
+        server.close()
+
+
+def _answer(status: str, body: bytes, retry_after: str) -> bytes:
+    header = f"Retry-After: {retry_after}\r\n".encode() if retry_after else b""
+    return b"HTTP/1.1 %s\r\n%sContent-Length: %d\r\n\r\n%s" % (status.encode(), header, len(body), body)
+
+
+STATUS_429 = orjson.dumps(
+    {"kind": "Status", "reason": "TooManyRequests", "message": "slow down", "details": {"retryAfterSeconds": 3}}
+)
+
+
+@pytest.mark.parametrize(
+    ("answer", "wait"),
+    [
+        (_answer("429 Too Many Requests", TOO_MANY, "7"), 7),
+        (_answer("429 Too Many Requests", STATUS_429, "9"), 3),  # the Status's own figure first
+        (_answer("429 Too Many Requests", TOO_MANY, ""), None),
+        (_answer("429 Too Many Requests", TOO_MANY, "soon"), None),
+        (_answer("429 Too Many Requests", TOO_MANY, "\u00b2".encode().decode("latin-1")), None),
+        (_answer("503 Service Unavailable", TOO_MANY, "9" * 40), None),
+    ],
+)
+async def test_the_client_reads_the_wait_a_429_asks_for(answer: bytes, wait: int | None):
+    server, url, _ = await raw_server([answer])
+    client = KubeClient(KubeConfig(url, Credentials.fixed(Credential())))
+    try:
+        with pytest.raises(KubeApiError) as info:
+            await client.get("/x")
+        assert info.value.retry_after_s == wait
+        assert info.value.status in (429, 503)
+    finally:
+        await client.close()
         server.close()
 
 
