@@ -135,7 +135,8 @@ class ExtenderMetrics:
         )
         self.gpu_status_writes = Counter(
             "tfsched_status_writes_total",
-            "GPU status patches written from the ledger, by result (written, failed: retried when due again).",
+            "GPU status patches written from the ledger, by result (written; failed, throttled: "
+            "refused with a 429, which holds every write back as long as it asks; both retried when due again).",
             ["result"],
             registry=self.registry,
         )
@@ -156,7 +157,7 @@ class ExtenderMetrics:
             self.filter_denials.labels(reason)
         for result in ("bound", "failed"):
             self.binds.labels(result)
-        for result in ("written", "failed"):
+        for result in ("written", "failed", "throttled"):
             self.gpu_status_writes.labels(result)
 
     def count_filter(self, passed: int, failed: int, unresolvable: int, denials: Tally[str]) -> None:

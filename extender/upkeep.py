@@ -18,9 +18,10 @@ from tfsched.clustermodel import annotations as ann
 from tfsched.clustermodel.cache import Kind, slim_pod
 from tfsched.clustermodel.quantity import MILLI_PER_TFLOPS, format_bytes, format_tflops
 from tfsched.extender.metrics import ExtenderMetrics
-from tfsched.kubeapi.client import KubeClient, path_segment
+from tfsched.kubeapi.client import KubeApiError, KubeClient, path_segment
 from tfsched.kubeapi.informer import RESOURCES, list_objects
 from tfsched.kubeapi.leader import WriterGate
+from tfsched.kubeapi.ratelimit import WritePacer, retry_after
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,11 @@ GPU_STATUS_QUIET_S = 1.0
 # ...or once its oldest unwritten change is this old (TensorFusion syncs GPU status every 10 s).
 GPU_STATUS_MAX_LAG_S = 10.0
 GPU_STATUS_CONCURRENCY = 8
+# The pace of status writes (config gpuStatus): kube-scheduler's own client QPS and burst.
+# Steady scheduling needs ~0.1 writes per bound pod; a new leader's pass over a cluster whose
+# statuses are stale is what the pace holds back (63,000 writes in 8 s at 20,000 nodes before).
+GPU_STATUS_QPS = 50.0
+GPU_STATUS_BURST = 100
 
 
 def _slim(pod: dict[str, Any]) -> dict[str, Any]:
@@ -111,7 +117,8 @@ class GpuStatusWriter:
     ``GPU_STATUS_MAX_LAG_S`` old, at most one write per GPU per second, and a
     GPU whose status already says it is not written.  Each write costs the API
     server a patch of a custom resource (schema validation, managed fields, a
-    watch event): about 1 ms of its CPU."""
+    watch event): about 1 ms of its CPU; so writes go at ``qps`` (``burst`` at
+    once), and a 429 holds them all back for as long as it asks."""
 
     def __init__(
         self,
@@ -120,14 +127,19 @@ class GpuStatusWriter:
         gate: WriterGate,
         distrust: Callable[[], str],
         metrics: ExtenderMetrics | None = None,
+        *,
+        qps: float = GPU_STATUS_QPS,
+        burst: int = GPU_STATUS_BURST,
     ) -> None:
         self.client = client
         self.state = state
         self.gate = gate
         self.distrust = distrust
+        self.pacer = WritePacer(qps, burst)
         metrics = metrics or ExtenderMetrics()
         self._written = metrics.gpu_status_writes.labels("written")  # the series looked up once
         self._failed = metrics.gpu_status_writes.labels("failed")
+        self._throttled = metrics.gpu_status_writes.labels("throttled")
         unwritten = metrics.gpu_status_unwritten
         metrics.before_scrape.append(lambda: unwritten.set(self.unwritten()))  # on the loop: it reads the ledger
         self._queued = 0  # due GPUs of the pass under way, not yet taken by a worker
@@ -187,24 +199,28 @@ class GpuStatusWriter:
         """Write the changed GPUs that are due (``now``: monotonic seconds); returns how many were written.
 
         ``GPU_STATUS_CONCURRENCY`` workers take the due GPUs one at a time, each working out
-        its status just before writing it: a new leader's pass over every GPU of a large
-        cluster holds a few statuses and requests at a time, not one of each per GPU."""
+        its status just before waiting for its turn to write it: a new leader's pass over
+        every GPU of a large cluster holds a few statuses and requests at a time, not one of
+        each per GPU.  Failures are logged once per pass, not once per GPU."""
         ledger = self.state.ledger
         now = time.monotonic() if now is None else now
         due_names = self._due(now)
         due = iter(due_names)  # shared by the workers: each GPU taken once
         self._queued = len(due_names)
         written = 0
+        failed, first_failure = 0, ""
 
         async def worker() -> None:
-            nonlocal written
+            nonlocal written, failed, first_failure
             for name in due:
                 self._queued -= 1
-                if self.distrust():  # a re-list began during the pass: the rest waits for it
-                    ledger.changed_gpus.add(name)
-                    continue
                 status = self._changed_status(name)
                 if status is None:
+                    continue
+                # A change while it waits marks the GPU again: written in a later pass.
+                await self.pacer.wait()
+                if self.distrust():  # a re-list began during the pass: the rest waits for it
+                    ledger.changed_gpus.add(name)
                     continue
                 written += 1
                 self.last_write[name] = now
@@ -214,8 +230,13 @@ class GpuStatusWriter:
                     self.writes += 1
                     self._written.inc()
                 except Exception as exc:
-                    self._failed.inc()
-                    log.warning("GPU %s: status not written: %s", name, exc)
+                    if isinstance(exc, KubeApiError) and exc.status == 429:
+                        self._throttled.inc()
+                        self.pacer.pause(retry_after(exc.retry_after_s))
+                    else:
+                        self._failed.inc()
+                    failed += 1
+                    first_failure = first_failure or f"GPU {name}: {exc}"
                     ledger.changed_gpus.add(name)  # retried when due again
 
         try:
@@ -223,6 +244,9 @@ class GpuStatusWriter:
         finally:
             ledger.changed_gpus.update(due)  # a pass cut short (shutdown) keeps what it did not take
             self._queued = 0
+            if failed:
+                log.warning("GPU status: %d write(s) failed in this pass, retried when due (first: %s)",
+                            failed, first_failure)  # fmt: skip
         return written
 
     async def run(self, every: float = 0.2) -> None:

@@ -24,6 +24,15 @@ def test_serve_rejects_unknown_autoscaling_fields(tmp_path):
     assert "autoscaling.metrics.stepp" in result.output
 
 
+def test_serve_rejects_a_gpu_status_pace_that_could_never_write(tmp_path):
+    bad = tmp_path / "tfsched.yaml"
+    bad.write_text("gpuStatus:\n  qps: 0\n  burst: 0\n")
+    result = CliRunner().invoke(main, ["serve", "--config", str(bad), "--snapshot", str(bad)])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert f"{bad}: gpuStatus.qps: Input should be greater than 0" in result.output
+    assert f"{bad}: gpuStatus.burst: Input should be greater than or equal to 1" in result.output
+
+
 def test_devcluster_up_rejects_a_bad_spec_before_starting_anything(tmp_path):
     spec = tmp_path / "cluster.yaml"
     spec.write_text("nodes:\n- namePrefix: gpu\n  count: 0\n  gpus: {count: 1, tflops: 1, vram: 1Gi}\n")

@@ -1,4 +1,5 @@
-"""The ``tfsched serve --config`` file: ``scheduling``, ``autoscaling`` and ``leaderElection`` sections."""
+"""The ``tfsched serve --config`` file: ``scheduling``, ``autoscaling``, ``leaderElection``,
+``webhook``, ``metrics`` and ``gpuStatus`` sections."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tfsched.allocation.config import SchedulingConfig
 from tfsched.autoscale.settings import AutoscaleSettings
 from tfsched.clustermodel.yamlfile import load_yaml_model
+from tfsched.extender.upkeep import GPU_STATUS_BURST, GPU_STATUS_QPS
 from tfsched.extender.webhook import DEFAULT_WEBHOOK_SCHEDULER
 from tfsched.kubeapi.leader import LeaderElectionSettings
 
@@ -30,6 +32,17 @@ class MetricsSettings(BaseModel):
     per_gpu: bool = Field(True, alias="perGPU")
 
 
+class GpuStatusSettings(BaseModel):
+    """How fast the leader writes GPU status (``status.available``, ``runningApps``): at
+    most ``qps`` patches a second, ``burst`` at once, as a Kubernetes client's QPS and
+    burst. A new leader checks every GPU once; where its predecessor left a status
+    behind, the pass writes at this pace (at 50 a second, 10,000 stale GPUs take 200 s)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    qps: float = Field(GPU_STATUS_QPS, gt=0, le=100_000)
+    burst: int = Field(GPU_STATUS_BURST, ge=1, le=100_000)
+
+
 class ServeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
     scheduling: SchedulingConfig = Field(default_factory=SchedulingConfig)
@@ -38,6 +51,7 @@ class ServeConfig(BaseModel):
     leader_election: LeaderElectionSettings = Field(default_factory=LeaderElectionSettings, alias="leaderElection")
     webhook: WebhookSettings = Field(default_factory=WebhookSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    gpu_status: GpuStatusSettings = Field(default_factory=GpuStatusSettings, alias="gpuStatus")
 
 
 def load_config(path: Path | None) -> ServeConfig:

@@ -25,7 +25,7 @@ from tfsched.extender.bind import ApiPodWriter, Binder, MemoryPodWriter
 from tfsched.extender.httpserver import BodyError, HttpServer, Reply, Request, Route, Routes
 from tfsched.extender.metrics import ExtenderMetrics
 from tfsched.extender.tls import TLSFiles, reload_on_change, server_context
-from tfsched.extender.upkeep import GpuStatusWriter, LedgerAuditor
+from tfsched.extender.upkeep import GPU_STATUS_BURST, GPU_STATUS_QPS, GpuStatusWriter, LedgerAuditor
 from tfsched.extender.webhook import DEFAULT_WEBHOOK_SCHEDULER, webhook_routes
 from tfsched.kubeapi.client import KubeClient
 from tfsched.kubeapi.events import report_problems
@@ -101,6 +101,7 @@ class Server:
     # One registry for the process: the extender's, the allocation's and the autoscaler's series.
     metrics: ExtenderMetrics = field(default_factory=ExtenderMetrics)
     metrics_per_gpu: bool = True  # config metrics.perGPU
+    gpu_status_pace: tuple[float, int] = (GPU_STATUS_QPS, GPU_STATUS_BURST)  # config gpuStatus: qps, burst
     kernels_ready: bool = False
     tasks: list[asyncio.Task] = field(default_factory=list)
     listeners: list[HttpServer] = field(default_factory=list)
@@ -177,7 +178,10 @@ class Server:
                 self.client, self.state, self.distrust, self.state.config.audit_interval.total_seconds()
             )
             self.tasks.append(asyncio.create_task(auditor.run(), name="ledger-auditor"))
-            gpu_status = GpuStatusWriter(self.client, self.state, self.gate, self.distrust, self.metrics)
+            qps, burst = self.gpu_status_pace
+            gpu_status = GpuStatusWriter(
+                self.client, self.state, self.gate, self.distrust, self.metrics, qps=qps, burst=burst
+            )
             self.tasks.append(asyncio.create_task(gpu_status.run(), name="gpu-status"))
         # Compile (or load cached) kernels off the event loop; /readyz waits for it.
         await asyncio.to_thread(warm_up)
@@ -329,6 +333,7 @@ async def build_server(
         client=client,
         test_hooks=test_hooks,
         metrics_per_gpu=config.metrics.per_gpu,
+        gpu_status_pace=(config.gpu_status.qps, config.gpu_status.burst),
     )
     server.webhook_scheduler = config.webhook.scheduler_name
     settings = config.autoscaling

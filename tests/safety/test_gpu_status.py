@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 
 from tfsched.allocation.state import ClusterState
@@ -12,6 +13,7 @@ from tfsched.clustermodel.cache import EventType, Kind
 from tfsched.clustermodel.objects import gpu_name, gpu_object, gpu_pod, node_object
 from tfsched.extender.metrics import ExtenderMetrics
 from tfsched.extender.upkeep import GPU_STATUS_MAX_LAG_S, GPU_STATUS_QUIET_S, GpuStatusWriter
+from tfsched.kubeapi.client import KubeApiError
 from tfsched.kubeapi.leader import WriterGate
 
 GiB = 2**30
@@ -149,7 +151,7 @@ async def test_a_pass_over_many_gpus_holds_only_the_writes_in_flight():
     gpus = [gpu_object("a", i, tflops=100, vram=16 * GiB) for i in range(200)]
     state.load({Kind.NODE: [node_object("a")], Kind.GPU: gpus})
     client = Recorder(state, gpus)
-    writer = GpuStatusWriter(client, state, WriterGate(), trusted)  # type: ignore[arg-type]
+    writer = GpuStatusWriter(client, state, WriterGate(), trusted, qps=1e5, burst=1000)  # type: ignore[arg-type]
     worked_out = 0
     desired = writer.desired
 
@@ -271,3 +273,84 @@ async def test_a_scrape_reads_the_writer_on_the_loop_not_in_the_exposition_threa
     snapshot = metrics.refresh(state, writing=True)
     text = await asyncio.to_thread(metrics.exposition, snapshot, False)
     assert b"tfsched_status_unwritten_gpus 1.0" in text
+
+
+def stale_gpus(n: int) -> tuple[ClusterState, Recorder]:
+    """``n`` GPUs whose status a previous leader left wrong (all VRAM shown taken)."""
+    state = ClusterState()
+    gpus = [gpu_object("a", i, tflops=100, vram=16 * GiB) for i in range(n)]
+    for gpu in gpus:
+        gpu["status"]["available"] = {"tflops": "0", "vram": "0"}
+    state.load({Kind.NODE: [node_object("a")], Kind.GPU: gpus})
+    return state, Recorder(state, gpus)
+
+
+async def due_pass(writer: GpuStatusWriter, state: ClusterState) -> int:
+    """A new leader's pass over every GPU."""
+    state.ledger.changed_gpus.update(state.inventory.gpu_index)
+    await writer.write_due(now=100.0)
+    return await writer.write_due(now=100.0 + GPU_STATUS_QUIET_S)
+
+
+async def test_a_new_leaders_pass_writes_at_the_configured_pace():
+    """A cluster of stale statuses is not patched as fast as the connections allow:
+    ``burst`` at once, then ``qps`` a second (config gpuStatus)."""
+    state, client = stale_gpus(30)
+    loop = asyncio.get_running_loop()
+    sent_at: list[float] = []
+    record = client.patch
+
+    async def timed(path: str, body: dict, *args, **kwargs) -> dict:
+        sent_at.append(loop.time())
+        return await record(path, body)
+
+    client.patch = timed  # type: ignore[method-assign]
+    writer = GpuStatusWriter(client, state, WriterGate(), trusted, qps=100, burst=5)  # type: ignore[arg-type]
+    assert await due_pass(writer, state) == 30
+    start = sent_at[0]
+    for k, at in enumerate(sent_at):
+        assert at - start >= (k - 4) / 100 - 0.002, f"write {k} went {at - start:.3f} s after the first"
+    assert {body["status"]["available"]["vram"] for _, body in client.patches} == {"16Gi"}
+
+
+async def test_a_429_holds_every_write_back_as_long_as_it_asks_and_is_logged_once(caplog):
+    state, client = stale_gpus(12)
+    loop = asyncio.get_running_loop()
+    metrics = ExtenderMetrics()
+    record = client.patch
+    refused: list[tuple[str, float]] = []
+    sent_at: list[float] = []
+
+    async def throttling(path: str, body: dict, *args, **kwargs) -> dict:
+        if not refused:
+            refused.append((path.split("/")[-2], loop.time()))
+            raise KubeApiError(429, "TooManyRequests", "Too many requests, please try again later.", 0.2)
+        sent_at.append(loop.time())
+        return await record(path, body)
+
+    client.patch = throttling  # type: ignore[method-assign]
+    writer = GpuStatusWriter(client, state, WriterGate(), trusted, metrics, qps=1000, burst=100)  # type: ignore[arg-type]
+    with caplog.at_level(logging.WARNING, logger="tfsched.extender.upkeep"):
+        assert await due_pass(writer, state) == 12  # 11 written, 1 refused
+    [(name, at)] = refused
+    assert len(sent_at) == 11 and min(sent_at) - at >= 0.2 - 0.002
+    assert state.ledger.changed_gpus == {name}  # retried when due again
+    assert metrics.gpu_status_writes.labels("throttled")._value.get() == 1
+    assert metrics.gpu_status_writes.labels("failed")._value.get() == 0
+    [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warning.startswith(f"GPU status: 1 write(s) failed in this pass, retried when due (first: GPU {name}: 429")
+
+
+async def test_an_unreachable_api_server_is_one_warning_per_pass_not_one_per_gpu(caplog):
+    state, client = stale_gpus(50)
+
+    async def refuse(path: str, body: dict, *args, **kwargs) -> dict:
+        raise ConnectionError("API server unreachable")
+
+    client.patch = refuse  # type: ignore[method-assign]
+    writer = GpuStatusWriter(client, state, WriterGate(), trusted, qps=1000, burst=100)  # type: ignore[arg-type]
+    with caplog.at_level(logging.WARNING, logger="tfsched.extender.upkeep"):
+        await due_pass(writer, state)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "50 write(s) failed" in warnings[0] and "API server unreachable" in warnings[0]
+    assert len(state.ledger.changed_gpus) == 50
