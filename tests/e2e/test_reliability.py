@@ -10,8 +10,10 @@ import threading
 import time
 import uuid
 from collections import Counter
+from datetime import datetime
 
 import pytest
+import yaml
 
 from tfsched.clustermodel import annotations as ann
 from tfsched.clustermodel.objects import gpu_name
@@ -255,3 +257,44 @@ def test_api_server_restart_untrusted_then_recovers(cluster: Cluster, namespace:
     cluster.apply(*(make_pod(f"after-{i}", namespace, tflops="40", vram="4Gi") for i in range(10)))
     wait_bound(cluster, namespace, 10, timeout=120)
     assert_no_overcommit(cluster)
+
+
+def test_a_new_leader_rewrites_stale_gpu_status_at_its_configured_pace(cluster: Cluster, tmp_path):
+    """gpuStatus {qps, burst}: a new leader checks every GPU, and writes the statuses a
+    predecessor left wrong at that pace, not all at once (the real API server's field
+    manager times each write)."""
+    stale = sorted(cluster.gpus())[:6]
+    record = cluster.dev.records["tfsched"]
+    paced = tmp_path / "paced.yaml"
+    config = yaml.safe_load(cluster.dev.tfsched_config.read_text()) or {}
+    paced.write_text(yaml.safe_dump({**config, "gpuStatus": {"qps": 1, "burst": 1}}))
+    os.kill(record.pid, signal.SIGTERM)  # hands the lease back
+    cluster.wait(lambda: record.process() is None, timeout=30, what="tfsched to exit")
+    try:
+        wrong = '{"status":{"available":{"tflops":"0","vram":"0"}}}'
+        for name in stale:
+            cluster.kubectl("patch", "gpu", name, "--subresource=status", "--type=merge", "-p", wrong)
+        cluster.dev.start_extender(say=lambda *_: None, config=paced)
+        expected = expected_avail(cluster)
+        cluster.wait(
+            lambda: all(avail_table(cluster)[g] == expected[g] for g in stale),
+            timeout=60,
+            what="the stale GPU statuses to be rewritten",
+        )
+        gpus = {g["metadata"]["name"]: g for g in cluster.get_json("gpus", "--show-managed-fields")["items"]}
+        written = [
+            datetime.fromisoformat(entry["time"].replace("Z", "+00:00"))
+            for name in stale
+            for entry in gpus[name]["metadata"]["managedFields"]
+            if entry.get("manager") == "tfsched" and entry.get("subresource") == "status"
+        ]
+        assert len(written) == len(stale)
+        # Six writes at one a second span five seconds; the times are whole seconds.
+        span = (max(written) - min(written)).total_seconds()
+        assert span >= 4, f"six stale statuses written within {span} s at qps 1"
+    finally:  # the cluster's own tfsched back, for the tests after this one
+        record = cluster.dev.records["tfsched"]
+        if record.process() is not None:
+            os.kill(record.pid, signal.SIGTERM)
+            cluster.wait(lambda: record.process() is None, timeout=30, what="tfsched to exit")
+        cluster.dev.start_extender(say=lambda *_: None)
