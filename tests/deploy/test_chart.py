@@ -122,6 +122,13 @@ def test_user_config_merges_over_the_charts() -> None:
     ServeConfig.model_validate(config)
 
 
+def test_the_status_pace_and_per_gpu_metrics_reach_tfsched() -> None:
+    docs = _render({"tfsched": {"config": {"gpuStatus": {"qps": 5, "burst": 10}, "metrics": {"perGPU": False}}}})
+    config = ServeConfig.model_validate(chart.tfsched_config(docs))
+    assert (config.gpu_status.qps, config.gpu_status.burst) == (5, 10)
+    assert config.metrics.per_gpu is False
+
+
 def test_extend_scheduler_runs_on_the_control_plane_hosts_network() -> None:
     docs = _render({"topology": "extendScheduler"})
     kinds = {d["kind"] for d in docs}
@@ -267,6 +274,9 @@ def test_alerts_and_dashboard_ship_as_the_files_say() -> None:
         ({"scheduler": {"leaderElection": {"leaseDuration": "15 seconds"}}}, "leaseDuration"),
         ({"tls": {"mode": "vault"}}, "mode"),
         ({"tfsched": {"config": {"webhook": {"schedulerName": "other"}}}}, "webhook"),
+        ({"tfsched": {"config": {"gpuStatus": {"qps": 0}}}}, "qps"),
+        ({"tfsched": {"config": {"gpuStatus": {"burst": 0.5}}}}, "burst"),
+        ({"tfsched": {"config": {"metrics": {"perGpu": False}}}}, "perGpu"),
     ],
 )
 def test_the_schema_refuses_bad_values(values: Obj, message: str) -> None:
