@@ -356,10 +356,9 @@ async def test_a_plugin_that_keeps_printing_is_stopped_at_the_output_limit(tmp_p
     # Read to its end, this plugin's output would fill memory until the timeout.
     endless = 'line = "x" * 65535 + "\\n"\nwhile True:\n    sys.stdout.write(line)\n    sys.stderr.write(line)'
     config = load_file(write_config(tmp_path, {"server": "https://h"}, exec_user(plugin(tmp_path, endless))))
-    started = time.monotonic()
+    # The message says which bound stopped it: the timeout's would say "did not finish".
     with pytest.raises(KubeConfigError, match=r"printed more than 1048576 bytes"):
         await config.credentials.current()
-    assert time.monotonic() - started < kubeconfig.EXEC_TIMEOUT_S / 4
     monkeypatch.setattr(kubeconfig, "EXEC_OUTPUT_LIMIT", 10)
     exact = load_file(
         write_config(tmp_path, {"server": "https://h"}, exec_user(plugin(tmp_path, 'print("x" * 11)', "b.py")))
