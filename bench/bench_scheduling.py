@@ -114,12 +114,16 @@ def nodes_to_find(n_nodes: int, percentage: int | None) -> tuple[int, int]:
 
 
 def scheduler_config_override(
-    root: Path, qps: float | None, burst: int | None, score_in_filter: bool = False
+    root: Path,
+    qps: float | None,
+    burst: int | None,
+    score_in_filter: bool = False,
+    percentage_of_nodes_to_score: int | None = None,
 ) -> Path | None:
-    """A copy of config/scheduler-config.yaml with clientConnection qps/burst set (and
-    without the prioritize verb, for tfsched's scoreInFilter), for DevCluster to render
-    instead of the repo file (nothing in the repo changes)."""
-    if qps is None and burst is None and not score_in_filter:
+    """A copy of config/scheduler-config.yaml with clientConnection qps/burst set (without
+    the prioritize verb, for tfsched's scoreInFilter; with a fixed percentageOfNodesToScore),
+    for DevCluster to render instead of the repo file (nothing in the repo changes)."""
+    if qps is None and burst is None and not score_in_filter and percentage_of_nodes_to_score is None:
         return None
     config = yaml.safe_load(devcluster_module.SCHEDULER_CONFIG.read_text())
     if qps is not None:
@@ -128,6 +132,8 @@ def scheduler_config_override(
         config["clientConnection"]["burst"] = burst
     if score_in_filter:
         config["extenders"][0].pop("prioritizeVerb", None)
+    if percentage_of_nodes_to_score is not None:
+        config["percentageOfNodesToScore"] = percentage_of_nodes_to_score
     path = root / "scheduler-config.override.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
@@ -820,13 +826,23 @@ def main() -> None:
         action="store_true",
         help="tfsched's scheduling.scoreInFilter, kube-scheduler without the prioritize verb",
     )
+    parser.add_argument(
+        "--percentage-of-nodes-to-score",
+        type=int,
+        choices=range(1, 101),
+        metavar="1..100",
+        help="kube-scheduler's percentageOfNodesToScore for both runs (default: not set, adaptive; "
+        "it stops looking after at least 100 feasible nodes either way)",
+    )
     opts = parser.parse_args()
 
     say("ensuring the Kubernetes binaries (built once into ~/.cache/tfsched)")
     bin_dir = ensure_binaries()
     tmp = Path(tempfile.mkdtemp(prefix="tfsched-bench-scheduling-"))
     dev = DevCluster(root=tmp / "state", bin_dir=bin_dir)
-    override = scheduler_config_override(tmp, opts.qps, opts.burst, opts.score_in_filter)
+    override = scheduler_config_override(
+        tmp, opts.qps, opts.burst, opts.score_in_filter, opts.percentage_of_nodes_to_score
+    )
     original_config = devcluster_module.SCHEDULER_CONFIG
     results: list[RunResult] = []
     try:
