@@ -277,6 +277,9 @@ def test_alerts_and_dashboard_ship_as_the_files_say() -> None:
         ({"tfsched": {"config": {"gpuStatus": {"qps": 0}}}}, "qps"),
         ({"tfsched": {"config": {"gpuStatus": {"burst": 0.5}}}}, "burst"),
         ({"tfsched": {"config": {"metrics": {"perGpu": False}}}}, "perGpu"),
+        ({"scheduler": {"percentageOfNodesToScore": 0}}, "percentageOfNodesToScore"),
+        ({"scheduler": {"percentageOfNodesToScore": 101}}, "percentageOfNodesToScore"),
+        ({"scheduler": {"percentageOfNodesToScore": 42.5}}, "percentageOfNodesToScore"),
     ],
 )
 def test_the_schema_refuses_bad_values(values: Obj, message: str) -> None:
@@ -346,6 +349,17 @@ def test_score_all_pods_adds_an_ignorable_prioritize_only_extender() -> None:
         assert "plugins" not in profile
 
 
+def test_percentage_of_nodes_to_score_reaches_the_tfsched_profile_only_when_set() -> None:
+    for topology in ("secondScheduler", "extendScheduler"):
+        config = chart.scheduler_config(_render({"topology": topology, "scheduler": {"percentageOfNodesToScore": 10}}))
+        assert scheduler_config_errors(config, in_cluster=topology == "secondScheduler") == []
+        (profile,) = config["profiles"]
+        assert profile["percentageOfNodesToScore"] == 10
+        assert "percentageOfNodesToScore" not in config  # the profile's, not every profile's
+        (default,) = chart.scheduler_config(_render({"topology": topology}))["profiles"]
+        assert "percentageOfNodesToScore" not in default  # kube-scheduler's adaptive figure
+
+
 def _run_kube_scheduler(values: Obj, tmp_path: Path, spoil: bool = False) -> tuple[bool, str, int]:
     """kube-scheduler on a rendering (certificates written where the config names them),
     against an API server that is not there, until it has built the extenders or exited.
@@ -386,8 +400,13 @@ def _run_kube_scheduler(values: Obj, tmp_path: Path, spoil: bool = False) -> tup
 
 @pytest.mark.parametrize(
     "values",
-    [{}, {"topology": "extendScheduler"}, {"scheduler": {"scoreAllPods": True}}],
-    ids=["secondScheduler", "extendScheduler", "scoreAllPods"],
+    [
+        {},
+        {"topology": "extendScheduler"},
+        {"scheduler": {"scoreAllPods": True}},
+        {"scheduler": {"percentageOfNodesToScore": 100}},
+    ],
+    ids=["secondScheduler", "extendScheduler", "scoreAllPods", "percentageOfNodesToScore"],
 )
 def test_the_real_kube_scheduler_accepts_each_rendered_configuration(values: Obj, tmp_path: Path) -> None:
     """kube-scheduler decodes its configuration strictly and builds the extenders at start."""

@@ -104,6 +104,9 @@ leaderElection:
   retryPeriod: {{ .Values.scheduler.leaderElection.retryPeriod }}
 profiles:
 - schedulerName: {{ ternary .Values.scheduler.name .Values.scheduler.extendProfile (not (empty $second)) }}
+  {{- with .Values.scheduler.percentageOfNodesToScore }}
+  percentageOfNodesToScore: {{ . }}
+  {{- end }}
   {{- if .Values.scheduler.scoreAllPods }}
   # tfsched scores every pod by the GPUs its CPU and memory would strand; these two spread
   # pods by CPU and memory and undo that (openb replay: bench/RESULTS.md). Filters stay.
