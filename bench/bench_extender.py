@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 import psutil
+from kube_scheduler_model import nodes_to_find
 
 from tfsched.allocation.state import ClusterState
 from tfsched.clustermodel import annotations as ann
@@ -76,13 +77,6 @@ def pending_pods(n: int) -> list[dict]:
         pod.pop("status", None)
         pods.append(pod)
     return pods
-
-
-def window_size(n_nodes: int) -> int:
-    """How many feasible nodes kube-scheduler looks for (and sends) with the adaptive
-    percentageOfNodesToScore: 50 - n/125 percent, at least 5 %, at least 100 nodes."""
-    percent = max(5, 50 - n_nodes // 125)
-    return min(n_nodes, max(100, n_nodes * percent // 100))
 
 
 def free_port() -> int:
@@ -235,7 +229,7 @@ def cycles(port: int, names: list[str], pods: list[dict], server: psutil.Process
     the order they finish, so a window that comes back arrives in another order and misses
     tfsched's node-list cache (92 % of filter calls in a real run), as it does here."""
     client = KeepAliveClient(port)
-    width = window_size(len(names))
+    width = nodes_to_find(len(names))
     shuffle = random.Random(13).shuffle
     start = 0
     bound = failed = 0

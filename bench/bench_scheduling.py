@@ -51,6 +51,7 @@ from typing import Any
 
 import psutil
 import yaml
+from kube_scheduler_model import nodes_to_find, percentage_used
 
 import tfsched.devcluster.cluster as devcluster_module
 from tfsched.clustermodel import annotations as ann
@@ -102,15 +103,6 @@ def bench_pod(name: str, namespace: str, *, gpu: bool) -> dict[str, Any]:
 
 
 # -- scheduler configuration -------------------------------------------------------
-
-
-def nodes_to_find(n_nodes: int, percentage: int | None) -> tuple[int, int]:
-    """(adaptive percentage, nodes the scheduler filters before it stops) as in
-    kube-scheduler's numFeasibleNodesToFind."""
-    if n_nodes < 100:
-        return 100, n_nodes
-    pct = percentage if percentage and percentage > 0 else max(5, 50 - n_nodes // 125)
-    return pct, max(100, n_nodes * pct // 100)
 
 
 def scheduler_config_override(
@@ -891,7 +883,7 @@ def main() -> None:
         conn = rendered.get("clientConnection") or {}
         profile = (rendered.get("profiles") or [{}])[0]
         pct_setting = profile.get("percentageOfNodesToScore", rendered.get("percentageOfNodesToScore"))
-        pct, to_find = nodes_to_find(opts.nodes, pct_setting)
+        pct, to_find = percentage_used(opts.nodes, pct_setting), nodes_to_find(opts.nodes, pct_setting)
         extender = rendered["extenders"][0]
         print()
         print("kube-scheduler configuration (rendered by DevCluster from config/scheduler-config.yaml):")
