@@ -23,6 +23,7 @@ Run: ``.venv/bin/python bench/bench_extender.py [--nodes 5000 --gpus 8 --pods 20
 from __future__ import annotations
 
 import argparse
+import atexit
 import random
 import socket
 import statistics
@@ -42,6 +43,7 @@ from tfsched.allocation.state import ClusterState
 from tfsched.clustermodel import annotations as ann
 from tfsched.clustermodel.cache import Kind
 from tfsched.clustermodel.objects import gpu_name, gpu_object, gpu_pod, node_object
+from tfsched.devcluster import processes
 from tfsched.scoring.inventory import tflops_units, vram_units
 from tfsched.scoring.kernels import fit_nodes_numba, fit_nodes_numpy, score_nodes_numba, score_nodes_numpy
 from tfsched.scoring.modes import PlacementMode
@@ -386,12 +388,14 @@ def main() -> None:
         "--mode", choices=[m.value for m in PlacementMode], help="scheduling.placementMode (default: tfsched's)"
     )
     opts = parser.parse_args()
+    processes.stop_children_on_sigterm()  # a killed run stops its servers too
 
     t = time.perf_counter()
     objects = build_objects(opts.nodes, opts.gpus, opts.pods)
     names = [n["metadata"]["name"] for n in objects["nodes"]]
     tmp = Path(tempfile.mkdtemp(prefix="tfsched-bench-"))
     helpers: list[subprocess.Popen] = []
+    atexit.register(lambda: [h.kill() for h in helpers])  # also when killed before the try below
     if opts.source == "snapshot":
         snapshot = tmp / "snapshot.json"
         items = objects["nodes"] + objects["gpus"] + objects["pods"]

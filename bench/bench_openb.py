@@ -377,6 +377,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write the table (every percent) here")
     parser.add_argument("--plot", type=Path, help="write a PNG of allocated against arrived here (matplotlib)")
     args = parser.parse_args()
+    processes.stop_children_on_sigterm()  # a killed run stops its servers too
     percentage = percentage_option(parser, args.percentage_of_nodes_to_score)
     lo, _, hi = args.seeds.partition("-")
     seeds = list(range(int(lo), int(hi) + 1)) if hi else [int(s) for s in args.seeds.split(",")]

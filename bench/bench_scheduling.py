@@ -827,6 +827,7 @@ def main() -> None:
         "it stops looking after at least 100 feasible nodes either way)",
     )
     opts = parser.parse_args()
+    processes.stop_children_on_sigterm()  # a killed run stops its servers too
 
     say("ensuring the Kubernetes binaries (built once into ~/.cache/tfsched)")
     bin_dir = ensure_binaries()

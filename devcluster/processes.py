@@ -81,6 +81,17 @@ def stop(record: ProcessRecord, timeout: float = 10.0) -> None:
         proc.wait(5)
 
 
+def stop_children_on_sigterm() -> None:
+    """Make SIGTERM (``kill``, ``timeout``) end this process through ``SystemExit``, so the
+    ``finally`` blocks that stop what it started still run: children started here have
+    sessions of their own and would otherwise outlive it, holding a core and a port."""
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+
+
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def tail(path: str, lines: int = 30) -> str:
     try:
         with open(path, "rb") as fh:
