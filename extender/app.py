@@ -263,7 +263,7 @@ async def handle_bind(app: ExtenderApp, body: bytes) -> Reply:
     try:
         result = await app.binder.bind(args.pod_namespace, args.pod_name, args.pod_uid, args.node)
     except BindError as exc:
-        metrics.binds.labels("failed").inc()
+        metrics.bind_results["failed"].inc()
         log.info(
             "bind %s/%s to %s failed: %s",
             args.pod_namespace,
@@ -273,7 +273,7 @@ async def handle_bind(app: ExtenderApp, body: bytes) -> Reply:
             extra={"action": "bind_failed", "pod": f"{args.pod_namespace}/{args.pod_name}", "node": args.node},
         )
         return _json(wire.binding_result(str(exc)))
-    metrics.binds.labels("bound").inc()
+    metrics.bind_results["bound"].inc()
     log.info(
         "bound %s/%s to %s on %s",
         args.pod_namespace,

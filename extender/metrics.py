@@ -155,8 +155,8 @@ class ExtenderMetrics:
         self._filter_counts = tuple(self.filter_nodes.labels(r) for r in ("passed", "failed", "unresolvable"))
         for reason in (*VERDICT_NAMES.values(), DENIAL_UNKNOWN_NODE, DENIAL_BAD_REQUEST):
             self.filter_denials.labels(reason)
-        for result in ("bound", "failed"):
-            self.binds.labels(result)
+        # Looked up once, as filter's: every bind counts into one of these.
+        self.bind_results = {result: self.binds.labels(result) for result in ("bound", "failed")}
         for result in ("written", "failed", "throttled"):
             self.gpu_status_writes.labels(result)
 
