@@ -55,7 +55,6 @@ import io
 import math
 import pstats
 import random
-import socket
 import statistics
 import subprocess
 import sys
@@ -82,6 +81,7 @@ from tfsched.clustermodel.cache import Kind
 from tfsched.clustermodel.objects import gpu_name, gpu_object, gpu_pod, node_object
 from tfsched.clustermodel.times import parse_duration
 from tfsched.devcluster.fakes import FakeKube, FixedClock
+from tfsched.devcluster.processes import free_port
 
 GiB = 2**30
 GOAL_SECONDS = 5.0
@@ -272,12 +272,6 @@ def warm_up_kernels() -> float:
     current = Resources.model_validate({"requests": {"tflops": "10", "vram": "4Gi"}})
     recommend(config, bank.summary(row), current, T0).to_status()
     return time.perf_counter() - began
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def http_post(url: str, form: dict[str, str]) -> dict:

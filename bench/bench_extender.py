@@ -44,6 +44,7 @@ from tfsched.clustermodel import annotations as ann
 from tfsched.clustermodel.cache import Kind
 from tfsched.clustermodel.objects import gpu_name, gpu_object, gpu_pod, node_object
 from tfsched.devcluster import processes
+from tfsched.devcluster.processes import free_port
 from tfsched.scoring.inventory import tflops_units, vram_units
 from tfsched.scoring.kernels import fit_nodes_numba, fit_nodes_numpy, score_nodes_numba, score_nodes_numpy
 from tfsched.scoring.modes import PlacementMode
@@ -79,12 +80,6 @@ def pending_pods(n: int) -> list[dict]:
         pod.pop("status", None)
         pods.append(pod)
     return pods
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_listening(port: int, process: subprocess.Popen, bound: float = 120.0) -> None:
