@@ -210,17 +210,25 @@ class GpuStatusWriter:
         written = 0
         failed, first_failure = 0, ""
 
+        def deferred(name: str) -> bool:
+            """A re-list began during the pass: the rest waits for it."""
+            if not self.distrust():
+                return False
+            ledger.changed_gpus.add(name)
+            return True
+
         async def worker() -> None:
             nonlocal written, failed, first_failure
             for name in due:
                 self._queued -= 1
+                if deferred(name):  # before the token too: a deferred GPU must not wait for one
+                    continue
                 status = self._changed_status(name)
                 if status is None:
                     continue
                 # A change while it waits marks the GPU again: written in a later pass.
                 await self.pacer.wait()
-                if self.distrust():  # a re-list began during the pass: the rest waits for it
-                    ledger.changed_gpus.add(name)
+                if deferred(name):
                     continue
                 written += 1
                 self.last_write[name] = now

@@ -221,6 +221,25 @@ async def test_a_relist_during_a_pass_leaves_the_rest_for_later():
     assert state.ledger.changed_gpus == unwritten
 
 
+async def test_a_relist_defers_the_rest_of_a_paced_pass_without_waiting_for_tokens():
+    # At qps 1 the 29 GPUs left after the first would take half a minute if each took its
+    # token before being deferred; the test's timeout would end it long before.
+    state, client = stale_gpus(30)
+    writer = GpuStatusWriter(client, state, WriterGate(), trusted, qps=1, burst=1)  # type: ignore[arg-type]
+    why = ""
+    writer.distrust = lambda: why  # type: ignore[method-assign]
+    record = client.patch
+
+    async def relist_begins(path: str, body: dict, *args, **kwargs) -> dict:
+        nonlocal why
+        why = "re-listing Pod"
+        return await record(path, body)
+
+    client.patch = relist_begins  # type: ignore[method-assign]
+    assert await asyncio.wait_for(due_pass(writer, state), timeout=5) == 1
+    assert len(state.ledger.changed_gpus) == 29
+
+
 async def test_metrics_show_what_is_unwritten_and_what_was_written():
     state, client, _ = setup()
     metrics = ExtenderMetrics()
