@@ -55,7 +55,7 @@ import orjson
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from kube_scheduler_model import NodeSearch, nodes_to_find  # noqa: E402  (bench/, beside this file)
+from kube_scheduler_model import NodeSearch, nodes_to_find, percentage_arg  # noqa: E402  (bench/, beside this file)
 
 from tfsched.clustermodel import annotations as ann  # noqa: E402
 from tfsched.clustermodel.objects import gpu_object, node_object  # noqa: E402
@@ -370,6 +370,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--percentage-of-nodes-to-score",
+        type=percentage_arg,
         default="100",
         help="kube-scheduler's percentageOfNodesToScore modelled: 1-100, or adaptive (its default: "
         "it stops at 41%% of the trace's 1,213 nodes); 100 offers every node, as the published simulator",
@@ -378,7 +379,7 @@ def main() -> None:
     parser.add_argument("--plot", type=Path, help="write a PNG of allocated against arrived here (matplotlib)")
     args = parser.parse_args()
     processes.stop_children_on_sigterm()  # a killed run stops its servers too
-    percentage = percentage_option(parser, args.percentage_of_nodes_to_score)
+    percentage = args.percentage_of_nodes_to_score
     lo, _, hi = args.seeds.partition("-")
     seeds = list(range(int(lo), int(hi) + 1)) if hi else [int(s) for s in args.seeds.split(",")]
     modes = [m.value for m in PlacementMode] if args.modes == "all" else args.modes.split(",")
@@ -426,15 +427,6 @@ def main() -> None:
     if args.plot:
         plot(table, f"openb {args.trace}, median of {len(seeds)} shuffles", args.plot)
         print(f"plot: {args.plot}")
-
-
-def percentage_option(parser: argparse.ArgumentParser, value: str) -> int | None:
-    """``--percentage-of-nodes-to-score``: None for adaptive, else 1..100 (exit 2 otherwise)."""
-    if value == "adaptive":
-        return None
-    if not value.isdigit() or not 1 <= int(value) <= 100:
-        parser.error(f"--percentage-of-nodes-to-score: 1-100 or adaptive, not {value!r}")
-    return int(value)
 
 
 def profile_for(mode: str, profile: str) -> str:

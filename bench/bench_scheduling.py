@@ -51,7 +51,7 @@ from typing import Any
 
 import psutil
 import yaml
-from kube_scheduler_model import nodes_to_find, percentage_used
+from kube_scheduler_model import nodes_to_find, percentage_arg, percentage_used
 
 import tfsched.devcluster.cluster as devcluster_module
 from tfsched.clustermodel import annotations as ann
@@ -820,10 +820,8 @@ def main() -> None:
     )
     parser.add_argument(
         "--percentage-of-nodes-to-score",
-        type=int,
-        choices=range(1, 101),
-        metavar="1..100",
-        help="kube-scheduler's percentageOfNodesToScore for both runs (default: not set, adaptive; "
+        type=percentage_arg,
+        help="kube-scheduler's percentageOfNodesToScore for both runs, 1-100 or adaptive (default: not set, adaptive; "
         "it stops looking after at least 100 feasible nodes either way)",
     )
     opts = parser.parse_args()

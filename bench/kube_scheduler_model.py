@@ -9,6 +9,7 @@ pkg/scheduler/schedule_one.go, kube-scheduler v1.36.
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,6 +31,15 @@ def nodes_to_find(n_nodes: int, percentage: int | None = None) -> int:
     if n_nodes < MIN_FEASIBLE_NODES_TO_FIND or percentage_used(n_nodes, percentage) >= 100:
         return n_nodes
     return max(MIN_FEASIBLE_NODES_TO_FIND, n_nodes * percentage_used(n_nodes, percentage) // 100)
+
+
+def percentage_arg(value: str) -> int | None:
+    """A ``--percentage-of-nodes-to-score`` value: 1-100, or ``adaptive`` (None: kube-scheduler's default)."""
+    if value == "adaptive":
+        return None
+    if not (value.isascii() and value.isdigit() and 1 <= int(value) <= 100):
+        raise argparse.ArgumentTypeError(f"1-100 or adaptive, not {value!r}")
+    return int(value)
 
 
 @dataclass(slots=True)

@@ -3,6 +3,7 @@ rotating search, as pkg/scheduler/schedule_one.go has them."""
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 from tfsched.devcluster.binaries import REPO
 
 sys.path.insert(0, str(REPO / "bench"))
-from kube_scheduler_model import NodeSearch, nodes_to_find, percentage_used
+from kube_scheduler_model import NodeSearch, nodes_to_find, percentage_arg, percentage_used
 
 
 @pytest.mark.parametrize(
@@ -53,3 +54,10 @@ def test_a_search_for_every_node_finds_them_in_order() -> None:
     search = NodeSearch(5, 5)
     assert search.take(np.array([0, 1, 1, 0, 1], bool)).tolist() == [1, 2, 4] and search.start == 0
     assert search.looked_at == 5
+
+
+def test_the_percentage_option() -> None:
+    assert percentage_arg("adaptive") is None and percentage_arg("1") == 1 and percentage_arg("100") == 100
+    for bad in ("0", "101", "42.5", "", "²", "-5"):
+        with pytest.raises(argparse.ArgumentTypeError, match="1-100 or adaptive"):
+            percentage_arg(bad)
