@@ -41,7 +41,8 @@ class KubeApiError(Exception):
         self.status = status
         self.reason = reason
         self.message = message
-        # The Status's details.retryAfterSeconds as sent (a 429's, a 5xx's): read with ratelimit.retry_after.
+        # The wait the answer asked for, as sent (a 429's, a 5xx's): the Status's details.retryAfterSeconds,
+        # else the Retry-After header's seconds; read with ratelimit.retry_after.
         self.retry_after_s = retry_after_s
 
 
